@@ -1,0 +1,125 @@
+"""Checks at the API edge: shapes always, values only when the inputs are concrete.
+
+Inside ``jit``/``grad``/``vmap`` the arrays are tracers and their values are unknown,
+so value checks are skipped there; shape checks still run because shapes are static.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+def concrete(a):
+    """Return ``a`` as a NumPy array when its value is known, else ``None``."""
+    if isinstance(a, jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(a)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
+def check_covariance_type(covariance_type) -> str:
+    if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {COVARIANCE_TYPES}, "
+            f"got {covariance_type!r}"
+        )
+    return covariance_type
+
+
+def as_float_array(a, name: str, dtype=None):
+    """Convert ``a`` to a floating JAX array, rejecting non-numeric input."""
+    if isinstance(a, (str, bytes)) or a is None:
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}")
+    if not isinstance(a, jax.Array):
+        try:
+            a = np.asarray(a)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be an array of numbers: {err}") from None
+        if a.dtype == object or not (
+            np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_
+        ):
+            raise TypeError(f"{name} must be an array of numbers, got dtype {a.dtype}")
+        if np.iscomplexobj(a):
+            raise TypeError(f"{name} must be real, got dtype {a.dtype}")
+    elif jnp.iscomplexobj(a):
+        raise TypeError(f"{name} must be real, got dtype {a.dtype}")
+    a = jnp.asarray(a)
+    if dtype is not None:
+        return a.astype(dtype)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    return a
+
+
+def check_finite(a, name: str) -> None:
+    value = concrete(a)
+    if value is not None and not np.all(np.isfinite(value)):
+        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+
+
+def check_data(x, n_features: int | None = None, name: str = "x", dtype=None):
+    """Validate a data matrix of shape ``(n, d)``; return it as a float array."""
+    x = as_float_array(x, name, dtype)
+    if x.ndim != 2:
+        hint = " (reshape a 1-D array with x[:, None])" if x.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), "
+            f"got shape {x.shape}{hint}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one sample, got shape {x.shape}")
+    if n_features is not None and x.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {x.shape[1]} features but the model has {n_features}"
+        )
+    check_finite(x, name)
+    return x
+
+
+def check_sample_weight(sample_weight, n: int, dtype):
+    """Validate per-sample weights ``(n,)``: finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return None
+    w = as_float_array(sample_weight, "sample_weight", dtype)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight must have shape ({n},) to match x, got {w.shape}"
+        )
+    value = concrete(w)
+    if value is not None:
+        if not np.all(np.isfinite(value)):
+            raise ValueError("sample_weight must be finite, got NaN or infinite values")
+        if np.any(value < 0):
+            raise ValueError("sample_weight must be non-negative")
+        if not np.any(value > 0):
+            raise ValueError("sample_weight must not be all zero")
+    return w
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_nonnegative_scalar(value, name: str):
+    """Validate a scalar hyperparameter that must be >= 0 (when concrete)."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = concrete(value)
+    if v is not None:
+        if v.ndim != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {v.shape}")
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    return value
