@@ -141,20 +141,24 @@ def test_warm_start_continues_the_run():
 def test_warnings_say_what_happened():
     with pytest.warns(ConvergenceWarning, match="did not converge in max_iter=2"):
         GaussianMixture(3, max_iter=2, random_state=0).fit(IRIS)
-    # a repeated point captures a component, whose covariance collapses
-    x = np.concatenate(
-        [np.zeros((20, 2)), np.random.default_rng(0).normal(size=(80, 2))]
+    # a point repeated far from the rest captures a component, whose covariance
+    # collapses onto it (reg_covar=0)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.full((20, 2), 10.0), rng.normal(size=(80, 2))])
+    start = dict(
+        means_init=[[10.0, 10.0], [0.0, 0.0]],
+        weights_init=[0.5, 0.5],
+        precisions_init=np.stack([np.eye(2)] * 2),
     )
-    means = np.array([[0.0, 0.0], [1.0, 1.0]])
     with pytest.warns(ConvergenceWarning, match=r"component 0 .*DEGENERATE"):
-        gm = GaussianMixture(2, reg_covar=0.0, means_init=means, random_state=0).fit(x)
+        gm = GaussianMixture(2, reg_covar=0.0, **start).fit(x)
     assert gm.status_ == "DEGENERATE" and gm.degenerate_component_ == 0
 
 
 def test_float32_stays_float32_and_sample():
     gm = GaussianMixture(2, random_state=0).fit(IRIS.astype(np.float32))
     assert gm.means_.dtype == np.float32
-    assert gm.score_samples(IRIS).dtype == np.float32
+    assert gm.score_samples(IRIS.astype(np.float32)).dtype == np.float32
     x, y = gm.sample(50)
     assert x.shape == (50, 4) and y.shape == (50,)
     assert np.all(np.diff(y) >= 0)  # grouped by component, as in scikit-learn
