@@ -295,7 +295,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ...                     rng.normal(3, 1, (100, 1))])
         >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
         >>> np.round(np.sort(gm.means_[:, 0]), 1)
-        array([-3.1,  3. ])
+        array([-2.9,  3. ])
         >>> gm.converged_, gm.predict([[-3.0], [3.0]]).tolist() in ([0, 1], [1, 0])
         (True, True)
     """
