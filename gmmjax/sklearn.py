@@ -180,6 +180,7 @@ def _check_inits(est, n_features, dtype):
             raise ValueError(
                 f"weights_init must sum to 1, got sum {float(weights.sum())!r}"
             )
+        weights = weights / weights.sum()
     if est.means_init is not None:
         means = check_array(est.means_init, dtype=dtype)
         if means.shape != (k, n_features):
@@ -357,20 +358,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return EM(reg_covar=self.reg_covar)
 
     def _starts(self, X, w, n_runs, key):
-        """``(n_runs, ...)`` batch of starting models."""
+        """``(b, ...)`` batch of starting models: ``b = n_runs`` initializations
+        (start ``i`` from ``fold_in(key, i)``) with the given ``*_init`` values in
+        place of theirs, or ``b = 1`` when all three are given."""
         weights, means, prec_chol = _check_inits(self, X.shape[1], X.dtype)
-        all_given = not any(v is None for v in (weights, means, prec_chol))
-        if all_given:
-            keys = jax.random.split(key, 1)
-        else:
-            keys = jax.random.split(key, n_runs)
+        k, d = self.n_components, X.shape[1]
+        if weights is not None and means is not None and prec_chol is not None:
+            given = GMM.from_precisions_cholesky(
+                weights, means, prec_chol, covariance_type=self.covariance_type
+            )
+            return jax.tree_util.tree_map(lambda a: a[None], given)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            key, jnp.arange(n_runs, dtype=jnp.uint32)
+        )
         method = _INIT_PARAMS[self.init_params]
 
-        def one(k):
+        def one(key_i):
             return init_gmm(
-                k,
+                key_i,
                 X,
-                n_components=self.n_components,
+                n_components=k,
                 covariance_type=self.covariance_type,
                 method=method,
                 sample_weight=w,
@@ -378,20 +385,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
 
         gmm0s = jax.vmap(one)(keys)
-        if weights is None and means is None and prec_chol is None:
-            return gmm0s
-        batch = keys.shape[0]
 
         def tile(a):
-            return jnp.broadcast_to(jnp.asarray(a, X.dtype), (batch, *np.shape(a)))
+            return jnp.broadcast_to(jnp.asarray(a, X.dtype), (n_runs, *np.shape(a)))
 
         logits = gmm0s.logits if weights is None else jnp.log(tile(weights))
         mu = gmm0s.means if means is None else tile(means)
         log_diag, off_diag = gmm0s.log_diag, gmm0s.off_diag
         if prec_chol is not None:
             given = GMM.from_precisions_cholesky(
-                np.full(self.n_components, 1.0 / self.n_components, X.dtype),
-                np.zeros((self.n_components, X.shape[1]), X.dtype),
+                np.full(k, 1.0 / k, X.dtype),
+                np.zeros((k, d), X.dtype),
                 prec_chol,
                 covariance_type=self.covariance_type,
             )
