@@ -278,8 +278,9 @@ def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"theta must hold floating arrays, got dtype {x.dtype}")
     tol = _check_tol(tol, "tol")
-    gradient_tol = tol if gradient_tol is None else _check_tol(gradient_tol,
-                                                              "gradient_tol")
+    gradient_tol = (
+        tol if gradient_tol is None else _check_tol(gradient_tol, "gradient_tol")
+    )
     g, vals, vecs = _second_order(fz, x)
     gnorm = jnp.linalg.norm(g)
     if not bool(jnp.all(jnp.isfinite(vals))) or not bool(jnp.isfinite(gnorm)):
@@ -310,9 +311,7 @@ def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
     null_basis = vecs[:, null]
     range_vecs, range_vals = vecs[:, ~null], vals[~null]
     reduced = jax.jit(
-        jax.vmap(
-            lambda c: _reduced(fz, x, null_basis, range_vecs, range_vals, c)
-        )
+        jax.vmap(lambda c: _reduced(fz, x, null_basis, range_vecs, range_vals, c))
     )
     m = counts[2]
     dirs = _sphere_directions(m, 0 if m == 1 else 32 * m, x.dtype)
@@ -553,7 +552,7 @@ def find_critical_points(
         >>> f = lambda t: -(t[0] ** 2 - 1.0) ** 2
         >>> starts = jnp.linspace(-2.0, 2.0, 9)[:, None]
         >>> found = landscape.find_critical_points(f, starts)
-        >>> sorted(round(float(p[0]), 6) for p in found.points)
+        >>> sorted(round(float(p[0]), 6) + 0.0 for p in found.points)
         [-1.0, 0.0, 1.0]
         >>> sorted(c.kind for c in found.classifications)
         ['maximum', 'maximum', 'minimum']
@@ -591,8 +590,7 @@ def find_critical_points(
     reps, counts = np.unique(np.asarray(representative, int), return_counts=True)
     points = good[reps]
     classes = tuple(
-        classify(fz, jnp.asarray(p), tol=classify_tol, gradient_tol=tol)
-        for p in points
+        classify(fz, jnp.asarray(p), tol=classify_tol, gradient_tol=tol) for p in points
     )
     return CriticalPoints(
         points=jax.vmap(unravel)(jnp.asarray(points).reshape(-1, flat.shape[1])),
