@@ -93,7 +93,8 @@ def gradient(f, theta) -> jax.Array:
         [2.0, 3.0]
     """
     fz, flat, _ = _flat(f, theta)
-    return jax.grad(fz)(flat)
+    # jit: one compilation beats eager dispatch of every primitive of the tape
+    return jax.jit(jax.grad(fz))(flat)
 
 
 def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
@@ -124,7 +125,7 @@ def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
     """
     fz, flat, _ = _flat(f, theta)
     if chunk_size is None:
-        h = jax.hessian(fz)(flat)
+        h = jax.jit(jax.hessian(fz))(flat)
     else:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise TypeError("chunk_size must be None or a positive integer")
@@ -132,9 +133,11 @@ def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         grad = jax.grad(fz)
         basis = jnp.eye(flat.shape[0], dtype=flat.dtype)
-        h = jax.lax.map(
-            lambda e: jax.jvp(grad, (flat,), (e,))[1], basis, batch_size=chunk_size
-        )
+        h = jax.jit(
+            lambda z, b: jax.lax.map(
+                lambda e: jax.jvp(grad, (z,), (e,))[1], b, batch_size=chunk_size
+            )
+        )(flat, basis)
     return 0.5 * (h + h.T)
 
 
