@@ -59,6 +59,7 @@ along the ``mu`` axis with ``s`` bending down.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -252,27 +253,48 @@ def _sphere_directions(m, n_random, dtype):
     return jnp.asarray(dirs, dtype=dtype)
 
 
-def _quartic_extremes(q_fn, dirs, q0, n_steps=60):
-    """Maximize and minimize a homogeneous quartic on the unit sphere.
+def _quartic_monomials(m):
+    """Index tuples ``(n_monomials, 4)``: monomial ``r`` is ``prod_t c[idx[r, t]]``."""
+    return np.array(list(itertools.combinations_with_replacement(range(m), 4)))
 
-    Projected gradient steps of size ``1 / (16 max|q|)`` from every direction; a
-    quartic's gradient on the sphere is bounded by ``4 max|q|`` times a constant, so
-    the steps are short enough to increase ``q`` monotonically in practice.
+
+def _quartic_extremes(dirs, values, n_starts=256, n_steps=300):
+    """Maximizer and minimizer on the unit sphere of a homogeneous quartic.
+
+    ``q`` is exactly a quartic form in the null coordinates, so its coefficients are
+    recovered by least squares from its values on more directions than monomials;
+    the cheap polynomial is then climbed (and descended) by projected gradient steps
+    from many directions. The caller re-evaluates the winners exactly.
     """
-    scale = 16.0 * jnp.maximum(jnp.max(jnp.abs(q0)), jnp.finfo(q0.dtype).tiny)
+    dirs, values = np.asarray(dirs, np.float64), np.asarray(values, np.float64)
+    m = dirs.shape[1]
+    idx = _quartic_monomials(m)
+    coef = np.linalg.lstsq(np.prod(dirs[:, idx], axis=-1), values)[0]
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=(n_starts, m))
+    start = np.concatenate([dirs, start / np.linalg.norm(start, axis=1)[:, None]])
+    step = 1.0 / (16.0 * max(np.abs(values).max(), 1e-300))
+    ends = _climb_quartic(jnp.asarray(start), jnp.asarray(idx), coef, step, n_steps)
+    return np.asarray(ends)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _climb_quartic(start, idx, coef, step, n_steps):
+    def poly(c):
+        return jnp.prod(c[idx], axis=-1) @ coef
 
     def climb(sign, c):
-        grad = jax.grad(lambda z: sign * q_fn(z))
-
         def body(_, z):
-            z = z + grad(z) / scale
+            z = z + sign * step * jax.grad(poly)(z)
             return z / jnp.linalg.norm(z)
 
         return jax.lax.fori_loop(0, n_steps, body, c)
 
-    up = jax.vmap(lambda c: climb(1.0, c))(dirs)
-    down = jax.vmap(lambda c: climb(-1.0, c))(dirs)
-    return up, down
+    ends = []
+    for sign in (1.0, -1.0):
+        c = jax.vmap(lambda z, sign=sign: climb(sign, z))(start)
+        ends.append(c[jnp.argmax(sign * jax.vmap(poly)(c))])
+    return jnp.stack(ends)
 
 
 def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
@@ -317,24 +339,21 @@ def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
         jax.vmap(lambda c: _reduced(fz, x, null_basis, range_vecs, range_vals, c))
     )
     m = counts[2]
-    dirs = _sphere_directions(m, 0 if m == 1 else 32 * m, x.dtype)
+    n_random = 0 if m == 1 else 2 * len(_quartic_monomials(m)) + 8
+    dirs = _sphere_directions(m, n_random, x.dtype)
     cubic, quartic, _ = reduced(dirs)
     cubic_np = np.asarray(cubic)
     i3 = int(np.argmax(np.abs(cubic_np)))
     if abs(cubic_np[i3]) > thr:
         sign = 1.0 if cubic_np[i3] > 0 else -1.0
         c = sign * dirs[i3]
-        _, _, w = reduced(c[None])
+        _, _, w = reduced(dirs.at[0].set(c))
         escape = EscapeDirection(null_basis @ c, w[0], 3, jnp.abs(cubic[i3]))
         return result("saddle", 3, second_escape or escape)
 
     if m > 1:
-
-        def q_fn(c):
-            return _reduced(fz, x, null_basis, range_vecs, range_vals, c)[1]
-
-        up, down = jax.jit(_quartic_extremes, static_argnums=0)(q_fn, dirs, quartic)
-        dirs = jnp.concatenate([dirs, up, down])
+        extremes = jnp.asarray(_quartic_extremes(dirs, quartic), x.dtype)
+        dirs = dirs.at[:2].set(extremes)
         _, quartic, _ = reduced(dirs)
     quartic_np = np.asarray(quartic)
     q_max, q_min = float(quartic_np.max()), float(quartic_np.min())
@@ -343,7 +362,7 @@ def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
     escape = second_escape
     if escape is None and q_max > thr:
         i4 = int(np.argmax(quartic_np))
-        _, _, w = reduced(dirs[i4][None])
+        _, _, w = reduced(dirs.at[0].set(dirs[i4]))
         d = null_basis @ dirs[i4]
         flip = jnp.where(d[jnp.argmax(jnp.abs(d))] < 0, -1.0, 1.0).astype(d.dtype)
         escape = EscapeDirection(d * flip, w[0], 4, quartic[i4])
