@@ -7,9 +7,21 @@ from ._density import log_likelihood as log_likelihood
 from ._density import log_prob as log_prob
 from ._density import responsibilities as responsibilities
 from ._density import sample as sample
+from ._em import EM as EM
+from ._em import EMState as EMState
+from ._em import StepInfo as StepInfo
+from ._em import e_step as e_step
+from ._em import em_step as em_step
+from ._em import m_step as m_step
+from ._fit import FitResult as FitResult
+from ._fit import FitTrace as FitTrace
+from ._fit import Status as Status
+from ._fit import fit as fit
+from ._fit import fit_trace as fit_trace
 from ._gmm import GMM as GMM
 from ._information import diagnose as diagnose
 from ._information import observed_information as observed_information
 from ._information import standard_errors as standard_errors
+from ._init import init_gmm as init_gmm
 
 __version__ = "0.1.0"

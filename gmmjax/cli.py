@@ -80,16 +80,41 @@ def _cmd_fit(args) -> int:
     import gmmjax
 
     x = load_data(args.data)
-    mean = x.mean(axis=0)
-    cov = np.atleast_2d(np.cov(x, rowvar=False, bias=True))
-    gmm = gmmjax.GMM.from_natural([1.0], mean[None], cov[None])
-    ll = float(gmmjax.log_likelihood(gmm, x))
-    print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
-    print("model: one Gaussian (closed-form maximum likelihood)")
-    print(f"weights: {np.asarray(gmm.weights)}")
-    print(f"means:\n{np.asarray(gmm.means)}")
-    print(f"covariances:\n{np.asarray(gmm.covariances)}")
-    print(f"log-likelihood: {ll:.6f}")
+    if args.n_components < 1 or args.n_components > x.shape[0]:
+        raise CLIError(
+            f"-k must be between 1 and the number of samples ({x.shape[0]}), "
+            f"got {args.n_components}"
+        )
+    gmm0 = gmmjax.init_gmm(
+        jax.random.key(args.seed),
+        x,
+        n_components=args.n_components,
+        covariance_type=args.covariance_type,
+        method="kmeans++",
+    )
+    result = gmmjax.fit(
+        gmmjax.EM(reg_covar=args.reg_covar),
+        gmm0,
+        x,
+        max_steps=args.max_steps,
+        tol=args.tol,
+    )
+    gmm = result.gmm
+    with np.printoptions(precision=5, suppress=True):
+        print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
+        print(
+            f"model: {gmm.n_components} components, "
+            f"covariance_type={gmm.covariance_type!r}, EM from k-means++"
+        )
+        print(f"weights: {np.asarray(gmm.weights)}")
+        print(f"means:\n{np.asarray(gmm.means)}")
+        print(f"covariances:\n{np.asarray(gmm.covariances)}")
+        ll = float(result.log_likelihood)
+        print(f"log-likelihood: {ll:.6f} (mean {ll / x.shape[0]:.6f} per sample)")
+        print(f"steps: {int(result.n_steps)}")
+        print(f"status: {result.status_name}")
+        if int(result.degenerate_component) >= 0:
+            print(f"degenerate component: {int(result.degenerate_component)}")
     return 0
 
 
@@ -102,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "data", nargs="?", help="CSV or .npy file (default: bundled Old Faithful)"
     )
+    fit.add_argument(
+        "-k", "--n-components", type=int, default=2, help="number of components"
+    )
+    fit.add_argument(
+        "--covariance-type",
+        default="full",
+        choices=["full", "diag", "spherical", "tied"],
+        help="covariance structure (default: full)",
+    )
+    fit.add_argument("--max-steps", type=int, default=500, help="EM step budget")
+    fit.add_argument(
+        "--tol", type=float, default=1e-6, help="tolerance on the mean log-likelihood"
+    )
+    fit.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
+    fit.add_argument("--seed", type=int, default=0, help="random seed of the start")
     fit.set_defaults(func=_cmd_fit)
     return parser
 

@@ -21,6 +21,21 @@ def test_fit_bundled_data():
     assert out.returncode == 0, out.stderr
     assert "log-likelihood" in out.stdout
     assert "weights" in out.stdout and "means" in out.stdout
+    assert "status: CONVERGED" in out.stdout and "steps:" in out.stdout
+    assert "model: 2 components" in out.stdout
+
+
+def test_fit_options():
+    out = run("fit", "-k", "3", "--covariance-type", "tied", "--max-steps", "5")
+    assert out.returncode == 0, out.stderr
+    assert "3 components" in out.stdout and "'tied'" in out.stdout
+    assert "steps: 5" in out.stdout
+
+
+def test_bad_k_is_one_line_error():
+    out = run("fit", "-k", "0")
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "-k must be between" in out.stderr
 
 
 def test_fit_csv_with_header(tmp_path):

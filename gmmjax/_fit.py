@@ -1,0 +1,284 @@
+"""The one loop driver of every fitter: ``fit`` (while_loop), ``fit_trace`` (scan)."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._density import check_gmm, prepare, total_log_likelihood
+from ._gmm import GMM
+from ._validation import check_nonnegative_scalar, concrete
+
+
+class Status(enum.IntEnum):
+    """How a fit ended. ``FitResult.status`` holds one of these values as an int32.
+
+    Attributes:
+        CONVERGED: the change in mean log-likelihood fell below ``tol``.
+        MAX_STEPS: the step budget ran out first (always the case with ``tol=0``).
+        NONFINITE: a step produced a non-finite log-likelihood or parameters; the
+            result holds the last finite parameters.
+        DEGENERATE: a component emptied or its covariance collapsed onto a point;
+            ``FitResult.degenerate_component`` says which.
+
+    Example:
+        >>> import gmmjax
+        >>> gmmjax.Status(0).name
+        'CONVERGED'
+    """
+
+    CONVERGED = 0
+    MAX_STEPS = 1
+    NONFINITE = 2
+    DEGENERATE = 3
+
+
+_RUNNING = -1
+
+
+class FitResult(NamedTuple):
+    """The outcome of :func:`gmmjax.fit` (a pytree: batches stack along axis 0).
+
+    Attributes:
+        gmm: the fitted model (the last finite parameters).
+        log_likelihood: ``()`` total (weighted) log-likelihood **of** ``gmm``.
+        n_steps: ``()`` int32, the number of steps taken.
+        status: ``()`` int32, a :class:`Status` value.
+        degenerate_component: ``()`` int32, the component that emptied or collapsed
+            when ``status == DEGENERATE``, else ``-1``.
+    """
+
+    gmm: GMM
+    log_likelihood: jax.Array
+    n_steps: jax.Array
+    status: jax.Array
+    degenerate_component: jax.Array
+
+    @property
+    def status_name(self) -> str:
+        """The :class:`Status` name of an unbatched result, e.g. ``"CONVERGED"``."""
+        return Status(int(self.status)).name
+
+
+class FitTrace(NamedTuple):
+    """Per-step history of :func:`gmmjax.fit_trace` (leading axis: steps).
+
+    Attributes:
+        log_likelihood: ``(num_steps,)`` total log-likelihood of ``gmm[t]``.
+        gmm: the parameters after each step, stacked along a leading axis.
+    """
+
+    log_likelihood: jax.Array
+    gmm: GMM
+
+
+def check_fitter(fitter) -> None:
+    if not (hasattr(fitter, "init") and hasattr(fitter, "step")):
+        raise TypeError(
+            "fitter must provide init(gmm, x, ...) and step(state, x, ...), e.g. "
+            f"gmmjax.EM(); got {type(fitter).__name__}"
+        )
+    check = getattr(fitter, "check", None)
+    if check is not None:
+        check()
+
+
+def check_steps(value, name: str):
+    """An integer step count >= 0; a traced integer is accepted inside jit."""
+    v = concrete(value)
+    if v is None:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not (
+        isinstance(value, numbers.Integral)
+        or (v.ndim == 0 and np.issubdtype(v.dtype, np.integer))
+    ):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(v)}")
+    return value
+
+
+def prepare_fit(fitter, gmm0, x, sample_weight):
+    """Validate the common arguments of the fitting drivers."""
+    check_fitter(fitter)
+    check_gmm(gmm0)
+    x, w = prepare(gmm0, x, sample_weight)
+    if x.shape[0] < gmm0.n_components:
+        raise ValueError(
+            f"x has {x.shape[0]} samples but the model has {gmm0.n_components} "
+            "components: need n_samples >= n_components"
+        )
+    gmm0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), gmm0)
+    return gmm0, x, w
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _total_weight(x, w):
+    return jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
+
+
+class _Loop(NamedTuple):
+    state: Any
+    previous: jax.Array  # mean log-likelihood of the previous step, or -inf
+    n_steps: jax.Array
+    status: jax.Array
+    degenerate: jax.Array
+
+
+def _advance(fitter, loop: _Loop, x, w, total, tol, max_steps) -> _Loop:
+    state, info = fitter.step(loop.state, x, sample_weight=w)
+    n_steps = loop.n_steps + 1
+    mean_ll = info.log_likelihood / total
+    finite = jnp.isfinite(info.log_likelihood) & _all_finite(state)
+    converged = info.can_stop & (jnp.abs(mean_ll - loop.previous) < tol)
+    status = jnp.select(
+        [~finite, info.degenerate >= 0, converged, n_steps >= max_steps],
+        [Status.NONFINITE, Status.DEGENERATE, Status.CONVERGED, Status.MAX_STEPS],
+        _RUNNING,
+    ).astype(jnp.int32)
+    # a non-finite step is not taken: the result keeps the last finite parameters
+    state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(finite, new, old), state, loop.state
+    )
+    previous = jnp.where(info.can_stop, mean_ll, -jnp.inf)
+    return _Loop(state, previous, n_steps, status, info.degenerate.astype(jnp.int32))
+
+
+@jax.jit
+def _fit(fitter, gmm0, x, w, max_steps, tol):
+    total = _total_weight(x, w)
+    state = fitter.init(gmm0, x, sample_weight=w)
+    dtype = x.dtype
+    start = _Loop(
+        state,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.where(max_steps > 0, _RUNNING, Status.MAX_STEPS).astype(jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+    loop = jax.lax.while_loop(
+        lambda c: c.status == _RUNNING,
+        lambda c: _advance(fitter, c, x, w, total, tol, max_steps),
+        start,
+    )
+    gmm = loop.state.gmm
+    ll = total_log_likelihood(gmm, x, w)
+    return FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate)
+
+
+def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
+    """Run a fitter from ``gmm0`` until it converges, fails or runs out of steps.
+
+    One ``lax.while_loop``. Step ``t`` (from 1) reports the total log-likelihood
+    ``L(theta_{t-1})`` of the parameters it started from, then updates them; with
+    ``W = sum_i w_i`` (``n`` without weights) the run has **converged** after step
+    ``t >= 2`` when ``|L(theta_{t-1}) - L(theta_{t-2})| / W < tol`` — scikit-learn's
+    rule on the change in mean log-likelihood, so ``n_steps`` equals its ``n_iter_``
+    and ``tol=0`` runs exactly ``max_steps`` steps. A step whose log-likelihood or
+    parameters are not finite ends the run with ``NONFINITE`` (its parameters are
+    discarded); a component that empties or collapses ends it with ``DEGENERATE``.
+    Nothing is raised inside ``jit``; ``tol``, ``max_steps`` and the fitter's
+    hyperparameters are traced, so new values do not recompile.
+
+    Args:
+        fitter: an object with ``init(gmm, x, *, sample_weight)`` and
+            ``step(state, x, *, sample_weight, beta) -> (state, StepInfo)``,
+            e.g. :class:`gmmjax.EM`.
+        gmm0: the starting :class:`GMM`.
+        x: ``(n, d)`` data, ``n >= k``.
+        max_steps: the step budget (an integer >= 0).
+        tol: convergence threshold on the change in mean log-likelihood (>= 0).
+        sample_weight: optional ``(n,)`` non-negative weights.
+
+    Returns:
+        A :class:`FitResult`; ``log_likelihood`` is the total log-likelihood of the
+        returned model.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm0 = gmmjax.init_gmm(jax.random.key(1), x, n_components=2)
+        >>> result = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=100)
+        >>> result.status_name, round(float(result.log_likelihood) / len(x), 3)
+        ('CONVERGED', -4.155)
+    """
+    gmm0, x, w = prepare_fit(fitter, gmm0, x, sample_weight)
+    check_steps(max_steps, "max_steps")
+    check_nonnegative_scalar(tol, "tol")
+    return _fit(fitter, gmm0, x, w, jnp.asarray(max_steps, jnp.int32), tol)
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps",))
+def _fit_trace(fitter, gmm0, x, w, num_steps):
+    total = _total_weight(x, w)
+    state = fitter.init(gmm0, x, sample_weight=w)
+    dtype = x.dtype
+    start = _Loop(
+        state,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(_RUNNING, jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+
+    def body(loop, _):
+        new = _advance(fitter, loop, x, w, total, 0.0, num_steps)
+        # after a failure the run stands still: keep the first failure's report
+        stopped = loop.status != _RUNNING
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(stopped, a, b), loop, new)
+        return new, new.state.gmm
+
+    loop, gmms = jax.lax.scan(body, start, None, length=num_steps)
+    lls = jax.lax.map(lambda g: total_log_likelihood(g, x, w), gmms)
+    status = jnp.where(loop.status == _RUNNING, Status.MAX_STEPS, loop.status)
+    result = FitResult(
+        loop.state.gmm, lls[-1], loop.n_steps, status.astype(jnp.int32), loop.degenerate
+    )
+    return result, FitTrace(lls, gmms)
+
+
+def fit_trace(fitter, gmm0: GMM, x, *, num_steps: int, sample_weight=None):
+    """Run exactly ``num_steps`` steps with ``lax.scan`` and keep the whole path.
+
+    For plots and studies of the dynamics. The run does not stop on convergence;
+    after a non-finite or degenerate step the parameters stay where they were and
+    the status says why.
+
+    Args:
+        fitter: as in :func:`gmmjax.fit`.
+        gmm0: the starting :class:`GMM`.
+        x: ``(n, d)`` data.
+        num_steps: the number of steps (static: it sets the trace's length).
+        sample_weight: optional ``(n,)`` non-negative weights.
+
+    Returns:
+        ``(FitResult, FitTrace)``: the trace holds, for ``t = 0 .. num_steps - 1``,
+        the parameters after step ``t + 1`` and their total log-likelihood (the
+        starting point is ``gmm0``, not repeated in the trace).
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm0 = gmmjax.init_gmm(jax.random.key(1), x, n_components=2)
+        >>> result, trace = gmmjax.fit_trace(gmmjax.EM(), gmm0, x, num_steps=20)
+        >>> trace.log_likelihood.shape, trace.gmm.means.shape
+        ((20,), (20, 2, 2))
+    """
+    gmm0, x, w = prepare_fit(fitter, gmm0, x, sample_weight)
+    if isinstance(num_steps, (bool, np.bool_)) or not isinstance(
+        num_steps, numbers.Integral
+    ):
+        raise TypeError(f"num_steps must be an integer, got {num_steps!r}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    return _fit_trace(fitter, gmm0, x, w, int(num_steps))

@@ -1,0 +1,83 @@
+"""Initialization: pure JAX, vmappable over keys, sensible starts."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import COVARIANCE_TYPES
+from sklearn import datasets as skdatasets
+
+import gmmjax
+from gmmjax._init import INIT_METHODS, kmeans_plusplus
+
+X = skdatasets.load_iris().data
+
+
+@pytest.mark.parametrize("method", INIT_METHODS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_every_method_gives_a_valid_model(method, covariance_type):
+    gmm = gmmjax.init_gmm(
+        jax.random.key(0),
+        X,
+        n_components=3,
+        covariance_type=covariance_type,
+        method=method,
+    )
+    assert gmm.covariance_type == covariance_type
+    assert gmm.means.shape == (3, 4)
+    np.testing.assert_allclose(np.sum(gmm.weights), 1.0)
+    assert np.isfinite(float(gmmjax.log_likelihood(gmm, X)))
+
+
+@pytest.mark.parametrize("method", INIT_METHODS)
+def test_vmappable_over_keys(method):
+    keys = jax.random.split(jax.random.key(1), 5)
+    batch = jax.vmap(lambda k: gmmjax.init_gmm(k, X, n_components=3, method=method))(
+        keys
+    )
+    assert batch.means.shape == (5, 3, 4)
+    single = gmmjax.init_gmm(keys[2], X, n_components=3, method=method)
+    np.testing.assert_allclose(batch.means[2], single.means, rtol=1e-10)
+
+
+def test_kmeans_plusplus_picks_distinct_data_points():
+    centers = np.asarray(kmeans_plusplus(jax.random.key(0), X, 5))
+    for c in centers:
+        assert np.any(np.all(X == c, axis=1))
+    assert len(np.unique(centers, axis=0)) == 5
+
+
+def inertia(x, centers):
+    d2 = ((x[:, None, :] - centers[None]) ** 2).sum(-1)
+    return d2.min(1).sum()
+
+
+def test_kmeans_refines_the_seeds():
+    key = jax.random.key(4)
+    seeded = gmmjax.init_gmm(key, X, n_components=4, method="kmeans++")
+    refined = gmmjax.init_gmm(key, X, n_components=4, method="kmeans")
+    assert inertia(X, np.asarray(refined.means)) <= inertia(X, np.asarray(seeded.means))
+    # Lloyd's fixed point: every mean is the centroid of its nearest points
+    means = np.asarray(refined.means)
+    labels = ((X[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+    for j in range(4):
+        np.testing.assert_allclose(means[j], X[labels == j].mean(0), rtol=1e-6)
+
+
+def test_random_responsibilities_start_near_the_mean():
+    gmm = gmmjax.init_gmm(jax.random.key(0), X, n_components=3, method="random")
+    spread = np.abs(np.asarray(gmm.means) - X.mean(0)).max()
+    assert spread < 0.2 * X.std(0).max()
+
+
+def test_bad_arguments():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="n_components=200 must be <= n_samples"):
+        gmmjax.init_gmm(key, X, n_components=200)
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        gmmjax.init_gmm(key, X, n_components=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        gmmjax.init_gmm(key, X, n_components=2, method="kmeans+")
+    with pytest.raises(ValueError, match="covariance_type"):
+        gmmjax.init_gmm(key, X, n_components=2, covariance_type="banana")
+    with pytest.raises(ValueError, match="2-D"):
+        gmmjax.init_gmm(key, X[:, 0], n_components=2)
