@@ -308,31 +308,6 @@ def test_exact_study_saddle_in_the_general_mixture():
     assert d["means[1,0]"] == pytest.approx(-1 / np.sqrt(2), abs=1e-8)
 
 
-def test_old_faithful_sklearn_fit_is_a_local_maximum():
-    x = gmmjax.datasets.faithful()
-    sk = GaussianMixture(
-        2,
-        covariance_type="full",
-        tol=1e-12,
-        max_iter=2000,
-        reg_covar=0.0,
-        random_state=0,
-    ).fit(x)
-    gmm = gmmjax.GMM.from_natural(sk.weights_, sk.means_, sk.covariances_)
-
-    class Result:  # anything with a .gmm attribute is accepted
-        pass
-
-    result = Result()
-    result.gmm = gmm
-    diag = gmmjax.diagnose(result, x)
-    assert diag.kind == "maximum", str(diag)
-    assert diag.escape_direction is None
-    assert float(diag.eigenvalues[-1]) < 0
-    se = gmmjax.standard_errors(gmm, x)
-    assert np.all(np.isfinite(se.errors)) and np.all(se.errors > 0)
-
-
 def test_bad_inputs():
     gmm = gmmjax.GMM.from_natural([1.0], [[0.0]], [1.0], covariance_type="spherical")
     with pytest.raises(TypeError, match="result"):
@@ -342,3 +317,35 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="sample_weight"):
         gmmjax.observed_information(gmm, [[0.0], [1.0]], sample_weight=[1.0])
     assert landscape.classify(lambda t: -jnp.sum(t**2), jnp.zeros(2)).kind == "maximum"
+
+
+def test_em_fit_of_old_faithful_is_a_local_maximum():
+    x = gmmjax.datasets.faithful()
+    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    result = gmmjax.fit(gmmjax.EM(reg_covar=0.0), gmm0, x, max_steps=1000, tol=1e-12)
+    assert result.status_name == "CONVERGED"
+    diag = gmmjax.diagnose(result, x)
+    assert diag.kind == "maximum", str(diag)
+    assert diag.escape_direction is None
+    assert float(diag.log_likelihood) == pytest.approx(
+        float(result.log_likelihood), rel=1e-12
+    )
+    se = gmmjax.standard_errors(result.gmm, x)
+    assert np.all(np.isfinite(se.errors)) and np.all(se.errors > 0)
+
+
+def test_em_stopped_early_near_the_study_saddle():
+    gmm0 = gmmjax.GMM.from_natural(
+        [0.5, 0.5], [[0.02], [-0.02]], [0.64, 0.64], covariance_type="spherical"
+    )
+    result = gmmjax.fit(gmmjax.EM(reg_covar=0.0), gmm0, X_TWO, max_steps=50, tol=0.0)
+    assert int(result.n_steps) == 50
+    # the library's EM follows the closed-form update of the study
+    mu, s = two_point_em(0.02, 0.8, 50)
+    np.testing.assert_allclose(result.gmm.means.ravel(), [mu, -mu], rtol=1e-8)
+    np.testing.assert_allclose(result.gmm.covariances, [s * s, s * s], rtol=1e-8)
+    diag = gmmjax.diagnose(result, X_TWO)
+    assert diag.kind == "saddle"
+    d = dict(zip(diag.labels, np.asarray(diag.escape_direction), strict=True))
+    assert abs(d["means[0,0]"]) > 0.7
+    assert d["means[0,0]"] == pytest.approx(-d["means[1,0]"], abs=1e-6)
