@@ -25,6 +25,7 @@ of :mod:`gmmjax.landscape`.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 
 from ._density import prepare, total_log_likelihood
 from ._gmm import GMM
-from ._landscape import _analyze, hessian
+from ._landscape import _analyze, _check_tol, hessian
 
 
 def natural_labels(gmm: GMM) -> tuple[str, ...]:
@@ -228,10 +229,12 @@ class Diagnosis(NamedTuple):
         kind: ``"maximum"`` (a local maximum of the likelihood), ``"saddle"``
             (uphill directions remain: escape along ``escape_direction``),
             ``"degenerate"`` (flat to fourth order: a plateau), ``"minimum"`` or
-            ``"not_critical"`` (the gradient is not small: the fit has not
-            converged).
+            ``"not_critical"`` (a Newton step would still gain more than the
+            tolerance: the fit has not converged).
         log_likelihood: ``()`` total log-likelihood at the point.
         gradient_norm: ``()`` norm of the gradient in the natural vector.
+        predicted_gain: ``()`` the change of the log-likelihood a Newton step on
+            the non-null directions predicts, ``1/2 sum_i (v_i . g)^2 / |lambda_i|``.
         eigenvalues: ``(p,)`` Hessian eigenvalues, ascending (the top ones are the
             evidence for a saddle).
         escape_direction: ``(p,)`` unit ascent direction in the natural vector, or
@@ -244,6 +247,7 @@ class Diagnosis(NamedTuple):
     kind: str
     log_likelihood: jax.Array
     gradient_norm: jax.Array
+    predicted_gain: jax.Array
     eigenvalues: jax.Array
     escape_direction: jax.Array | None
     escape_order: int
@@ -255,6 +259,7 @@ class Diagnosis(NamedTuple):
             f"kind: {self.kind}",
             f"log-likelihood: {float(self.log_likelihood):.6g}",
             f"gradient norm: {float(self.gradient_norm):.3g}",
+            f"predicted Newton gain: {float(self.predicted_gain):.3g}",
             f"top Hessian eigenvalues: {top}",
         ]
         if self.escape_direction is not None:
@@ -265,28 +270,34 @@ class Diagnosis(NamedTuple):
         return "\n".join(lines)
 
 
-def diagnose(result, x, *, sample_weight=None, tol=1e-6, gradient_tol=None):
+def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     """Say whether a fit ended at a local maximum, a saddle or a flat region.
 
-    The total log-likelihood is analysed in the natural parameter vector (no logit
-    gauge, see the module docstring) with :func:`gmmjax.landscape.classify` and
-    :func:`gmmjax.landscape.escape_direction`: the gradient, the exact Hessian and,
-    when the Hessian is singular, the fourth-order test.
+    The total log-likelihood ``L`` is analysed in the natural parameter vector (no
+    logit gauge, see the module docstring) with the machinery of
+    :func:`gmmjax.landscape.classify`: the gradient ``g``, the exact Hessian
+    (eigenpairs ``lambda_i, v_i``) and, when the Hessian is singular, the
+    fourth-order test.
 
-    Tolerances: Hessian eigenvalues with ``|lambda| <= tol * max|lambda|`` are null;
-    the point counts as critical when the gradient norm is at most
-    ``gradient_tol``, by default ``sqrt(tol) * sqrt(sum_i w_i)`` (the log-likelihood
-    is a sum, its gradient grows like the square root of the sample size at a
-    well-fitted point's noise level). A larger gradient is ``"not_critical"``
-    (the fit has not converged) with the gradient as escape direction.
+    **Converged?** A fit stopped by a tolerance is never exactly critical, and the
+    gradient's size depends on the units of each parameter. The test is instead
+    the gain a Newton step would still make, ``1/2 sum_i (v_i . g)^2 / |lambda_i|``
+    over the non-null directions, which is unit-free and on the scale of EM's own
+    stopping rule: the point counts as converged when this gain is at most
+    ``tol * W`` (``W = sum_i w_i``, ``n`` without weights, so ``tol`` bounds the
+    gain in *mean* log-likelihood) and the gradient along null directions is at
+    most ``sqrt(tol * W)``. Otherwise the kind is ``"not_critical"`` and the
+    escape direction is the gradient. A converged point is then classified by its
+    curvature: an EM run that stalls near a saddle is reported as a saddle.
 
     Args:
         result: a fit result with a ``.gmm`` attribute (``gmmjax.FitResult``) or a
             bare :class:`gmmjax.GMM`.
         x: ``(n, d)`` data.
         sample_weight: optional ``(n,)`` non-negative weights.
-        tol: relative null-eigenvalue threshold.
-        gradient_tol: absolute gradient-norm threshold (default above).
+        tol: bound on the predicted gain in mean log-likelihood (see above).
+        eigen_tol: eigenvalues with ``|lambda| <= eigen_tol * max|lambda|`` are
+            null (as ``tol`` of :func:`gmmjax.landscape.classify`).
 
     Returns:
         :class:`Diagnosis`; ``str(diagnosis)`` is a readable summary.
@@ -304,20 +315,35 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, gradient_tol=None):
             "result must be a gmmjax.GMM or have a .gmm attribute, got "
             f"{type(result).__name__}"
         )
+    tol = _check_tol(tol, "tol")
     f, theta = _objective(gmm, x, sample_weight)
-    if gradient_tol is None:
-        x_arr, w = prepare(gmm, x, sample_weight)
-        total = x_arr.shape[0] if w is None else float(jnp.sum(w))
-        gradient_tol = float(np.sqrt(float(tol) * total))
-    analysis = _analyze(f, theta, tol, gradient_tol)
-    point, escape = analysis.point, analysis.escape
-    escape_vec = None if escape is None else escape.direction
-    order = 0 if escape is None else escape.order
+    x_arr, w = prepare(gmm, x, sample_weight)
+    total = x_arr.shape[0] if w is None else float(jnp.sum(w))
+    analysis = _analyze(f, theta, eigen_tol, math.inf)
+    point = analysis.point
+    g = jax.grad(f)(theta)
+    coef = point.eigenvectors.T @ g
+    vals = point.eigenvalues
+    thr = float(eigen_tol) * max(1.0, float(jnp.max(jnp.abs(vals))))
+    curved = jnp.abs(vals) > thr
+    safe = jnp.where(curved, jnp.abs(vals), 1.0)
+    gain = 0.5 * jnp.sum(jnp.where(curved, coef**2 / safe, 0.0))
+    null_gradient = jnp.linalg.norm(jnp.where(curved, 0.0, coef))
+    converged = float(gain) <= tol * total and float(null_gradient) <= math.sqrt(
+        tol * total
+    )
+    if converged:
+        kind, escape = point.kind, analysis.escape
+        escape_vec = None if escape is None else escape.direction
+        order = 0 if escape is None else escape.order
+    else:
+        kind, escape_vec, order = "not_critical", g / jnp.linalg.norm(g), 1
     return Diagnosis(
-        kind=point.kind,
+        kind=kind,
         log_likelihood=f(theta),
         gradient_norm=point.gradient_norm,
-        eigenvalues=point.eigenvalues,
+        predicted_gain=gain,
+        eigenvalues=vals,
         escape_direction=escape_vec,
         escape_order=order,
         labels=natural_labels(gmm),

@@ -67,8 +67,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-KINDS = ("maximum", "minimum", "saddle", "degenerate", "not_critical")
-
 
 def _flat(f, theta):
     flat, unravel = ravel_pytree(theta)
@@ -390,8 +388,8 @@ def _check_tol(value, name):
     if isinstance(value, (bool, str)) or value is None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if np.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value}")
     return value
 
 
@@ -413,7 +411,8 @@ def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
         f: scalar function of ``theta``, four times differentiable.
         theta: the point, any pytree of floating arrays (``p`` entries).
         tol: relative threshold for null eigenvalues and higher-order coefficients.
-        gradient_tol: threshold on the gradient norm; defaults to ``tol``.
+        gradient_tol: threshold on the gradient norm; defaults to ``tol``
+            (``float("inf")`` classifies the curvature of any point).
 
     Returns:
         A :class:`CriticalPoint`.

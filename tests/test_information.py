@@ -322,16 +322,31 @@ def test_bad_inputs():
 def test_em_fit_of_old_faithful_is_a_local_maximum():
     x = gmmjax.datasets.faithful()
     gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
-    result = gmmjax.fit(gmmjax.EM(reg_covar=0.0), gmm0, x, max_steps=1000, tol=1e-12)
+    # default settings: EM stops on a change of mean log-likelihood below 1e-6 with
+    # reg_covar = 1e-6, so the gradient is not zero; the predicted Newton gain is
+    # what diagnose bounds
+    result = gmmjax.fit(gmmjax.EM(), gmm0, x)
     assert result.status_name == "CONVERGED"
     diag = gmmjax.diagnose(result, x)
     assert diag.kind == "maximum", str(diag)
+    assert float(diag.gradient_norm) > 1e-3
+    assert float(diag.predicted_gain) < 1e-6 * len(x)
     assert diag.escape_direction is None
     assert float(diag.log_likelihood) == pytest.approx(
         float(result.log_likelihood), rel=1e-12
     )
     se = gmmjax.standard_errors(result.gmm, x)
     assert np.all(np.isfinite(se.errors)) and np.all(se.errors > 0)
+    # two EM steps from the start are far from converged
+    early = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=2, tol=0.0)
+    diag = gmmjax.diagnose(early, x)
+    assert diag.kind == "not_critical" and diag.escape_order == 1
+    g = jax.grad(lambda t: gmmjax.log_likelihood(from_natural_vector(t, early.gmm), x))(
+        natural_vector(early.gmm)
+    )
+    np.testing.assert_allclose(
+        diag.escape_direction, g / jnp.linalg.norm(g), rtol=1e-8, atol=1e-12
+    )
 
 
 def test_em_stopped_early_near_the_study_saddle():
