@@ -364,3 +364,21 @@ def test_em_stopped_early_near_the_study_saddle():
     d = dict(zip(diag.labels, np.asarray(diag.escape_direction), strict=True))
     assert abs(d["means[0,0]"]) > 0.7
     assert d["means[0,0]"] == pytest.approx(-d["means[1,0]"], abs=1e-6)
+
+
+def test_logit_gauge_is_flat_in_the_leaves_and_absent_in_natural_coordinates(rng):
+    k, d = 3, 2
+    weights, means, cov = random_natural(rng, k, d, "diag")
+    gmm = gmmjax.GMM.from_natural(weights, means, cov, covariance_type="diag")
+    x = rng.normal(scale=2.0, size=(50, d))
+    # the Hessian in the model's own leaves (a GMM pytree) has the logit shift as
+    # an exact null vector
+    h = np.asarray(landscape.hessian(lambda g: gmmjax.log_likelihood(g, x), gmm))
+    shift = gmmjax.GMM(jnp.ones(k), jnp.zeros((k, d)), jnp.zeros((k, d)), None, "diag")
+    gauge = np.asarray(jax.flatten_util.ravel_pytree(shift)[0])
+    np.testing.assert_allclose(h @ gauge, 0.0, atol=1e-10 * np.abs(h).max())
+    # the natural vector drops it: one parameter fewer and no null direction
+    info = gmmjax.observed_information(gmm, x)
+    assert info.matrix.shape[0] == h.shape[0] - 1
+    eig = np.abs(np.linalg.eigvalsh(np.asarray(info.matrix)))
+    assert eig.min() > 1e-6 * eig.max()
