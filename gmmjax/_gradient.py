@@ -294,7 +294,8 @@ def noisy(
         >>> import jax, optax, gmmjax
         >>> x = gmmjax.datasets.faithful()
         >>> x = (x - x.mean(0)) / x.std(0)
-        >>> gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2,
+        ...                        method="random")
         >>> opt = gmmjax.noisy(optax.adam(0.05), eta=0.01, key=jax.random.key(1))
         >>> result = gmmjax.fit(gmmjax.GradientFitter(opt), gmm0, x, max_steps=200,
         ...                     tol=0.0)
