@@ -95,7 +95,7 @@ def test_fixed_variance_stage_matches_closed_form_and_fixed_point():
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_every_covariance_type_is_swept_and_released(covariance_type):
+def test_every_covariance_type_is_held_at_v_times_identity(covariance_type):
     x = clusters()
     gmm0 = gmmjax.init_gmm(
         jax.random.key(1), x, n_components=3, covariance_type=covariance_type
@@ -106,24 +106,43 @@ def test_every_covariance_type_is_swept_and_released(covariance_type):
     )
     assert held.gmm.covariance_type == covariance_type
     eye = np.eye(2) * 0.5
-    cov = np.asarray(held.gmm.covariances)
     expected = {
         "full": np.broadcast_to(eye, (3, 2, 2)),
         "tied": eye,
         "diag": np.full((3, 2), 0.5),
         "spherical": np.full(3, 0.5),
     }[covariance_type]
-    np.testing.assert_allclose(cov, expected, rtol=1e-12)
+    np.testing.assert_allclose(held.gmm.covariances, expected, rtol=1e-12)
     np.testing.assert_allclose(
         held.log_likelihood, gmmjax.log_likelihood(held.gmm, x), rtol=1e-12
     )
     assert int(held.n_steps) == int(jnp.sum(info.n_steps))
-    released, _ = gmmjax.anneal_variance(
-        jax.random.key(2), gmm0, x, variances=variances
+    # the three clusters are found (each mean within 0.5 of a center)
+    centers = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    distance = np.linalg.norm(
+        np.asarray(held.gmm.means)[:, None] - centers[None], axis=-1
     )
-    em = gmmjax.fit(gmmjax.EM(), held.gmm, x)
-    np.testing.assert_allclose(released.log_likelihood, em.log_likelihood, rtol=1e-10)
+    assert np.all(distance.min(axis=0) < 0.5)
+
+
+def test_release_is_an_em_fit_from_the_last_stage():
+    x = clusters()
+    gmm0 = gmmjax.init_gmm(
+        jax.random.key(1), x, n_components=3, covariance_type="spherical"
+    )
+    variances = jnp.geomspace(20.0, 0.5, 12)
+    held, _ = gmmjax.anneal_variance(
+        jax.random.key(2), gmm0, x, variances=variances, release=False
+    )
+    released, info = gmmjax.anneal_variance(
+        jax.random.key(2), gmm0, x, variances=variances, max_steps=300
+    )
+    em = gmmjax.fit(gmmjax.EM(), held.gmm, x, max_steps=300)
+    np.testing.assert_allclose(released.gmm.means, em.gmm.means, rtol=1e-12)
+    np.testing.assert_allclose(released.log_likelihood, em.log_likelihood, rtol=1e-12)
     assert int(released.n_steps) == int(held.n_steps) + int(em.n_steps)
+    assert int(info.total_steps) == int(released.n_steps)
+    assert released.status_name == em.status_name
 
 
 def test_anneal_variance_vmaps_over_keys_and_starts():
