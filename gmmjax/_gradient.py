@@ -112,8 +112,9 @@ class GradientFitter:
       transformation is rebuilt inside the compiled step, so new values do **not**
       recompile (and can be batched with ``vmap``). Options that set shapes or
       control flow (L-BFGS's ``memory_size``, ``nesterov``) belong in the factory,
-      e.g. ``functools.partial(optax.lbfgs, memory_size=5)``; keep one factory
-      object to reuse its compilation.
+      e.g. ``functools.partial(optax.lbfgs, memory_size=5)``. Keep one factory
+      object, and pass values of one kind (Python floats, or arrays of one
+      dtype), to reuse the compilation.
 
     Optimizers that need the objective itself, such as ``optax.lbfgs`` and its
     zoom line search, receive ``value``, ``grad`` and ``value_fn`` as extra
