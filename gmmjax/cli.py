@@ -105,12 +105,16 @@ def _cmd_fit(args) -> int:
             method="kmeans++",
         )
     )(keys)
-    fitter = gmmjax.EM(reg_covar=args.reg_covar)
+    fitter = _make_fitter(args)
     show = args.progress or sys.stderr.isatty()
-    runs = _fit_runs(fitter, gmm0s, x, args.max_steps, args.tol, show)
+    # only EM's state is its model, so only EM can be resumed chunk by chunk
+    chunked = show and args.method == "em"
+    runs = _fit_runs(fitter, gmm0s, x, args.max_steps, args.tol, chunked)
     best = _best_run(runs)
     result = jax.tree_util.tree_map(lambda a: a[best], runs)
     summary = _summary(args, x, result, runs)
+    if not args.no_diagnosis:
+        summary["diagnosis"] = _diagnosis(result, x)
     if args.save is not None:
         from . import io
 
@@ -130,6 +134,47 @@ def _cmd_fit(args) -> int:
 
 
 _CHUNK = 25  # steps between two progress reports
+
+_METHODS = {
+    "em": "EM",
+    "adam": "Adam (optax)",
+    "lbfgs": "L-BFGS (optax)",
+    "anneal": "deterministically annealed EM",
+}
+
+
+def _make_fitter(args):
+    import optax
+
+    import gmmjax
+
+    if args.learning_rate <= 0:
+        raise CLIError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    if not 0 < args.anneal_start <= 1:
+        raise CLIError(f"--anneal-start must be in (0, 1], got {args.anneal_start}")
+    if args.anneal_steps < 1:
+        raise CLIError(f"--anneal-steps must be >= 1, got {args.anneal_steps}")
+    if args.method == "adam":
+        return gmmjax.GradientFitter(optax.adam, learning_rate=args.learning_rate)
+    if args.method == "lbfgs":
+        return gmmjax.GradientFitter(optax.lbfgs())
+    em = gmmjax.EM(reg_covar=args.reg_covar)
+    if args.method == "anneal":
+        schedule = optax.linear_schedule(args.anneal_start, 1.0, args.anneal_steps)
+        return gmmjax.Annealed(em, schedule)
+    return em
+
+
+def _diagnosis(result, x) -> dict:
+    import gmmjax
+
+    d = gmmjax.diagnose(result, x)
+    eigenvalues = np.sort(np.asarray(d.eigenvalues, np.float64))[::-1]
+    return {
+        "kind": d.kind,
+        "gradient_norm": float(d.gradient_norm),
+        "top_hessian_eigenvalues": eigenvalues[:3].tolist(),
+    }
 
 
 def _fit_runs(fitter, gmm0s, x, max_steps, tol, show):
@@ -236,7 +281,7 @@ def _summary(args, x, result, runs) -> dict:
             "n_samples": int(n),
             "n_features": int(d),
         },
-        "method": "em",
+        "method": args.method,
         "init": "kmeans++",
         "seed": args.seed,
         "n_components": int(gmm.n_components),
@@ -270,7 +315,8 @@ def _print_summary(s: dict) -> None:
         restarts = f", best of {s['n_init']} restarts" if s["n_init"] > 1 else ""
         print(
             f"model: {s['n_components']} components, "
-            f"covariance_type={s['covariance_type']!r}, EM from k-means++{restarts}"
+            f"covariance_type={s['covariance_type']!r}, "
+            f"{_METHODS[s['method']]} from k-means++{restarts}"
         )
         print(f"weights: {np.asarray(s['weights'])}")
         print(f"means:\n{np.asarray(s['means'])}")
@@ -289,6 +335,13 @@ def _print_summary(s: dict) -> None:
             print(
                 f"restarts: {ok}/{s['n_init']} converged, log-likelihoods "
                 f"{np.nanmin(lls):.6f} .. {np.nanmax(lls):.6f}"
+            )
+        if "diagnosis" in s:
+            diag = s["diagnosis"]
+            top = ", ".join(f"{v:.4g}" for v in diag["top_hessian_eigenvalues"])
+            print(
+                f"diagnosis: {diag['kind']} (gradient norm "
+                f"{diag['gradient_norm']:.3g}, top Hessian eigenvalues {top})"
             )
         if "saved" in s:
             print(f"saved model: {s['saved']}")
@@ -338,7 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-init", type=int, default=1, help="restarts, fitted as one batch"
     )
     fit.add_argument(
-        "--method", default="em", choices=["em"], help="fitting method (default: em)"
+        "--method",
+        default="em",
+        choices=list(_METHODS),
+        help="em, adam or lbfgs (optax, on the unconstrained parameters), or "
+        "anneal (EM with a linear beta schedule); default: em",
+    )
+    fit.add_argument(
+        "--learning-rate", type=float, default=0.01, help="Adam's step size"
+    )
+    fit.add_argument(
+        "--anneal-start", type=float, default=0.5, help="first beta of --method anneal"
+    )
+    fit.add_argument(
+        "--anneal-steps", type=int, default=50, help="steps until beta reaches 1"
+    )
+    fit.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="skip the Hessian diagnosis (maximum or saddle) of the result",
     )
     fit.add_argument("--plot", metavar="PNG", help="save a picture of the fit")
     fit.add_argument("--save", metavar="MODEL", help="save the model (.npz)")

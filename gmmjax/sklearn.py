@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -27,10 +28,13 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._anneal import Annealed
 from ._density import sample, total_log_likelihood, weighted_log_prob
 from ._em import EM
 from ._fit import _RUNNING, FitResult, Status, _advance, _Loop, _total_weight
 from ._gmm import GMM
+from ._gradient import GradientFitter
+from ._information import diagnose
 from ._init import init_gmm
 from ._validation import COVARIANCE_TYPES
 
@@ -262,6 +266,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             log-likelihood change every ``verbose_interval`` steps (printed after
             the compiled run finishes).
         verbose_interval: steps between two messages at ``verbose=2``.
+        optimizer: ``None`` for EM, or an ``optax.GradientTransformation`` (e.g.
+            ``optax.adam(1e-2)``, ``optax.lbfgs()``) run by
+            :class:`gmmjax.GradientFitter` on the negative mean log-likelihood;
+            ``reg_covar`` then only enters the initialization.
+        anneal: ``None``, or a schedule ``step -> beta`` (any optax schedule
+            rising to 1, e.g. ``optax.linear_schedule(0.1, 1.0, 50)``): the fitter
+            is wrapped in :class:`gmmjax.Annealed` (deterministic annealing); the
+            convergence test applies once ``beta`` reaches 1.
 
     Attributes:
         weights_: ``(k,)`` mixing weights.
@@ -318,6 +330,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        optimizer=None,
+        anneal=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -333,6 +347,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.optimizer = optimizer
+        self.anneal = anneal
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
@@ -353,9 +369,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         _check_int(self.verbose, "verbose", 0)
         _check_int(self.verbose_interval, "verbose_interval", 1)
+        if self.optimizer is not None and not isinstance(
+            self.optimizer, optax.GradientTransformation
+        ):
+            raise TypeError(
+                "optimizer must be None (EM) or an optax.GradientTransformation, "
+                f"e.g. optax.adam(1e-2); got {type(self.optimizer).__name__}"
+            )
+        if self.anneal is not None and not callable(self.anneal):
+            raise TypeError(
+                "anneal must be None or a schedule step -> beta, e.g. "
+                f"optax.linear_schedule(0.1, 1.0, 50); got {type(self.anneal).__name__}"
+            )
 
     def _fitter(self):
-        return EM(reg_covar=self.reg_covar)
+        if self.optimizer is None:
+            fitter = EM(reg_covar=self.reg_covar)
+        else:
+            fitter = GradientFitter(self.optimizer)
+        if self.anneal is not None:
+            fitter = Annealed(fitter, self.anneal)
+        return fitter
 
     def _starts(self, X, w, n_runs, key):
         """``(b, ...)`` batch of starting models: ``b = n_runs`` initializations
@@ -537,6 +571,38 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             ``(n,)`` integer labels.
         """
         return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def diagnose(self, X, sample_weight=None, *, tol=1e-6, eigen_tol=1e-6):
+        """Whether the fitted parameters are a local maximum of the likelihood of
+        ``X``, a saddle, or not yet converged (see :func:`gmmjax.diagnose`).
+
+        The exact gradient and Hessian of the total log-likelihood are taken in the
+        natural parameters; positive Hessian eigenvalues are uphill directions.
+
+        Args:
+            X: ``(n, d)`` data, normally the training data.
+            sample_weight: optional ``(n,)`` weights used in the fit.
+            tol: bound on the gain in mean log-likelihood a Newton step may still
+                predict at a converged point.
+            eigen_tol: relative size under which a Hessian eigenvalue is null.
+
+        Returns:
+            The ``Diagnosis`` of :func:`gmmjax.diagnose`: ``.kind`` is
+            ``"maximum"``, ``"saddle"``, ``"degenerate"``, ``"minimum"`` or
+            ``"not_critical"``, and ``str(diagnosis)`` is a readable summary.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        w = None
+        if sample_weight is not None:
+            w = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+            )
+        with jax.enable_x64(True):
+            gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
+            return diagnose(
+                gmm, jnp.asarray(X), sample_weight=w, tol=tol, eigen_tol=eigen_tol
+            )
 
     # -------------------------------------------------------------- inference
     def _joint(self, X):

@@ -137,3 +137,21 @@ def test_fit_bad_options_are_one_line_errors(tmp_path):
     out = _repo_run("fit", str(empty))
     assert out.returncode == 2 and "the file is empty" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_fit_methods_agree_with_em():
+    results = {}
+    for method in ("em", "lbfgs", "anneal"):
+        out = _repo_run("fit", "--method", method, "--json", "--max-steps", "300")
+        assert out.returncode == 0, out.stderr
+        results[method] = json.loads(out.stdout)
+        assert results[method]["method"] == method
+        assert results[method]["status"] == "CONVERGED"
+    em = results["em"]["mean_log_likelihood"]
+    # every method climbs to the same optimum of Old Faithful (k=2, full); the
+    # gradient method stops on the same mean log-likelihood change (1e-6), so it
+    # is within ~1e-5 per sample of EM's optimum
+    for method in ("lbfgs", "anneal"):
+        assert abs(results[method]["mean_log_likelihood"] - em) < 1e-4
+    assert results["em"]["diagnosis"]["kind"] == "maximum"
+    assert all(v < 0 for v in results["em"]["diagnosis"]["top_hessian_eigenvalues"])

@@ -5,6 +5,7 @@ import sys
 import warnings
 
 import numpy as np
+import optax
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
@@ -208,3 +209,76 @@ def test_core_package_does_not_import_sklearn():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["float64", "float64"]
+
+
+FAITHFUL = gmmjax_faithful()
+
+
+@pytest.fixture(scope="module")
+def em_faithful():
+    return GaussianMixture(2, tol=1e-10, max_iter=2000, random_state=0).fit(FAITHFUL)
+
+
+def _perturbed_start(em):
+    shift = np.array([[0.3, 3.0], [-0.2, -2.0]])
+    return dict(
+        means_init=em.means_ + shift,
+        weights_init=[0.5, 0.5],
+        precisions_init=em.precisions_,
+    )
+
+
+def test_optax_optimizer_reaches_the_em_optimum(em_faithful):
+    gm = GaussianMixture(
+        2,
+        optimizer=optax.lbfgs(),
+        tol=1e-10,
+        max_iter=500,
+        **_perturbed_start(em_faithful),
+    ).fit(FAITHFUL)
+    assert gm.converged_
+    # both stop where the mean log-likelihood changes by < 1e-10 per step; the
+    # optimum is well conditioned, so they agree to ~1e-8 per sample
+    np.testing.assert_allclose(
+        gm.score(FAITHFUL), em_faithful.score(FAITHFUL), atol=1e-7
+    )
+    np.testing.assert_allclose(gm.means_, em_faithful.means_, rtol=1e-4)
+
+
+def test_annealed_fit_reaches_the_em_optimum(em_faithful):
+    steps = 20
+    gm = GaussianMixture(
+        2,
+        anneal=optax.linear_schedule(0.6, 1.0, steps),
+        tol=1e-10,
+        max_iter=2000,
+        **_perturbed_start(em_faithful),
+    ).fit(FAITHFUL)
+    # the convergence test only applies once beta = 1
+    assert gm.converged_ and gm.n_iter_ > steps
+    np.testing.assert_allclose(
+        gm.score(FAITHFUL), em_faithful.score(FAITHFUL), atol=1e-7
+    )
+    with pytest.raises(TypeError, match="anneal"):
+        GaussianMixture(2, anneal=0.5).fit(FAITHFUL)
+    with pytest.raises(TypeError, match="optimizer"):
+        GaussianMixture(2, optimizer="adam").fit(FAITHFUL)
+
+
+def test_diagnose_tells_a_maximum_from_a_saddle(em_faithful):
+    assert em_faithful.diagnose(FAITHFUL).kind == "maximum"
+    # both components on the single-Gaussian fit: EM stays there (a fixed point),
+    # and it is a saddle of the two-component likelihood
+    mean = FAITHFUL.mean(axis=0)
+    precision = np.linalg.inv(np.cov(FAITHFUL.T, bias=True))
+    gm = GaussianMixture(
+        2,
+        means_init=[mean, mean],
+        weights_init=[0.5, 0.5],
+        precisions_init=[precision, precision],
+        tol=1e-12,
+    ).fit(FAITHFUL)
+    assert gm.converged_
+    diagnosis = gm.diagnose(FAITHFUL)
+    assert diagnosis.kind == "saddle"
+    assert np.max(np.asarray(diagnosis.eigenvalues)) > 1.0
