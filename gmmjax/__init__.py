@@ -19,5 +19,10 @@ from ._fit import fit as fit
 from ._fit import fit_trace as fit_trace
 from ._gmm import GMM as GMM
 from ._init import init_gmm as init_gmm
+from ._scale import device_mesh as device_mesh
+from ._scale import fit_em_chunked as fit_em_chunked
+from ._scale import shard as shard
+from ._scale import shard_padded as shard_padded
+from ._scale import shard_restarts as shard_restarts
 
 __version__ = "0.1.0"
