@@ -19,6 +19,9 @@ from ._fit import fit as fit
 from ._fit import fit_trace as fit_trace
 from ._gmm import GMM as GMM
 from ._init import init_gmm as init_gmm
+from ._scale import OnlineEM as OnlineEM
+from ._scale import OnlineEMInfo as OnlineEMInfo
+from ._scale import OnlineEMState as OnlineEMState
 from ._scale import device_mesh as device_mesh
 from ._scale import fit_em_chunked as fit_em_chunked
 from ._scale import shard as shard

@@ -42,6 +42,7 @@ for a stream seen once or a few times.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -53,7 +54,7 @@ from jax.scipy.special import logsumexp
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ._density import check_gmm, weighted_log_prob
+from ._density import check_gmm, prepare, weighted_log_prob
 from ._fit import FitResult, Status, check_steps
 from ._gmm import GMM, pack_cholesky
 from ._validation import (
@@ -657,3 +658,182 @@ def fit_em_chunked(
     return FitResult(
         gmm, acc.log_likelihood, n_steps, jnp.asarray(status, jnp.int32), degenerate
     )
+
+
+# --------------------------------------------------------------------- online EM
+
+
+class OnlineEMState(NamedTuple):
+    """What stepwise EM carries between minibatches.
+
+    Attributes:
+        gmm: the current model (the M step of the running statistics).
+        counts: ``(k,)`` running average of the responsibilities ``E[r_j]``.
+        scatter: running average of ``r_j (x - mu_j)(x - mu_j)^T`` about the current
+            means: ``(k, d, d)`` for ``full``/``tied``, its diagonal ``(k, d)`` for
+            ``diag``/``spherical``.
+        count: ``()`` int32, the number of updates applied so far.
+    """
+
+    gmm: GMM
+    counts: jax.Array
+    scatter: jax.Array
+    count: jax.Array
+
+
+class OnlineEMInfo(NamedTuple):
+    """Diagnostics of one :meth:`OnlineEM.update`.
+
+    Attributes:
+        log_likelihood: ``()`` mean (weighted) log-likelihood of the minibatch under
+            the parameters the update started from (a running, noisy estimate of
+            the expected log-likelihood).
+        step_size: ``()`` the step size ``rho_t`` used.
+        finite: ``()`` bool; ``False`` when the update gave non-finite values and
+            was rejected (the state is returned unchanged).
+    """
+
+    log_likelihood: jax.Array
+    step_size: jax.Array
+    finite: jax.Array
+
+
+def _stats_of(gmm: GMM):
+    """Running statistics equivalent to a model: ``(pi_j, pi_j Sigma_j)``."""
+    weights = gmm.weights
+    cov = gmm.covariances
+    k, d = gmm.n_components, gmm.n_features
+    if gmm.covariance_type == "tied":
+        cov = jnp.broadcast_to(cov, (k, d, d))
+    elif gmm.covariance_type == "spherical":
+        cov = jnp.broadcast_to(cov[:, None], (k, d))
+    return weights, weights.reshape((k,) + (1,) * (cov.ndim - 1)) * cov
+
+
+@jax.jit
+def _online_update(fitter, state: OnlineEMState, x, w):
+    gmm = state.gmm
+    w = jnp.ones(x.shape[0], x.dtype) if w is None else w
+    total = jnp.sum(w)
+    wr, log_prob = _posterior_weights(gmm, x, w)
+    batch = _moments(x, wr / total, gmm.means, gmm.covariance_type)
+    rho = fitter.step_size(state.count).astype(x.dtype)
+    # the running first moment about the current means is zero (they are its mean)
+    running = _Moments(
+        (1 - rho) * state.counts + rho * batch.counts,
+        rho * batch.first,
+        (1 - rho) * state.scatter + rho * batch.second,
+    )
+    nk, means, scatter, _ = _recenter(running, gmm.means)
+    new = OnlineEMState(
+        _gmm_from_scatter(nk, means, scatter, fitter.reg_covar, gmm.covariance_type),
+        running.counts,
+        scatter,
+        state.count + 1,
+    )
+    ll = w @ log_prob / total
+    finite = jnp.isfinite(ll) & _all_finite(new)
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return state, OnlineEMInfo(ll, rho, finite)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OnlineEM:
+    """Stepwise (online) EM for streams of minibatches (Cappé & Moulines, 2009).
+
+    The state holds running averages of the sufficient statistics,
+    ``s_t = (1 - rho_t) s_{t-1} + rho_t s_hat(x_batch; theta_{t-1})``, where
+    ``s_hat`` averages the responsibilities ``r_j``, ``r_j x`` and
+    ``r_j x x^T`` over the (weighted) minibatch under the current parameters, and the
+    parameters are the M step of ``s_t`` (the conventions of :func:`gmmjax.m_step`).
+    The step size is ``rho_t = (t + t0)^(-alpha)`` for the ``t``-th update
+    (``t = 0, 1, ...``); with ``alpha`` in ``(0.5, 1]`` the sum of ``rho_t``
+    diverges and the sum of ``rho_t^2`` converges, so the iterates converge to a
+    stationary point of the expected log-likelihood. With ``t0 = 1`` the first
+    update has ``rho_0 = 1``, so the starting model only supplies the first
+    responsibilities; a larger ``t0`` gives its statistics (``pi_j``,
+    ``pi_j Sigma_j``) a lasting weight. The second moments are kept about the
+    current means, so no raw-moment cancellation occurs. A pytree: ``alpha``,
+    ``t0`` and ``reg_covar`` are traced leaves (new values do not recompile).
+
+    ``init`` and ``update`` are pure (``update`` is jitted, one compilation per
+    minibatch shape); :meth:`run` loops over an iterable of minibatches.
+
+    Args:
+        alpha: the decay exponent of the step size, in ``(0.5, 1]``.
+        t0: the offset of the step size, ``>= 1`` (so ``rho_t <= 1``).
+        reg_covar: non-negative value added to the diagonal of every covariance.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> online = gmmjax.OnlineEM(alpha=0.6)
+        >>> batches = [x[i : i + 68] for i in range(0, 272, 68)] * 5
+        >>> state, lls = online.run(gmm0, batches)
+        >>> int(state.count), lls.shape
+        (20, (20,))
+    """
+
+    alpha: float | jax.Array = 0.6
+    t0: float | jax.Array = 1.0
+    reg_covar: float | jax.Array = 1e-6
+
+    def check(self) -> None:
+        """Validate the hyperparameters (when they are concrete)."""
+        check_nonnegative_scalar(self.reg_covar, "reg_covar")
+        check_nonnegative_scalar(self.alpha, "alpha")
+        check_nonnegative_scalar(self.t0, "t0")
+        alpha, t0 = concrete(self.alpha), concrete(self.t0)
+        if alpha is not None and not 0.5 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0.5, 1], got {alpha}")
+        if t0 is not None and t0 < 1:
+            raise ValueError(f"t0 must be >= 1, got {t0}")
+
+    def step_size(self, count) -> jax.Array:
+        """``rho = (count + t0)^(-alpha)`` for the update after ``count`` updates."""
+        return (jnp.asarray(count) + self.t0) ** (-jnp.asarray(self.alpha))
+
+    def init(self, gmm: GMM) -> OnlineEMState:
+        """The starting state: the statistics ``(pi_j, pi_j Sigma_j)`` of ``gmm``."""
+        check_gmm(gmm)
+        counts, scatter = _stats_of(gmm)
+        return OnlineEMState(gmm, counts, scatter, jnp.asarray(0, jnp.int32))
+
+    def update(self, state: OnlineEMState, x, *, sample_weight=None):
+        """One stepwise-EM update with the minibatch ``x`` ``(m, d)``.
+
+        Returns:
+            ``(OnlineEMState, OnlineEMInfo)``.
+        """
+        self.check()
+        x, w = prepare(state.gmm, x, sample_weight)
+        return _online_update(self, state, x, w)
+
+    def run(self, gmm0: GMM, batches: Iterable):
+        """Apply :meth:`update` to every minibatch of an iterable, in order.
+
+        Args:
+            gmm0: the starting model.
+            batches: an iterable of ``(m, d)`` arrays or ``(x, sample_weight)``
+                pairs (e.g. a generator reading a file, or shuffled slices of an
+                array, repeated for several passes).
+
+        Returns:
+            ``(state, log_likelihoods)``: the final :class:`OnlineEMState` and the
+            ``(n_batches,)`` mean log-likelihood of each minibatch before its update.
+        """
+        state = self.init(gmm0)
+        lls = []
+        for batch in batches:
+            x, w = batch if isinstance(batch, tuple) else (batch, None)
+            state, info = self.update(state, x, sample_weight=w)
+            lls.append(info.log_likelihood)
+        if not lls:
+            raise ValueError("batches must hold at least one minibatch")
+        return state, jnp.stack(lls)
+
+
+jax.tree_util.register_dataclass(
+    OnlineEM, data_fields=["alpha", "t0", "reg_covar"], meta_fields=[]
+)
