@@ -288,15 +288,17 @@ def _recenter(moments: _Moments, centers):
     """Floored counts, new means and the scatter about them.
 
     With ``N_j`` the count, ``s_j`` and ``S_j`` the first and second moments about
-    ``c_j``, ``N'_j = N_j + 10 eps`` and ``delta_j = s_j / N'_j``: the mean is
-    ``mu_j = c_j + delta_j`` and the scatter about it is
+    ``c_j`` and ``N'_j = N_j + 10 eps``, the mean is
+    ``mu_j = (s_j + N_j c_j) / N'_j = c_j + delta_j`` and the scatter about it is
     ``S_j - s_j delta_j^T - delta_j s_j^T + N_j delta_j delta_j^T`` exactly. Centers
     near the means keep ``delta`` small, so the correction does not cancel the way
     raw moments ``sum r x x^T - N mu mu^T`` do.
     """
     counts, first, second = moments
-    nk = counts + 10 * jnp.finfo(first.dtype).eps
-    delta = first / nk[:, None]
+    floor = 10 * jnp.finfo(first.dtype).eps
+    nk = counts + floor
+    # mu_j = sum_i r_ij x_i / N'_j = c_j + delta_j, as in the in-memory M step
+    delta = (first - floor * centers) / nk[:, None]
     if second.ndim == 3:
         cross = first[:, :, None] * delta[:, None, :]
         outer = delta[:, :, None] * delta[:, None, :]
@@ -585,7 +587,7 @@ def fit_em_chunked(
     floor on counts, ``reg_covar`` on the diagonal, pooled ``tied`` scatter). The
     second moments are taken about ``m_j``, not the origin, and corrected exactly to
     the new means, ``S_j - s_j delta^T - delta s_j^T + N_j delta delta^T`` with
-    ``delta = s_j / N_j``; near convergence ``delta`` is tiny, so the covariances do
+    ``delta = mu_j - m_j``; near convergence ``delta`` is tiny, so the covariances do
     not suffer the cancellation of raw moments. Every chunk has the same shape (the
     last is padded with zero-weight rows), so the pass compiles once. The results
     equal :func:`gmmjax.fit` with :class:`gmmjax.EM` on the same data up to the
