@@ -555,7 +555,10 @@ def _sweep(blocks, gmm: GMM, center, chunk_size, dtype, check):
     acc = _empty_pass(gmm, dtype)
     n = 0
     for x, w, rows in _chunks(blocks(), chunk_size, gmm.n_features, dtype, check):
-        acc = _accumulate(acc, gmm, center, x, w)
+        previous, acc = acc, _accumulate(acc, gmm, center, x, w)
+        # dispatch is asynchronous: without a wait the host would read ahead and
+        # queue every chunk; waiting for the previous one keeps two in flight
+        jax.block_until_ready(previous)
         n += rows
     if check:
         if n < gmm.n_components:
