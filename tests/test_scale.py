@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -98,6 +99,46 @@ def test_restarts_on_a_2d_mesh_equal_a_loop(sharded):
     # total log-likelihoods of ~1500: 1e-9 relative
     assert res["ll"] < 1e-9 * 1500
     assert res["steps"][0] == res["steps"][1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_fit_one_global_array():
+    # jax.distributed on one machine: 2 processes x 2 CPU devices, gloo collectives
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(ROOT)
+    port = str(_free_port())
+    script = str(ROOT / "tests" / "multihost_script.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, port, str(i)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    for res in results:
+        assert res["process_count"] == 2 and res["device_count"] == 4
+        assert res["global_shape"] == [272, 2] and not res["fully_addressable"]
+        assert res["gmm"] < SHARD_TOL
+        assert abs(res["ll"][0] - res["ll"][1]) < SHARD_TOL * abs(res["ll"][1])
+        assert res["steps"][0] == res["steps"][1]
+        assert res["status"] == [gmmjax.Status.CONVERGED] * 2
+    # both processes hold the same (replicated) result
+    assert results[0]["ll"][0] == results[1]["ll"][0]
 
 
 def test_shard_rejects_bad_input():
