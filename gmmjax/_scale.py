@@ -598,10 +598,15 @@ def fit_em_chunked(
     the log-likelihood of the parameters it started from; converged when the change
     in mean log-likelihood is below ``tol``) and the same :class:`gmmjax.Status`
     semantics (``NONFINITE`` keeps the last finite parameters, ``DEGENERATE`` names
-    the component). One more pass computes the returned log-likelihood. Peak memory
-    is a few chunks, ``O(chunk_size * (k d^2))`` for ``full``, whatever the data
-    size. The data are read on the host, so this is a Python loop over chunks and
-    passes and is not jittable.
+    the component). One more pass computes the returned log-likelihood.
+
+    Memory: at most two chunks are in flight, and the working memory of a chunk is
+    ``O(chunk_size * k * d)``, whatever the data size
+    (``benchmarks/chunked_benchmark.py`` measures it). Pages of a memmapped file
+    that have been read count as file-backed resident memory until the kernel
+    reclaims them (they are clean, so it can at any time); a callable that reads
+    blocks with ``np.fromfile`` avoids even that. The data are read on the host, so
+    this is a Python loop over chunks and passes and is not jittable.
 
     Args:
         gmm0: the starting :class:`GMM` (e.g. from :func:`gmmjax.init_gmm` on a
