@@ -241,9 +241,14 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
         cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
         log_diag, off_diag = _precision_cholesky(cov)
-    else:
+    elif d <= SMALL_D:
         delta = xc.T - mc[:, :, None]
         var = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
+    else:
+        # scikit-learn's expansion as one (k, n) @ (n, d) product, around the
+        # center; clamp the rounding of a vanishing variance at zero
+        var = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
+    if covariance_type in ("diag", "spherical"):
         spread = jnp.sum(var, axis=-1)
         if covariance_type == "spherical":
             var = jnp.mean(var, axis=-1)
