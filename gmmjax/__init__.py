@@ -19,5 +19,12 @@ from ._fit import fit as fit
 from ._fit import fit_trace as fit_trace
 from ._gmm import GMM as GMM
 from ._init import init_gmm as init_gmm
+from ._multistart import best_of as best_of
+from ._multistart import multistart as multistart
+from ._selection import SelectionResult as SelectionResult
+from ._selection import aic as aic
+from ._selection import bic as bic
+from ._selection import n_parameters as n_parameters
+from ._selection import select as select
 
 __version__ = "0.1.0"
