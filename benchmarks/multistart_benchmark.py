@@ -301,6 +301,7 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "multistart_quick" if args.quick else "multistart"
     results = []
+    env = environment()
     for name in args.cases:
         out = RESULTS / f".{stem}_{name}.json"
         cmd = [sys.executable, __file__, "--case", name, "--case-out", str(out)]
@@ -319,9 +320,10 @@ def main(argv=None) -> int:
             f"{s['extrapolated_seconds']:.1f} s; speedup {record['speedup']:.1f}x",
             flush=True,
         )
-    payload = {**environment(), "cases": results}
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(results, RESULTS / f"{stem}.png")
+        # written after every case, so a long run interrupted keeps what it measured
+        payload = {**env, "cases": results}
+        (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+        plot(results, RESULTS / f"{stem}.png")
     print(f"wrote {RESULTS / (stem + '.json')} and {stem}.png")
     return 0
 
