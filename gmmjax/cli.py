@@ -363,6 +363,73 @@ def _save_plot(path, gmm, x, summary) -> None:
         raise CLIError(f"cannot write the plot to {path}: {err}") from None
 
 
+def _parse_range(text: str) -> list[int]:
+    """``"3"``, ``"1-6"`` (inclusive) or ``"1,2,5"`` -> a list of ints."""
+    try:
+        values = []
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                low, high = part.split("-", 1)
+                values.extend(range(int(low), int(high) + 1))
+            else:
+                values.append(int(part))
+    except ValueError:
+        raise CLIError(
+            f"-k must be a number, a range like 1-6, or a list like 1,2,5; got {text!r}"
+        ) from None
+    if not values:
+        raise CLIError(f"-k gives an empty range: {text!r}")
+    return values
+
+
+def _cmd_select(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import gmmjax
+
+    x = load_data(args.data)
+    candidates = _parse_range(args.n_components)
+    bad = [k for k in candidates if k < 1 or k > x.shape[0]]
+    if bad:
+        raise CLIError(
+            f"-k values must be between 1 and the number of samples ({x.shape[0]}), "
+            f"got {bad[0]}"
+        )
+    if len(set(candidates)) != len(candidates):
+        raise CLIError(f"-k has repeated values: {args.n_components!r}")
+    if len(set(args.covariance_types)) != len(args.covariance_types):
+        raise CLIError("--covariance-types has repeated values")
+    if args.n_init < 1:
+        raise CLIError(f"--n-init must be >= 1, got {args.n_init}")
+    if args.max_steps < 0:
+        raise CLIError(f"--max-steps must be >= 0, got {args.max_steps}")
+    if not args.tol >= 0:
+        raise CLIError(f"--tol must be >= 0, got {args.tol}")
+    if not args.reg_covar >= 0:
+        raise CLIError(f"--reg-covar must be >= 0, got {args.reg_covar}")
+    result = gmmjax.select(
+        jax.random.key(args.seed),
+        x,
+        n_components=candidates,
+        covariance_types=args.covariance_types,
+        criterion=args.criterion,
+        n_init=args.n_init,
+        max_steps=args.max_steps,
+        tol=args.tol,
+        init=args.init,
+        fitter=gmmjax.EM(reg_covar=args.reg_covar),
+    )
+    print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
+    print(f"restarts per cell: {args.n_init} ({args.init})")
+    print(result)
+    best = result.best
+    ll = float(best.log_likelihood)
+    print(f"log-likelihood: {ll:.6f} (mean {ll / x.shape[0]:.6f} per sample)")
+    print(f"status: {best.status_name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gmmjax", description="Gaussian mixture models in JAX."
@@ -422,6 +489,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="report progress on stderr (default: only when it is a terminal)",
     )
     fit.set_defaults(func=_cmd_fit)
+
+    select = sub.add_parser(
+        "select",
+        help="fit a grid of mixtures and choose one by BIC or AIC",
+    )
+    select.add_argument(
+        "data", nargs="?", help="CSV or .npy file (default: bundled Old Faithful)"
+    )
+    select.add_argument(
+        "--criterion",
+        default="bic",
+        choices=["bic", "aic"],
+        help="information criterion, lower is better (default: bic)",
+    )
+    select.add_argument(
+        "-k",
+        "--n-components",
+        default="1-10",
+        help="candidate numbers of components: 1-6, 1,2,5 or 3 (default: 1-10)",
+    )
+    select.add_argument(
+        "--covariance-types",
+        nargs="+",
+        default=["full", "diag", "spherical", "tied"],
+        choices=["full", "diag", "spherical", "tied"],
+        help="candidate covariance types (default: all four)",
+    )
+    select.add_argument(
+        "--n-init", type=int, default=10, help="restarts per cell (default: 10)"
+    )
+    select.add_argument(
+        "--init",
+        default="kmeans++",
+        choices=["kmeans++", "kmeans", "random", "random_from_data"],
+        help="initialization of the restarts (default: kmeans++)",
+    )
+    select.add_argument("--max-steps", type=int, default=500, help="EM step budget")
+    select.add_argument(
+        "--tol", type=float, default=1e-6, help="tolerance on the mean log-likelihood"
+    )
+    select.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
+    select.add_argument("--seed", type=int, default=0, help="random seed of the starts")
+    select.set_defaults(func=_cmd_select)
     return parser
 
 
