@@ -1,6 +1,7 @@
 """gmmjax: differentiable, vectorized Gaussian mixture models in JAX."""
 
 from . import datasets as datasets
+from . import toy as toy
 from ._density import component_log_prob as component_log_prob
 from ._density import log_likelihood as log_likelihood
 from ._density import log_prob as log_prob
