@@ -128,16 +128,12 @@ def _iterate(update, params_of, state0, budget, tol):
         first_hit = jnp.where(hit, t, first_hit)
         escape = (first_escape < 0) & valid & (s1 < ESCAPE_SIGMA)
         first_escape = jnp.where(escape, t, first_escape)
-        state = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(finite, a, b), new, state
-        )
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
         return state, t, first_hit, first_escape, moving, finite
 
     minus_one, true = jnp.int32(-1), jnp.bool_(True)
     carry = (state0, jnp.int32(0), minus_one, minus_one, true, true)
-    state, t, first_hit, first_escape, _, finite = jax.lax.while_loop(
-        cond, body, carry
-    )
+    state, t, first_hit, first_escape, _, finite = jax.lax.while_loop(cond, body, carry)
     return state, t, first_hit, first_escape, finite
 
 
@@ -371,14 +367,30 @@ class EMConvergence(NamedTuple):
         exact_step: first step whose iterate equals the previous one exactly, the
             original's rule (``budget`` if never).
         success_step: first step with ``sigma < SUCCESS_SIGMA`` (``-1`` if never).
+        escape_step: first step with ``sigma < ESCAPE_SIGMA`` (``-1`` if never).
         mu, sigma: the state at ``budget`` steps or at exact equality.
+        finite: whether the state stayed finite.
     """
 
     tol_step: np.ndarray
     exact_step: np.ndarray
     success_step: np.ndarray
+    escape_step: np.ndarray
     mu: np.ndarray
     sigma: np.ndarray
+    finite: np.ndarray
+
+    def as_runs(self) -> Runs:
+        """The runs as stopped by the tolerance rule (the end state differs from the
+        state at that step by at most rounding-level moves)."""
+        return Runs(
+            self.mu,
+            self.sigma,
+            self.tol_step,
+            self.success_step,
+            self.escape_step,
+            self.finite,
+        )
 
 
 def em_convergence(update_fn, mu0, sigma0, *, budget) -> EMConvergence:
@@ -392,20 +404,24 @@ def em_convergence(update_fn, mu0, sigma0, *, budget) -> EMConvergence:
                 return (c[2] < budget) & ~c[3]
 
             def body(c):
-                (m, s), _, t, _, tol_step, hit = c
+                (m, s), _, t, _, tol_step, hit, esc = c
                 m1, s1 = update_fn(m, s)
                 t = t + 1
                 exact = (m1 == m) & (s1 == s)
                 small = jnp.maximum(jnp.abs(m1 - m), jnp.abs(s1 - s)) <= PARAMETER_TOL
                 tol_step = jnp.where((tol_step < 0) & small, t, tol_step)
-                hit = jnp.where((hit < 0) & (s1 > 0) & (s1 < SUCCESS_SIGMA), t, hit)
-                return (m1, s1), None, t, exact, tol_step, hit
+                valid = s1 >= 0
+                hit = jnp.where((hit < 0) & valid & (s1 < SUCCESS_SIGMA), t, hit)
+                esc = jnp.where((esc < 0) & valid & (s1 < ESCAPE_SIGMA), t, esc)
+                return (m1, s1), None, t, exact, tol_step, hit, esc
 
             minus_one = jnp.int32(-1)
-            c = ((m, s), None, jnp.int32(0), jnp.bool_(False), minus_one, minus_one)
-            (m, s), _, t, exact, tol_step, hit = jax.lax.while_loop(cond, body, c)
+            c = ((m, s), None, jnp.int32(0), jnp.bool_(False), minus_one)
+            c = (*c, minus_one, minus_one)
+            (m, s), _, t, exact, tol_step, hit, esc = jax.lax.while_loop(cond, body, c)
             tol_step = jnp.where(tol_step < 0, budget, tol_step)
-            return tol_step, jnp.where(exact, t, budget), hit, m, s
+            finite = jnp.isfinite(m) & jnp.isfinite(s)
+            return tol_step, jnp.where(exact, t, budget), hit, esc, m, s, finite
 
         return jax.vmap(one)(mu0, sigma0)
 
@@ -451,9 +467,11 @@ def _ll_numpy(mu, sigma):
     v = sigma * sigma
     z = abs(mu) / v
     log_cosh = z + math.log1p(math.exp(-2.0 * z)) - math.log(2.0)
-    return 2.0 * (
-        -math.log(sigma) - 0.5 * math.log(2.0 * math.pi) - (1 + mu * mu) / (2 * v)
-    ) + 2.0 * log_cosh
+    return (
+        2.0
+        * (-math.log(sigma) - 0.5 * math.log(2.0 * math.pi) - (1 + mu * mu) / (2 * v))
+        + 2.0 * log_cosh
+    )
 
 
 def _dll_numpy(mu, sigma):
