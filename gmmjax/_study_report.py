@@ -62,7 +62,7 @@ def _save(fig, out: Path, name: str) -> None:
 def _fmt(v, digits=4) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
-    v = float(v)
+    v = float(v) + 0.0  # no "-0"
     if np.isnan(v):
         return "-"
     if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
@@ -78,10 +78,23 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+# jitted once: eager evaluation of the library likelihood dispatches op by op
+_ll_outer = jax.jit(jax.vmap(jax.vmap(toy.ll, (None, 0)), (0, None)))
+_ll_points = jax.jit(jax.vmap(toy.ll))
+_argmax_sigma = jax.jit(toy.argmax_sigma)
+_argmax_mu = jax.jit(toy.argmax_mu)
+
+
 def _ll_grid(mu, sigma):
     """``L`` over the outer product of ``mu`` and ``sigma`` (library likelihood)."""
-    f = jax.jit(jax.vmap(jax.vmap(toy.ll, (None, 0)), (0, None)))
-    return np.asarray(f(jnp.asarray(mu), jnp.asarray(sigma)))
+    return np.asarray(_ll_outer(jnp.asarray(mu, float), jnp.asarray(sigma, float)))
+
+
+def _ll(mu, sigma):
+    """``L`` at points (library likelihood), as numpy."""
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, float), np.asarray(sigma, float))
+    flat = _ll_points(jnp.asarray(mu.ravel()), jnp.asarray(sigma.ravel()))
+    return np.asarray(flat).reshape(mu.shape)
 
 
 def _grad_mu_sigma(mu, sigma):
@@ -105,9 +118,10 @@ def _surface(cfg, out):
     ax[0, 0].plot([0], [1], "r+", ms=12, mew=2)
     ax[0, 0].set(xlabel="mu", ylabel="sigma", title="log-likelihood (saddle: +)")
     mu_z = np.linspace(-2, 2, 201)
-    for s in (0.9, 0.95, 1.0, 1.05, 1.1):
-        vals = _ll_grid(mu_z, np.array([s]))[:, 0]
-        ax[0, 1].plot(mu_z, vals - vals[100], label=f"sigma = {s}")
+    slices = (0.9, 0.95, 1.0, 1.05, 1.1)
+    vals = _ll_grid(mu_z, np.array(slices))
+    for j, s in enumerate(slices):
+        ax[0, 1].plot(mu_z, vals[:, j] - vals[100, j], label=f"sigma = {s}")
     ax[0, 1].set(
         xlabel="mu", ylabel="L(mu, sigma) - L(0, sigma)", title="the phase change"
     )
@@ -172,8 +186,8 @@ def _saddle(cfg, out):
     grad = np.asarray(jax.jit(jax.grad(f))(theta))
     hess = np.asarray(jax.jit(jax.hessian(f))(theta))
     eig = np.linalg.eigvalsh(hess)
-    base = float(toy.ll(0.0, 1.0))
-    s_star = float(toy.argmax_sigma(0.1))
+    base = float(_ll(0.0, 1.0))
+    s_star = float(_argmax_sigma(jnp.asarray([0.1]))[0])
     points = [
         (0.1, 0.999),
         (0.01, 0.99999),
@@ -181,11 +195,15 @@ def _saddle(cfg, out):
         (0.0, 0.999),
         (0.1, s_star),
     ]
-    rows = [[f"({m}, {_fmt(s, 6)})", float(toy.ll(m, s)) - base] for m, s in points]
+    values = _ll([m for m, _ in points], [s for _, s in points]) - base
+    rows = [
+        [f"({m}, {_fmt(s, 6)})", float(d)]
+        for (m, s), d in zip(points, values, strict=True)
+    ]
     mus = np.geomspace(1e-3, 0.3, 60)
-    ridge = np.asarray(toy.argmax_sigma(jnp.asarray(mus)))
-    gain = np.asarray(jax.vmap(toy.ll)(jnp.asarray(mus), jnp.asarray(ridge))) - base
-    along_mu = np.asarray(jax.vmap(toy.ll)(jnp.asarray(mus), jnp.ones(60))) - base
+    ridge = np.asarray(_argmax_sigma(jnp.asarray(mus)))
+    gain = _ll(mus, ridge) - base
+    along_mu = _ll(mus, 1.0) - base
     ratio = float(gain[-20] / mus[-20] ** 4)
 
     fig, ax = _figure(2, 1, (4.8, 3.8))
@@ -211,16 +229,17 @@ def _saddle(cfg, out):
 
 def _profile(cfg, out):
     table_mu = np.array([0.1, 0.4, 0.6, 0.8, 1.0, 1.5])
-    best = np.asarray(toy.argmax_sigma(jnp.asarray(table_mu)))
+    best = np.asarray(_argmax_sigma(jnp.asarray(table_mu)))
     mu = np.linspace(0.0, 2.5, 251)
-    curve = np.asarray(toy.argmax_sigma(jnp.asarray(mu)))
+    curve = np.asarray(_argmax_sigma(jnp.asarray(mu)))
     sig = np.linspace(0.05, 2.0, 300)
     fig, ax = _figure(2, 1, (4.8, 3.8))
+    curves = _ll_grid(table_mu[:5], sig)
+    at_best = _ll(table_mu[:5], best[:5])
     for j, m in enumerate(table_mu[:5]):
-        vals = _ll_grid(np.array([m]), sig)[0]
-        ax[0, 0].plot(sig, vals, color=f"C{j}", label=f"mu = {m}")
+        ax[0, 0].plot(sig, curves[j], color=f"C{j}", label=f"mu = {m}")
         if best[j] > 0.05:
-            ax[0, 0].plot(best[j], float(toy.ll(m, best[j])), "o", color=f"C{j}")
+            ax[0, 0].plot(best[j], at_best[j], "o", color=f"C{j}")
     ax[0, 0].set(
         xlabel="sigma", ylabel="L(mu, sigma)", ylim=(-8, 2), title="L against sigma"
     )
@@ -530,7 +549,7 @@ def _comparison(cfg, out, grid, key, em_runs):
 
 def _annealing(cfg, out):
     v = np.geomspace(2.0, 0.05, 200)
-    exact = np.asarray(toy.argmax_mu(jnp.sqrt(jnp.asarray(v))))
+    exact = np.asarray(_argmax_mu(jnp.sqrt(jnp.asarray(v))))
     variances = np.geomspace(2.0, 0.05, 40)
     starts = jnp.array([0.0, 0.3, -0.05])
     paths = {}
@@ -620,9 +639,9 @@ def run_saddle_study(out_dir, *, quick: bool = False, seed: int = 0) -> dict:
         timings = {}
 
         def timed(name, fn, *args):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             value = fn(*args)
-            timings[name] = time.perf_counter() - t
+            timings[name] = [time.perf_counter() - t, time.process_time() - c]
             return value
 
         results["surface"] = timed("surface", _surface, cfg, out)
@@ -883,8 +902,12 @@ def _report(r: dict, cfg: _Config, grid: S.Grid) -> str:
         f"{_fmt(r['annealing']['exact_split_variance'])} on the plotted grid). With "
         "few EM steps per variance the path lags behind the split, because the "
         "linear rate `1 / v` of the fixed-variance EM map is critically slow at "
-        f"`v = 1` (variance where `|mu| > 0.1`, per inner steps: "
-        f"{r['annealing']['path_split_variance']}).",
+        "`v = 1`. The variance at which the path first has `|mu| > 0.1`: "
+        + ", ".join(
+            f"{_fmt(v)} with {k} EM steps per variance"
+            for k, v in r["annealing"]["path_split_variance"].items()
+        )
+        + ".",
         "",
         _table(["v", "mu*(v)"], [[k, v] for k, v in r["annealing"]["mu_star"].items()]),
         "",
@@ -905,10 +928,11 @@ def _report(r: dict, cfg: _Config, grid: S.Grid) -> str:
         "(singular Hessian, a quartic ridge of ascent); a tolerance on the "
         "likelihood (scikit-learn's rule) stops there.",
         "",
-        "## Time per section (seconds, wall)",
+        "## Time per section",
         "",
         _table(
-            ["section", "seconds"], [[k, v] for k, v in r["section_seconds"].items()]
+            ["section", "wall seconds", "CPU seconds"],
+            [[k, *v] for k, v in r["section_seconds"].items()],
         ),
         "",
     ]
