@@ -442,12 +442,13 @@ def em_update_direct(mu, sigma):
     return mu_new, jnp.sqrt(var)
 
 
-def em_library_update(mu, sigma):
-    """One EM step of the general library (``gmmjax.EM(reg_covar=0)``) read back in
-    ``(mu, sigma)`` coordinates."""
+def em_library_update(mu, sigma, reg_covar=0.0):
+    """One EM step of the general library (``gmmjax.EM(reg_covar=reg_covar)``) read
+    back in ``(mu, sigma)`` coordinates."""
     x = toy.data(jnp.result_type(mu, sigma))
-    state = EM(reg_covar=0.0).init(toy.to_gmm(mu, sigma), x)
-    return toy.from_gmm(EM(reg_covar=0.0).step(state, x)[0].gmm)
+    fitter = EM(reg_covar=reg_covar)
+    state = fitter.init(toy.to_gmm(mu, sigma), x)
+    return toy.from_gmm(fitter.step(state, x)[0].gmm)
 
 
 def escape_steps_estimate(mu0, sigma0):
