@@ -53,7 +53,14 @@ class Grid(NamedTuple):
 
 def start_grid(n: int) -> Grid:
     """The study's grid: ``n`` values of ``mu`` in ``[-0.3, 0.3]`` and ``n`` of
-    ``sigma`` in ``[0.1, 2]``."""
+    ``sigma`` in ``[0.1, 2]``.
+
+    Example:
+        >>> from gmmjax import _study
+        >>> grid = _study.start_grid(50)
+        >>> grid.shape, grid.starts[0].shape
+        ((50, 50), (2500,))
+    """
     return Grid(np.linspace(-0.3, 0.3, n), np.linspace(0.1, 2.0, n))
 
 
@@ -458,6 +465,18 @@ def escape_steps_estimate(mu0, sigma0):
     ``sigma = sech u``, and the map becomes ``u' = sinh(2 u) / 2 = u + 2u^3/3 + ...``
     with ``u_1 = mu0 / sigma0^2``; so ``1 / u^2`` falls by ``4/3`` per step and the
     escape takes about ``3 / (4 u_1^2)`` steps.
+
+    Args:
+        mu0: starting means (any shape, nonzero).
+        sigma0: starting standard deviations.
+
+    Returns:
+        The predicted step count, ``1 + 3 / (4 u_1^2)``.
+
+    Example:
+        >>> from gmmjax import _study
+        >>> round(float(_study.escape_steps_estimate(0.02, 0.8)))
+        769
     """
     u1 = np.asarray(mu0) / np.asarray(sigma0) ** 2
     return 1.0 + 0.75 / u1**2
@@ -484,7 +503,17 @@ def _dll_numpy(mu, sigma):
 def clipped_objective(theta):
     """The original's objective for R's ``optim``: ``min(-L(mu, max(sigma, 0)),
     1e9)``, where ``sigma <= 0`` gives ``-L = +inf`` (clipped to ``1e9``), with its
-    gradient (zero on the clipped plateau)."""
+    gradient (zero on the clipped plateau).
+
+    Example:
+        >>> import numpy as np
+        >>> from gmmjax import _study
+        >>> value, grad = _study.clipped_objective(np.array([0.0, 1.0]))
+        >>> round(value, 6), [abs(round(float(g), 12)) for g in grad]
+        (2.837877, [0.0, 0.0])
+        >>> _study.clipped_objective(np.array([0.5, -0.1]))[0]
+        1000000000.0
+    """
     mu, sigma = float(theta[0]), float(theta[1])
     if not sigma > 0:
         return 1e9, np.zeros(2)

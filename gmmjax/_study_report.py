@@ -652,11 +652,11 @@ def run_saddle_study(out_dir, *, quick: bool = False, seed: int = 0) -> dict:
         ``wall_time_s`` and ``cpu_time_s`` of the whole study.
 
     Example:
-        >>> import tempfile, gmmjax._study_report as study
-        >>> with tempfile.TemporaryDirectory() as d:  # doctest: +SKIP
-        ...     results = study.run_saddle_study(d, quick=True)
-        ...     sorted(p.name for p in Path(d).glob("*.md"))
-        ['report.md']
+        The full study takes about a minute of CPU time, so it is run from the
+        command line (``tests/test_study.py`` runs it end to end in quick mode)::
+
+            gmmjax study saddle --out saddle-study
+            python benchmarks/saddle_study.py --quick
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
