@@ -429,6 +429,7 @@ def _em(cfg, out, grid):
             np.mean(S.escape_steps_estimate(mu0, s0) > cfg.em_budget)
         ),
         "measured_unescaped": float(np.mean(main.escape_step < 0)),
+        "smallest_mu1": float(np.min(np.abs(np.tanh(mu0 / np.asarray(s0) ** 2)))),
         "smallest_plateau_move": float(
             np.min(2 / 3 * (np.abs(mu0) / np.asarray(s0) ** 2) ** 3)
         ),
@@ -902,7 +903,8 @@ def _report(r: dict, cfg: _Config, grid: S.Grid) -> str:
         "`1e-6`) EM's map near the saddle is `mu' = mu (1 - r + (2/3) mu^2)`: the "
         "symmetric point becomes a *stable* fixed point for `mu^2 < 1.5 r`. Every "
         "start of this grid begins outside that basin (its smallest `|mu_1|` is "
-        "`0.0015 > sqrt(1.5e-6) = 0.0012`), so the last row matches the others "
+        f"`{_fmt(em['smallest_mu1'])} > sqrt(1.5e-6) = 0.0012`), so the last row "
+        "matches the others "
         f"({100 * em['reg_covar_stuck']:.1f}% end near the saddle, all of them "
         "for lack of steps); from `(0.001, 1)`, inside the basin, "
         f"{budget} EM steps move `mu` to "
