@@ -111,11 +111,13 @@ def summarize(runs: Runs) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- driver
-def _iterate(update, params_of, state0, budget, tol):
+def _iterate(update, params_of, state0, budget, tol, may_stop=None):
     """Run ``update`` from ``state0`` until the parameters stop moving (by at most
-    ``tol``), turn non-finite, or ``budget`` steps have been taken.
+    ``tol``) while ``may_stop(state)`` holds, turn non-finite, or ``budget`` steps
+    have been taken.
 
-    One start; ``vmap`` it. Returns ``(state, n_steps, first_hit, finite)``.
+    One start; ``vmap`` it. Returns
+    ``(state, n_steps, first_hit, first_escape, finite)``.
     """
 
     def cond(carry):
@@ -129,6 +131,8 @@ def _iterate(update, params_of, state0, budget, tol):
         mu1, s1 = params_of(new)
         finite = jnp.isfinite(mu1) & jnp.isfinite(s1)
         moving = jnp.maximum(jnp.abs(mu1 - mu0), jnp.abs(s1 - s0)) > tol
+        if may_stop is not None:
+            moving = moving | ~may_stop(new)
         t = t + 1
         valid = finite & (s1 >= 0)
         hit = (first_hit < 0) & valid & (s1 < SUCCESS_SIGMA)
@@ -144,12 +148,12 @@ def _iterate(update, params_of, state0, budget, tol):
     return state, t, first_hit, first_escape, finite
 
 
-def _batched(init, update, params_of, mu0, sigma0, budget, tol) -> Runs:
+def _batched(init, update, params_of, mu0, sigma0, budget, tol, may_stop=None):
     @jax.jit
     def run(mu0, sigma0):
         def one(m, s):
             state, t, hit, esc, finite = _iterate(
-                update, params_of, init(m, s), budget, tol
+                update, params_of, init(m, s), budget, tol, may_stop
             )
             mu, sigma = params_of(state)
             return mu, sigma, t, hit, esc, finite
@@ -163,19 +167,21 @@ def _batched(init, update, params_of, mu0, sigma0, budget, tol) -> Runs:
 # ------------------------------------------------------------------------- methods
 def run_fitter(fitter, mu0, sigma0, *, budget, tol=PARAMETER_TOL) -> Runs:
     """Any gmmjax fitter (``init``/``step`` protocol) on the toy model, all starts in
-    one ``vmap``, stopped by :data:`PARAMETER_TOL` on ``(mu, sigma)``."""
+    one ``vmap``, stopped by :data:`PARAMETER_TOL` on ``(mu, sigma)`` once the
+    fitter's ``StepInfo.can_stop`` allows it (an annealing schedule has ended)."""
     x = toy.data(jnp.float64)
 
     def init(m, s):
-        return fitter.init(toy.to_gmm(m, s), x)
+        return fitter.init(toy.to_gmm(m, s), x), jnp.bool_(False)
 
     def update(state, t):
-        return fitter.step(state, x)[0]
+        new, info = fitter.step(state[0], x)
+        return new, info.can_stop
 
     def params_of(state):
-        return toy.from_gmm(state.gmm)
+        return toy.from_gmm(state[0].gmm)
 
-    return _batched(init, update, params_of, mu0, sigma0, budget, tol)
+    return _batched(init, update, params_of, mu0, sigma0, budget, tol, lambda st: st[1])
 
 
 def run_closed_form(update_fn, mu0, sigma0, *, budget, tol=PARAMETER_TOL) -> Runs:
