@@ -65,7 +65,7 @@ def _fmt(v, digits=4) -> str:
     v = float(v) + 0.0  # no "-0"
     if np.isnan(v):
         return "-"
-    if v == int(v) and abs(v) < 1e9:
+    if np.isfinite(v) and v == int(v) and abs(v) < 1e9:
         return str(int(v))
     if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
         return f"{v:.{digits - 1}e}"
