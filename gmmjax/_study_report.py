@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from . import _study as S
-from . import toy
+from . import landscape, toy
 from ._em import EM
 from ._fit import Status, fit, fit_trace
 
@@ -188,6 +188,8 @@ def _saddle(cfg, out):
     grad = np.asarray(jax.jit(jax.grad(f))(theta))
     hess = np.asarray(jax.jit(jax.hessian(f))(theta))
     eig = np.linalg.eigvalsh(hess)
+    point = landscape.classify(f, theta)
+    escape = landscape.escape_direction(f, theta)
     base = float(_ll(0.0, 1.0))
     s_star = float(_argmax_sigma(jnp.asarray([0.1]))[0])
     points = [
@@ -224,6 +226,18 @@ def _saddle(cfg, out):
         "hessian": hess.tolist(),
         "eigenvalues": eig.tolist(),
         "determinant": float(np.linalg.det(hess)),
+        "classification": {
+            "kind": point.kind,
+            "order": int(point.order),
+            "n_negative": int(point.n_negative),
+            "n_null": int(point.n_null),
+        },
+        "escape": {
+            "direction": np.asarray(escape.direction).tolist(),
+            "curvature": np.asarray(escape.curvature).tolist(),
+            "order": int(escape.order),
+            "rate": float(escape.rate),
+        },
         "nearby": rows,
         "ridge_gain_over_mu4": ratio,
     }
@@ -824,7 +838,16 @@ def _report(r: dict, cfg: _Config, grid: S.Grid) -> str:
         "`sigma = 1`) the likelihood falls like `mu^4 / 6`, so the point looks like "
         "a maximum on both axes; along the curved ridge `sigma = sigma*(mu)` it "
         f"rises like `mu^4 / 3` (measured ratio {_fmt(sad['ridge_gain_over_mu4'])}): "
-        "a **degenerate saddle** with better points arbitrarily close:",
+        "a **degenerate saddle** with better points arbitrarily close. "
+        "`gmmjax.landscape.classify` decides it from exact derivatives up to "
+        f"fourth order: kind `{sad['classification']['kind']}` (decided at order "
+        f"{sad['classification']['order']}, {sad['classification']['n_null']} null "
+        "direction); `gmmjax.landscape.escape_direction` gives the path "
+        "`(mu, sigma) = (0, 1) + t d + t^2 w` with "
+        f"`d = {[_fmt(v) for v in sad['escape']['direction']]}`, "
+        f"`w = {[_fmt(v) for v in sad['escape']['curvature']]}` and "
+        f"`L - L(0, 1) ~ {_fmt(sad['escape']['rate'])} t^"
+        f"{sad['escape']['order']}`, the ridge above. Nearby points:",
         "",
         _table(["(mu, sigma)", "L(mu, sigma) - L(0, 1)"], sad["nearby"]),
         "",

@@ -56,6 +56,8 @@ def test_study_numbers(quick_study):
     np.testing.assert_allclose(r["saddle"]["gradient"], [0, 0], atol=1e-14)
     # the ridge gain is mu^4 / 3 to leading order (see the report)
     assert r["saddle"]["ridge_gain_over_mu4"] == pytest.approx(1 / 3, rel=0.05)
+    assert r["saddle"]["classification"]["kind"] == "saddle"
+    assert r["saddle"]["escape"]["rate"] == pytest.approx(1 / 3, rel=1e-6)
     nearby = dict(r["saddle"]["nearby"])
     assert nearby["(0.1, 0.999)"] == pytest.approx(1.311065e-6, rel=1e-6)
     profile = dict(r["profile"]["rows"])

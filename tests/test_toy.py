@@ -68,6 +68,25 @@ def test_gradient_and_hessian_at_the_saddle():
     assert float(jnp.linalg.det(hess)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_landscape_classifies_the_degenerate_saddle():
+    from gmmjax import landscape
+
+    def f(theta):
+        return toy.ll(theta[0], theta[1])
+
+    theta = jnp.array([0.0, 1.0])
+    np.testing.assert_allclose(
+        landscape.hessian(f, theta), [[0.0, 0.0], [0.0, -4.0]], atol=1e-12
+    )
+    point = landscape.classify(f, theta)
+    assert point.kind == "saddle" and point.n_null == 1
+    escape = landscape.escape_direction(f, theta)
+    # the ridge sigma*(mu)^2 = 1 - mu^2 + O(mu^4): w = (0, -1/2), gain mu^4 / 3
+    np.testing.assert_allclose(np.abs(escape.direction), [1.0, 0.0], atol=1e-10)
+    np.testing.assert_allclose(escape.curvature, [0.0, -0.5], atol=1e-8)
+    assert float(escape.rate) == pytest.approx(1 / 3, rel=1e-6)
+
+
 def test_closed_form_gradient_and_second_order_grads():
     mu, sigma = _grid()
     g_mu, g_sigma = jax.jit(jax.vmap(jax.grad(toy.ll, argnums=(0, 1))))(mu, sigma)
