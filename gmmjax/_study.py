@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from . import toy
+from ._anneal import anneal_variance
 from ._em import EM
 
 # A run has *reached the optimum* when it ends with a valid sigma below this value
@@ -559,3 +560,36 @@ def run_scipy(method, mu0, sigma0, *, max_iter=1000) -> Runs:
     hit = np.where((arr[:, 1] > 0) & (arr[:, 1] < SUCCESS_SIGMA), steps, -1)
     esc = np.where((arr[:, 1] > 0) & (arr[:, 1] < ESCAPE_SIGMA), steps, -1)
     return Runs(arr[:, 0], arr[:, 1], steps, hit, esc, arr[:, 3] > 0)
+
+
+def run_anneal_variance(key, mu0, sigma0, *, variances, max_steps) -> Runs:
+    """:func:`gmmjax.anneal_variance` from every start (one ``vmap``), with an
+    unregularized release fit (``reg_covar = 0``): the collapse onto the data ends
+    it as ``DEGENERATE``. Only the end point is known: the step of success is the
+    total step count of a successful run."""
+    x = toy.data(jnp.float64)
+
+    @jax.jit
+    def run(mu0, sigma0):
+        def one(m, s):
+            result, _ = anneal_variance(
+                key,
+                toy.to_gmm(m, s),
+                x,
+                variances=variances,
+                perturbation=1e-3,
+                reg_covar=0.0,
+                max_steps=max_steps,
+            )
+            mu, sigma = toy.from_gmm(result.gmm)
+            return mu, sigma, result.n_steps
+
+        return jax.vmap(one)(mu0, sigma0)
+
+    mu, sigma, steps = (
+        np.asarray(a) for a in run(jnp.asarray(mu0), jnp.asarray(sigma0))
+    )
+    finite = np.isfinite(mu) & np.isfinite(sigma)
+    hit = np.where(finite & (sigma < SUCCESS_SIGMA), steps, -1)
+    esc = np.where(finite & (sigma < ESCAPE_SIGMA), steps, -1)
+    return Runs(mu, sigma, steps, hit, esc, finite)

@@ -15,8 +15,10 @@ import optax
 
 from . import _study as S
 from . import landscape, toy
+from ._anneal import Annealed, anneal_variance
 from ._em import EM
 from ._fit import Status, fit, fit_trace
+from ._gradient import GradientFitter, noisy
 
 FIGURES = (
     "surface.png",
@@ -42,6 +44,7 @@ class _Config:
         self.gradient_budget = 1_000 if quick else 10_000
         self.noisy_budget = 1_000 if quick else 3_000
         self.lbfgs_budget = 200
+        self.library_budget = 500 if quick else 2_000
         self.trajectory_steps = 1_500
         self.surface_n = 41 if quick else 121
 
@@ -468,6 +471,15 @@ def _em(cfg, out, grid):
     }
 
 
+def _daem_schedule(count):
+    """DAEM's inverse temperature: ``beta`` from 0.2 to 1 over 100 steps."""
+    return jnp.minimum(0.2 + 0.008 * count, 1.0)
+
+
+# one object: the schedule is static metadata of Annealed, compared by identity
+_DAEM_SCHEDULE = _daem_schedule
+
+
 def _reg_covar_demo(cfg):
     """EM from ``(0.001, 1)``, inside the basin that ``reg_covar = 1e-6`` creates:
     ``mu`` after ``em_budget`` steps without and with the variance floor."""
@@ -536,6 +548,39 @@ def _methods(cfg, grid, key, em_runs):
             grid,
             f"{tol}, or {budget} steps",
         )
+    lb = cfg.library_budget
+    out["gmmjax.GradientFitter(adam, lr 0.05), GMM leaves"] = (
+        lambda: S.run_fitter(
+            GradientFitter(optax.adam, learning_rate=0.05), mu0, s0, budget=lb
+        ),
+        grid,
+        f"{tol}, or {lb} steps",
+    )
+    out["gmmjax.GradientFitter(noisy(sgd 0.1), eta 0.01), GMM leaves"] = (
+        lambda: S.run_fitter(
+            GradientFitter(noisy(optax.sgd(0.1), eta=0.01, key=key)),
+            mu0,
+            s0,
+            budget=lb,
+            tol=-1.0,
+        ),
+        grid,
+        f"{lb} steps (noise never stops; one noise sequence for all starts)",
+    )
+    out["gmmjax.Annealed(EM), beta 0.2 -> 1 in 100 steps"] = (
+        lambda: S.run_fitter(
+            Annealed(EM(reg_covar=0.0), _DAEM_SCHEDULE), mu0, s0, budget=lb
+        ),
+        grid,
+        f"{tol} once beta = 1, or {lb} steps",
+    )
+    out["gmmjax.anneal_variance, then EM"] = (
+        lambda: S.run_anneal_variance(
+            key, mu0, s0, variances=np.geomspace(2.0, 0.05, 40), max_steps=lb
+        ),
+        grid,
+        "40 variances 2 -> 0.05 (stage tol 1e-6), release EM until DEGENERATE/tol",
+    )
     out["variance sweep (DA), closed form"] = (
         lambda: S.variance_sweep(
             jnp.asarray(mu0),
@@ -628,11 +673,34 @@ def _annealing(cfg, out):
             release_steps=1,
         )
         paths[inner] = path
+    _, info = anneal_variance(
+        jax.random.key(0),
+        toy.to_gmm(0.0, 1.0),
+        toy.data(jnp.float64),
+        variances=variances,
+        perturbation=1e-3,
+        max_steps_per_stage=500,
+        release=False,
+    )
+    library_path = np.asarray(info.means[:, :, 0])
+    paths["gmmjax.anneal_variance"] = library_path
     fig, ax = _figure(1, 1, (6.0, 4.0))
     a = ax[0, 0]
     a.plot(v, exact, "k", lw=2, label="exact maxima +-mu*(v)")
+    a.plot(
+        variances,
+        library_path[:, 0],
+        "s",
+        ms=3,
+        mfc="none",
+        color="C3",
+        label="gmmjax.anneal_variance (both means)",
+    )
+    a.plot(variances, library_path[:, 1], "s", ms=3, mfc="none", color="C3")
     a.plot(v, -exact, "k", lw=2)
-    for j, (inner, path) in enumerate(paths.items()):
+    for j, (inner, path) in enumerate(
+        (k, p) for k, p in paths.items() if isinstance(k, int)
+    ):
         for b in range(path.shape[1]):
             a.plot(
                 variances,
@@ -1007,6 +1075,8 @@ def _report(r: dict, cfg: _Config, grid: S.Grid) -> str:
         "`v = 1`. The variance at which the path first has `|mu| > 0.1`: "
         + ", ".join(
             f"{_fmt(v)} with {k} EM steps per variance"
+            if isinstance(k, int) or k.isdigit()
+            else f"{_fmt(v)} with {k} (EM to tol at each variance)"
             for k, v in r["annealing"]["path_split_variance"].items()
         )
         + ".",

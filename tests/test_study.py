@@ -73,6 +73,16 @@ def test_study_numbers(quick_study):
     assert any(n.startswith("EM") for n in names)
     assert any("alternating" in n for n in names)
     assert any("scipy Nelder-Mead" in n for n in names)
+    summaries = r["comparison"]["summaries"]
+    # the library's variance sweep succeeds from every start; DAEM (tempered
+    # posteriors, free sigma) pulls mu to 0 and leaves most runs at the saddle
+    sweep = summaries["gmmjax.anneal_variance, then EM"]
+    assert sweep["success"] == 1.0
+    daem = summaries["gmmjax.Annealed(EM), beta 0.2 -> 1 in 100 steps"]
+    assert daem["stuck"] > 0.5
+    assert (
+        summaries["gmmjax.GradientFitter(adam, lr 0.05), GMM leaves"]["success"] > 0.9
+    )
 
 
 def test_command_requires_a_study_name():
