@@ -3,6 +3,7 @@
 from . import datasets as datasets
 from . import io as io
 from . import landscape as landscape
+from . import toy as toy
 from ._anneal import Annealed as Annealed
 from ._anneal import AnnealedState as AnnealedState
 from ._anneal import AnnealInfo as AnnealInfo

@@ -430,6 +430,18 @@ def _cmd_select(args) -> int:
     return 0
 
 
+def _cmd_study_saddle(args) -> int:
+    from ._study_report import run_saddle_study
+
+    results = run_saddle_study(args.out, quick=args.quick, seed=args.seed)
+    print(f"saddle study written to {Path(args.out) / 'report.md'}")
+    print(
+        f"wall time {results['wall_time_s']:.1f} s, "
+        f"CPU time {results['cpu_time_s']:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gmmjax", description="Gaussian mixture models in JAX."
@@ -532,6 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
     select.add_argument("--seed", type=int, default=0, help="random seed of the starts")
     select.set_defaults(func=_cmd_select)
+    study = sub.add_parser("study", help="reproducible studies with figures")
+    studies = study.add_subparsers(dest="study", required=True)
+    saddle = studies.add_parser(
+        "saddle", help="the saddle study of the symmetric two-point mixture"
+    )
+    saddle.add_argument(
+        "--out", default="saddle-study", help="output directory (default: %(default)s)"
+    )
+    saddle.add_argument(
+        "--quick", action="store_true", help="small grid and budgets (a smoke run)"
+    )
+    saddle.add_argument("--seed", type=int, default=0, help="seed of the noisy runs")
+    saddle.set_defaults(func=_cmd_study_saddle)
     return parser
 
 
