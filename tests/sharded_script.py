@@ -101,24 +101,20 @@ def main() -> dict:
         ],
         "restart_spec": list(gmm0s_sharded.means.sharding.spec),
     }
-    # multistart and the estimator, where this branch has them
-    if hasattr(gmmjax, "multistart"):
-        runs = [
-            gmmjax.multistart(
-                gmmjax.EM(), jax.random.key(4), data, n_components=3, n_init=4, tol=1e-8
-            )
-            for data in (x, xs)
-        ]
-        out["multistart"] = {
-            "gmm": max_diff(runs[0].gmm, runs[1].gmm),
-            "ll_rel": max_diff(runs[0].log_likelihood, runs[1].log_likelihood)
-            / float(np.max(np.abs(runs[0].log_likelihood))),
-            "steps": [np.asarray(r.n_steps).tolist() for r in runs],
-        }
-    try:
-        from gmmjax.sklearn import GaussianMixture
-    except ImportError:
-        return out
+    runs = [
+        gmmjax.multistart(
+            gmmjax.EM(), jax.random.key(4), data, n_components=3, n_init=4, tol=1e-8
+        )
+        for data in (x, xs)
+    ]
+    out["multistart"] = {
+        "gmm": max_diff(runs[0].gmm, runs[1].gmm),
+        "ll_rel": max_diff(runs[0].log_likelihood, runs[1].log_likelihood)
+        / float(np.max(np.abs(runs[0].log_likelihood))),
+        "steps": [np.asarray(r.n_steps).tolist() for r in runs],
+    }
+    from gmmjax.sklearn import GaussianMixture
+
     models = [
         GaussianMixture(n_components=3, n_init=2, random_state=0, tol=1e-8).fit(data)
         for data in (x, xs)
