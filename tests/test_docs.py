@@ -72,6 +72,15 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
         plt.close("all")
 
 
+def test_home_page_setup_matches_readme():
+    """The two set-up commands of the home page are the README's."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    home = (DOCS / "index.md").read_text(encoding="utf-8")
+    for command in ('pip install -e ".[dev]" && gmmjax fit', "pytest"):
+        assert command in readme
+        assert command in home
+
+
 def public_objects():
     """``(qualified name, object)`` for every public function and class of gmmjax."""
     out = []
