@@ -18,9 +18,12 @@ _ROLE = re.compile(r":(?:func|class|meth|attr|mod|data|obj|exc):`~?([^`]+)`")
 
 
 def _link(match: re.Match) -> str:
-    name = match.group(1)
+    text = match.group(1)
+    titled = re.fullmatch(r"(.*?)\s*<([\w.]+)>", text)
+    title, name = titled.groups() if titled else (text, text)
     target = name if name.startswith("gmmjax.") else f"gmmjax.{name}"
-    return f'<autoref identifier="{target}" optional><code>{name}</code></autoref>'
+    label = title if titled else f"<code>{title}</code>"
+    return f'<autoref identifier="{target}" optional>{label}</autoref>'
 
 
 def rewrite(text: str) -> str:
