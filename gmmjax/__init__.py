@@ -1,6 +1,7 @@
 """gmmjax: differentiable, vectorized Gaussian mixture models in JAX."""
 
 from . import datasets as datasets
+from . import landscape as landscape
 from ._density import component_log_prob as component_log_prob
 from ._density import log_likelihood as log_likelihood
 from ._density import log_prob as log_prob
@@ -18,6 +19,9 @@ from ._fit import Status as Status
 from ._fit import fit as fit
 from ._fit import fit_trace as fit_trace
 from ._gmm import GMM as GMM
+from ._information import diagnose as diagnose
+from ._information import observed_information as observed_information
+from ._information import standard_errors as standard_errors
 from ._init import init_gmm as init_gmm
 
 __version__ = "0.1.0"

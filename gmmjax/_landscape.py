@@ -1,0 +1,633 @@
+"""Exact derivatives of any scalar objective, and the type of its critical points.
+
+Everything here is for objectives that are **maximized** (log-likelihoods): a
+"maximum" is a local maximum of ``f``, an "escape direction" is a direction along
+which ``f`` increases. To study a loss that is minimized, pass ``-loss``.
+
+**Flattening.** ``theta`` may be any pytree; it is flattened with
+``jax.flatten_util.ravel_pytree`` and every vector or matrix returned (gradients,
+Hessians, eigenvectors, directions) is in that flat order. ``ravel_pytree(theta)[1]``
+turns a flat vector back into the pytree.
+
+**Second order.** At a critical point (``grad f = 0``) with Hessian ``H`` (eigenvalues
+``lambda_i``, eigenvectors ``v_i``): all ``lambda_i < 0`` is a strict local maximum, all
+``> 0`` a strict local minimum, both signs a saddle. An eigenvalue is *null* when
+``|lambda_i| <= tol * max(1, max_j |lambda_j|)``.
+
+**Higher order (Lyapunov-Schmidt reduction to fourth order).** When ``H`` is singular
+and its non-null eigenvalues share one sign, the second-order test cannot decide. Split
+the space into the null space ``N`` (orthonormal basis ``U``) and its complement
+``R`` (non-null eigenpairs ``(lambda_r, v_r)``, ``H_R = sum_r lambda_r v_r v_r^T``).
+Write a displacement as ``u + w`` with ``u`` in ``N`` and ``w`` in ``R``. With the
+derivative tensors ``T3 = D^3 f``, ``T4 = D^4 f`` at the point, for ``w = O(|u|^2)``
+
+    f(theta + u + w) - f(theta) = 1/2 w^T H_R w + 1/6 T3[u,u,u] + 1/2 T3[u,u,w]
+                                  + 1/24 T4[u,u,u,u] + O(|u|^5).
+
+The curved directions ``R`` are eliminated by making this stationary in ``w``:
+``H_R w = -1/2 b(u)`` with ``b(u) = P_R T3[u,u,.]``, i.e.
+``w(u) = -1/2 sum_r (v_r . T3[u,u,.]) / lambda_r v_r``. (When ``H_R`` is negative
+definite this ``w`` is the best ``w`` for each ``u``, so ``theta`` is a local maximum
+of ``f`` exactly when ``u = 0`` is one of the reduced function.) Substituting,
+
+    g(u) = f(theta + u + w(u)) - f(theta) = c(u) + q(u) + O(|u|^5),
+    c(u) = 1/6 T3[u,u,u],
+    q(u) = 1/24 T4[u,u,u,u] - 1/8 sum_r (v_r . T3[u,u,.])^2 / lambda_r.
+
+A cubic ``c`` that is not identically zero on ``N`` changes sign: a saddle. Otherwise
+the quartic ``q`` decides: ``q > 0`` somewhere on ``N`` means ``f`` rises along the
+curve ``theta + t u + t^2 w(u)``, so a point with ``H <= 0`` is a saddle; ``q < 0`` on
+the whole unit sphere of ``N`` (with ``H_R`` negative definite) is a strict local
+maximum; symmetrically for minima. Anything else (``q`` vanishing in some null
+direction) is reported as ``"degenerate"``. All derivative tensors are exact, applied
+to vectors only: ``T3[u,u,u]`` and ``T4[u,u,u,u]`` are nested ``jax.jvp`` of
+``t -> f(theta + t u)``, ``T3[u,u,.]`` is the second ``jax.jvp`` of the gradient along
+``u``. For one null direction the test is exact; for several, ``c`` and ``q`` are
+evaluated on a fixed set of directions of ``N`` (the basis, random directions) and
+``q`` is then maximized and minimized on the unit sphere of ``N`` by projected
+gradient steps.
+
+Worked example (the saddle study, data ``{+1, -1}``, model
+``1/2 N(mu, s^2) + 1/2 N(-mu, s^2)``): at ``(mu, s) = (0, 1)`` the gradient is zero
+and ``H = diag(0, -4)``. Along ``s = 1`` the log-likelihood falls like ``-mu^4/6``
+(``T4 = -4``), but ``T3[mu, mu, s] = -4`` couples the null direction to ``s``:
+``w = -1/2 * (-4) / (-4) = -1/2`` and ``q = -1/6 - 1/8 * 16 / (-4) = +1/3``. Along
+``s = 1 - mu^2/2`` the log-likelihood *rises* like ``mu^4/3``: a saddle, escaped
+along the ``mu`` axis with ``s`` bending down.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+
+def _flat(f, theta):
+    flat, unravel = ravel_pytree(theta)
+    return (lambda z: f(unravel(z))), flat, unravel
+
+
+def gradient(f, theta) -> jax.Array:
+    """Exact gradient of a scalar function, flattened over the pytree ``theta``.
+
+    Args:
+        f: scalar function of ``theta``.
+        theta: any pytree of floating arrays with ``p`` entries in all.
+
+    Returns:
+        ``(p,)`` gradient in ``ravel_pytree`` order. Jittable and vmappable over
+        ``theta``.
+
+    Example:
+        >>> from gmmjax import landscape
+        >>> g = landscape.gradient(lambda t: t["a"] ** 2 + 3 * t["b"],
+        ...                        {"a": 1.0, "b": 0.0})
+        >>> [round(float(v), 6) for v in g]
+        [2.0, 3.0]
+    """
+    return _gradient_jit(f, theta)
+
+
+# ``f`` is static (hashed by identity): calling again with the same function object
+# and shapes reuses the compiled program, and one compilation beats eager dispatch
+# of every primitive of the tape.
+@functools.partial(jax.jit, static_argnums=0)
+def _gradient_jit(f, theta):
+    fz, flat, _ = _flat(f, theta)
+    return jax.grad(fz)(flat)
+
+
+def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
+    """Exact Hessian of a scalar function, flattened over the pytree ``theta``.
+
+    Forward-over-reverse: column ``i`` is the Hessian-vector product
+    ``d/dt grad f(theta + t e_i)`` (a ``jax.jvp`` of ``jax.grad``). With
+    ``chunk_size=None`` all ``p`` columns are computed in one vectorized pass
+    (``jax.hessian``); with an integer, ``jax.lax.map`` computes ``chunk_size``
+    columns at a time, bounding memory to ``chunk_size`` gradient tapes (use it for
+    thousands of parameters on large data, see ``benchmarks/hessian_benchmark.py``).
+
+    Args:
+        f: scalar function of ``theta``, twice differentiable.
+        theta: any pytree of floating arrays with ``p`` entries in all.
+        chunk_size: ``None`` or the number of Hessian columns per vectorized pass.
+
+    Returns:
+        ``(p, p)`` symmetric Hessian in ``ravel_pytree`` order. Jittable and
+        vmappable over ``theta``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> h = landscape.hessian(lambda t: t[0] ** 2 * t[1], jnp.array([1.0, 2.0]))
+        >>> [[round(float(v), 6) for v in row] for row in h]
+        [[4.0, 2.0], [2.0, 0.0]]
+    """
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+            raise TypeError("chunk_size must be None or a positive integer")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return _hessian_jit(f, theta, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _hessian_jit(f, theta, chunk_size):
+    fz, flat, _ = _flat(f, theta)
+    if chunk_size is None:
+        h = jax.hessian(fz)(flat)
+    else:
+        grad = jax.grad(fz)
+        basis = jnp.eye(flat.shape[0], dtype=flat.dtype)
+        h = jax.lax.map(
+            lambda e: jax.jvp(grad, (flat,), (e,))[1], basis, batch_size=chunk_size
+        )
+    return 0.5 * (h + h.T)
+
+
+def _taylor(fz, x, u):
+    """Derivatives 3 and 4 of ``t -> fz(x + t u)`` at 0, and ``T3[u, u, .]``."""
+
+    def along(t):
+        return fz(x + t * u)
+
+    def d1(t):
+        return jax.jvp(along, (t,), (jnp.ones_like(t),))[1]
+
+    def d2(t):
+        return jax.jvp(d1, (t,), (jnp.ones_like(t),))[1]
+
+    def d3(t):
+        return jax.jvp(d2, (t,), (jnp.ones_like(t),))[1]
+
+    zero = jnp.zeros((), x.dtype)
+    third, fourth = jax.jvp(d3, (zero,), (jnp.ones_like(zero),))
+    grad = jax.grad(fz)
+
+    def grad_along(t):
+        return grad(x + t * u)
+
+    def grad_d1(t):
+        return jax.jvp(grad_along, (t,), (jnp.ones_like(t),))[1]
+
+    t3uu = jax.jvp(grad_d1, (zero,), (jnp.ones_like(zero),))[1]
+    return third, fourth, t3uu
+
+
+def _reduced(fz, x, null_basis, range_vecs, range_vals, coeffs):
+    """Cubic ``c``, quartic ``q`` and the correction ``w`` for ``u = U @ coeffs``."""
+    u = null_basis @ coeffs
+    third, fourth, t3uu = _taylor(fz, x, u)
+    proj = range_vecs.T @ t3uu
+    w = -0.5 * range_vecs @ (proj / range_vals)
+    quartic = fourth / 24.0 - 0.125 * jnp.sum(proj**2 / range_vals)
+    return third / 6.0, quartic, w
+
+
+class CriticalPoint(NamedTuple):
+    """Classification of a point of a scalar objective that is maximized.
+
+    Attributes:
+        kind: ``"maximum"``, ``"minimum"``, ``"saddle"``, ``"degenerate"`` (singular
+            Hessian that the fourth-order test cannot decide) or ``"not_critical"``
+            (gradient norm above the tolerance).
+        gradient_norm: ``()`` Euclidean norm of the flat gradient.
+        eigenvalues: ``(p,)`` Hessian eigenvalues, ascending.
+        eigenvectors: ``(p, p)`` matching orthonormal eigenvectors (columns).
+        n_positive: number of eigenvalues above the null threshold.
+        n_negative: number of eigenvalues below minus the null threshold.
+        n_null: number of null eigenvalues.
+        order: the derivative order that decided ``kind`` (1 for not critical, 2 for
+            the Hessian, 3 or 4 for the reduction, 0 when undecided).
+    """
+
+    kind: str
+    gradient_norm: jax.Array
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+    n_positive: int
+    n_negative: int
+    n_null: int
+    order: int
+
+
+class EscapeDirection(NamedTuple):
+    """A way uphill from a point: ``f(theta + t d + t^2 w)`` increases for small t.
+
+    Attributes:
+        direction: ``(p,)`` unit vector ``d`` (flat, ``ravel_pytree`` order).
+        curvature: ``(p,)`` second-order correction ``w`` of the path (zero for
+            orders 1 and 2).
+        order: 1 (the gradient, at a non-critical point), 2 (an eigenvector of a
+            positive Hessian eigenvalue), 3 or 4 (the reduction of a singular
+            Hessian).
+        rate: the leading coefficient: ``f(path(t)) - f(theta) ~ rate * t^order``.
+    """
+
+    direction: jax.Array
+    curvature: jax.Array
+    order: int
+    rate: jax.Array
+
+
+class _Analysis(NamedTuple):
+    point: CriticalPoint
+    escape: EscapeDirection | None
+
+
+def _canonical_sign(v):
+    i = jnp.argmax(jnp.abs(v))
+    return v * jnp.where(v[i] < 0, -1.0, 1.0).astype(v.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _second_order(fz, x):
+    g = jax.grad(fz)(x)
+    h = jax.hessian(fz)(x)
+    vals, vecs = jnp.linalg.eigh(0.5 * (h + h.T))
+    return g, vals, vecs
+
+
+def _sphere_directions(m, n_random, dtype):
+    eye = np.eye(m)
+    rng = np.random.default_rng(0)
+    rand = rng.normal(size=(n_random, m))
+    dirs = np.concatenate([eye, rand / np.linalg.norm(rand, axis=1, keepdims=True)])
+    return jnp.asarray(dirs, dtype=dtype)
+
+
+def _quartic_monomials(m):
+    """Index tuples ``(n_monomials, 4)``: monomial ``r`` is ``prod_t c[idx[r, t]]``."""
+    return np.array(list(itertools.combinations_with_replacement(range(m), 4)))
+
+
+def _quartic_extremes(dirs, values, n_starts=256, n_steps=300):
+    """Maximizer and minimizer on the unit sphere of a homogeneous quartic.
+
+    ``q`` is exactly a quartic form in the null coordinates, so its coefficients are
+    recovered by least squares from its values on more directions than monomials;
+    the cheap polynomial is then climbed (and descended) by projected gradient steps
+    from many directions. The caller re-evaluates the winners exactly.
+    """
+    dirs, values = np.asarray(dirs, np.float64), np.asarray(values, np.float64)
+    m = dirs.shape[1]
+    idx = _quartic_monomials(m)
+    coef = np.linalg.lstsq(np.prod(dirs[:, idx], axis=-1), values)[0]
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=(n_starts, m))
+    start = np.concatenate([dirs, start / np.linalg.norm(start, axis=1)[:, None]])
+    step = 1.0 / (16.0 * max(np.abs(values).max(), 1e-300))
+    ends = _climb_quartic(jnp.asarray(start), jnp.asarray(idx), coef, step, n_steps)
+    return np.asarray(ends)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _climb_quartic(start, idx, coef, step, n_steps):
+    def poly(c):
+        return jnp.prod(c[idx], axis=-1) @ coef
+
+    def climb(sign, c):
+        def body(_, z):
+            z = z + sign * step * jax.grad(poly)(z)
+            return z / jnp.linalg.norm(z)
+
+        return jax.lax.fori_loop(0, n_steps, body, c)
+
+    ends = []
+    for sign in (1.0, -1.0):
+        c = jax.vmap(lambda z, sign=sign: climb(sign, z))(start)
+        ends.append(c[jnp.argmax(sign * jax.vmap(poly)(c))])
+    return jnp.stack(ends)
+
+
+def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
+    fz, x, _ = _flat(f, theta)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"theta must hold floating arrays, got dtype {x.dtype}")
+    tol = _check_tol(tol, "tol")
+    gradient_tol = (
+        tol if gradient_tol is None else _check_tol(gradient_tol, "gradient_tol")
+    )
+    g, vals, vecs = _second_order(fz, x)
+    gnorm = jnp.linalg.norm(g)
+    if not bool(jnp.all(jnp.isfinite(vals))) or not bool(jnp.isfinite(gnorm)):
+        raise ValueError("the gradient or Hessian of f at theta is not finite")
+    vals_np = np.asarray(vals)
+    thr = tol * max(1.0, float(np.max(np.abs(vals_np))))
+    pos, neg = vals_np > thr, vals_np < -thr
+    null = ~(pos | neg)
+    counts = int(pos.sum()), int(neg.sum()), int(null.sum())
+    zero = jnp.zeros_like(x)
+
+    def result(kind, order, escape=None):
+        point = CriticalPoint(kind, gnorm, vals, vecs, *counts, order)
+        return _Analysis(point, escape)
+
+    second_escape = None
+    if counts[0]:
+        top = _canonical_sign(vecs[:, -1])
+        second_escape = EscapeDirection(top, zero, 2, 0.5 * vals[-1])
+    if float(gnorm) > gradient_tol:
+        uphill = g / gnorm
+        return result("not_critical", 1, EscapeDirection(uphill, zero, 1, gnorm))
+    if counts[0] and counts[1]:
+        return result("saddle", 2, second_escape)
+    if not counts[2]:
+        return result("minimum" if counts[0] else "maximum", 2, second_escape)
+
+    null_basis = vecs[:, null]
+    range_vecs, range_vals = vecs[:, ~null], vals[~null]
+    reduced = jax.jit(
+        jax.vmap(lambda c: _reduced(fz, x, null_basis, range_vecs, range_vals, c))
+    )
+    m = counts[2]
+    n_random = 0 if m == 1 else 2 * len(_quartic_monomials(m)) + 8
+    dirs = _sphere_directions(m, n_random, x.dtype)
+    cubic, quartic, _ = reduced(dirs)
+    cubic_np = np.asarray(cubic)
+    i3 = int(np.argmax(np.abs(cubic_np)))
+    if abs(cubic_np[i3]) > thr:
+        sign = 1.0 if cubic_np[i3] > 0 else -1.0
+        c = sign * dirs[i3]
+        _, _, w = reduced(dirs.at[0].set(c))
+        escape = EscapeDirection(null_basis @ c, w[0], 3, jnp.abs(cubic[i3]))
+        return result("saddle", 3, second_escape or escape)
+
+    if m > 1:
+        extremes = jnp.asarray(_quartic_extremes(dirs, quartic), x.dtype)
+        dirs = dirs.at[:2].set(extremes)
+        _, quartic, _ = reduced(dirs)
+    quartic_np = np.asarray(quartic)
+    q_max, q_min = float(quartic_np.max()), float(quartic_np.min())
+    rises = counts[0] > 0 or q_max > thr
+    falls = counts[1] > 0 or q_min < -thr
+    escape = second_escape
+    if escape is None and q_max > thr:
+        i4 = int(np.argmax(quartic_np))
+        _, _, w = reduced(dirs.at[0].set(dirs[i4]))
+        d = null_basis @ dirs[i4]
+        flip = jnp.where(d[jnp.argmax(jnp.abs(d))] < 0, -1.0, 1.0).astype(d.dtype)
+        escape = EscapeDirection(d * flip, w[0], 4, quartic[i4])
+    if rises and falls:
+        return result("saddle", 4, escape)
+    if q_max < -thr and not counts[0]:
+        return result("maximum", 4)
+    if q_min > thr and not counts[1]:
+        return result("minimum", 4, escape)
+    return result("degenerate", 0, escape)
+
+
+def _check_tol(value, name):
+    if isinstance(value, (bool, str)) or value is None:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if np.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value}")
+    return value
+
+
+def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
+    """Classify a point of a scalar objective ``f`` (maximized) by exact derivatives.
+
+    Gradient first: ``||grad f|| > gradient_tol`` is ``"not_critical"``. Then the
+    Hessian's eigenvalues (null when ``|lambda| <= tol * max(1, max |lambda|)``):
+    both signs is a saddle; all negative a maximum; all positive a minimum. A
+    singular Hessian whose other eigenvalues share one sign is decided by the
+    fourth-order reduction described in the module docstring (the cubic form on the
+    null space, then the quartic ``q(u) = T4[u]^4/24 - sum_r (v_r . T3[u,u,.])^2 /
+    (8 lambda_r)``), which accounts for the coupling of null and curved directions.
+
+    Runs eagerly (the result's ``kind`` is a Python string and the null-space
+    dimension is data-dependent); the derivatives inside are jitted.
+
+    Args:
+        f: scalar function of ``theta``, four times differentiable.
+        theta: the point, any pytree of floating arrays (``p`` entries).
+        tol: relative threshold for null eigenvalues and higher-order coefficients.
+        gradient_tol: threshold on the gradient norm; defaults to ``tol``
+            (``float("inf")`` classifies the curvature of any point).
+
+    Returns:
+        A :class:`CriticalPoint`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> landscape.classify(lambda t: -t[0] ** 4 - t[1] ** 2,
+        ...                    jnp.zeros(2)).kind
+        'maximum'
+        >>> landscape.classify(lambda t: t[0] ** 2 - t[1] ** 2, jnp.zeros(2)).kind
+        'saddle'
+    """
+    return _analyze(f, theta, tol, gradient_tol).point
+
+
+def escape_direction(f, theta, *, tol=1e-6, gradient_tol=None):
+    """A direction along which the maximized objective ``f`` increases from ``theta``.
+
+    - Not critical: the normalized gradient (order 1).
+    - A positive Hessian eigenvalue: its top eigenvector (order 2);
+      ``f(theta + t d) - f(theta) ~ lambda_max t^2 / 2``.
+    - Otherwise, the fourth-order reduction (module docstring): a null direction
+      ``d`` with a non-zero cubic form (order 3, signed so that ``f`` rises for
+      ``t > 0``) or a positive quartic ``q(d)`` (order 4), together with the path
+      correction ``w(d)`` of the curved directions: ``f(theta + t d + t^2 w)`` rises
+      like ``q(d) t^4``. At the study's saddle ``(mu, s) = (0, 1)`` this is
+      ``d = (1, 0)`` (the ``mu`` axis), ``w = (0, -1/2)``, ``q = 1/3``.
+
+    Sign convention: an eigen- or even-order direction ``d`` and ``-d`` both ascend;
+    the sign is fixed by making the largest-magnitude entry positive.
+
+    Args:
+        f: scalar function of ``theta``.
+        theta: any pytree of floating arrays (``p`` entries).
+        tol: as in :func:`classify`.
+        gradient_tol: as in :func:`classify`.
+
+    Returns:
+        An :class:`EscapeDirection` (flat, ``ravel_pytree`` order), or ``None`` when
+        ``theta`` is a local maximum or no ascent was found (``"degenerate"`` points
+        without a positive quartic).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> esc = landscape.escape_direction(lambda t: t[0] ** 2 - t[1] ** 2,
+        ...                                  jnp.zeros(2))
+        >>> [round(float(v), 6) for v in esc.direction], esc.order
+        ([1.0, 0.0], 2)
+    """
+    return _analyze(f, theta, tol, gradient_tol).escape
+
+
+class CriticalPoints(NamedTuple):
+    """Distinct critical points found by :func:`find_critical_points`.
+
+    Attributes:
+        points: pytree like ``theta`` with a leading axis of length ``m`` (the
+            distinct points, in order of first discovery).
+        classifications: ``m`` :class:`CriticalPoint` results.
+        counts: ``(m,)`` number of starts that converged to each point.
+        converged: ``(b,)`` boolean, which starts converged (finite, gradient norm
+            at most ``tol``).
+        endpoints: pytree like ``thetas``: where every start ended.
+    """
+
+    points: Any
+    classifications: tuple
+    counts: np.ndarray
+    converged: np.ndarray
+    endpoints: Any
+
+
+def _newton_search(fz, x0, max_steps, tol, xtol, max_step):
+    """Levenberg-Marquardt on the residual ``grad f = 0`` (its Jacobian is ``H``).
+
+    In the eigenbasis of ``H`` the step is ``delta = -sum_i lambda_i / (lambda_i^2 +
+    mu max lambda^2) (v_i . g) v_i`` (Newton as ``mu -> 0``), clipped to norm
+    ``max_step``. It is accepted when it lowers the residual measured in the metric
+    ``|H|^{-1}`` of the current point (``mu /= 3``), else rejected (``mu *= 4``).
+    That metric (the Newton decrement of ``|H|``) weighs a stiff and a soft
+    direction alike: with the plain ``||g||`` a step along a nearly null direction
+    is rejected whenever it disturbs a stiff one, and the search stalls near a
+    degenerate critical point. Critical points of every kind are found, not only
+    maxima. The loop goes on after ``||g|| <= tol`` until the accepted steps are
+    shorter than ``xtol`` or none is accepted any more: at a degenerate critical
+    point the gradient vanishes like a power of the distance, so a small gradient
+    alone leaves the point unresolved.
+    """
+    grad = jax.grad(fz)
+    stall = 1e10
+    floor = jnp.finfo(x0.dtype).eps
+
+    def body(state):
+        x, g, damping, _, step = state
+        h = jax.hessian(fz)(x)
+        vals, vecs = jnp.linalg.eigh(0.5 * (h + h.T))
+        big = jnp.max(vals**2) + jnp.finfo(x.dtype).tiny
+        coef = vecs.T @ g
+        delta = -vecs @ (vals / (vals**2 + damping * big) * coef)
+        norm = jnp.linalg.norm(delta)
+        delta = delta * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-300))
+        x_new = x + delta
+        g_new = grad(x_new)
+        metric = jnp.maximum(jnp.abs(vals), floor * jnp.sqrt(big))
+        before = jnp.sum(coef**2 / metric)
+        after = jnp.sum((vecs.T @ g_new) ** 2 / metric)
+        ok = jnp.all(jnp.isfinite(g_new)) & (after < before)
+        x = jnp.where(ok, x_new, x)
+        g = jnp.where(ok, g_new, g)
+        moved = jnp.where(ok, jnp.linalg.norm(delta), jnp.inf)
+        damping = jnp.where(ok, damping / 3.0, damping * 4.0)
+        return x, g, jnp.clip(damping, 1e-30, 4 * stall), moved, step + 1
+
+    def cond(state):
+        _, g, damping, moved, step = state
+        done = (jnp.linalg.norm(g) <= tol) & (moved <= xtol)
+        return (step < max_steps) & ~done & (damping < stall)
+
+    g0 = grad(x0)
+    one = jnp.ones((), x0.dtype)
+    state = (x0, g0, 1e-3 * one, jnp.inf * one, 0)
+    x, g, _, _, _ = jax.lax.while_loop(cond, body, state)
+    return x, jnp.linalg.norm(g)
+
+
+def find_critical_points(
+    f,
+    thetas,
+    *,
+    max_steps: int = 200,
+    tol=1e-8,
+    distance_tol=1e-4,
+    max_step=1.0,
+    classify_tol=1e-6,
+) -> CriticalPoints:
+    """Find the distinct critical points of ``f`` reached from many starts at once.
+
+    Every start runs a damped Newton iteration on the gradient (Levenberg-Marquardt
+    on the residual ``grad f = 0``; see ``_newton_search``), all starts together
+    under ``jax.vmap`` inside one jitted ``lax.while_loop``. Starts that end with a
+    non-finite value or a gradient norm above ``tol`` are discarded (they ran off to
+    a boundary or to infinity; steps are clipped to ``max_step`` so that critical
+    points "at infinity" are not reached in ``max_steps``). Converged end points
+    closer than ``distance_tol`` (Euclidean, flat) to an earlier one are merged;
+    each distinct point is classified with :func:`classify`.
+
+    Constraints such as ``sigma > 0`` belong in the parameterization of ``f``
+    (e.g. ``sigma = exp(log_sigma)``), or filter ``points`` afterwards.
+
+    Args:
+        f: scalar function of one ``theta`` pytree.
+        thetas: pytree like ``theta`` whose leaves carry a leading axis ``b`` of
+            starts.
+        max_steps: iteration limit per start.
+        tol: gradient-norm threshold for convergence.
+        distance_tol: merge radius for duplicates.
+        max_step: trust radius of one step (flat Euclidean norm).
+        classify_tol: ``tol`` passed to :func:`classify` (with
+            ``gradient_tol=tol``).
+
+    Returns:
+        :class:`CriticalPoints`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> f = lambda t: -(t[0] ** 2 - 1.0) ** 2
+        >>> starts = jnp.linspace(-2.0, 2.0, 9)[:, None]
+        >>> found = landscape.find_critical_points(f, starts)
+        >>> sorted(round(float(p[0]), 6) + 0.0 for p in found.points)
+        [-1.0, 0.0, 1.0]
+        >>> sorted(c.kind for c in found.classifications)
+        ['maximum', 'maximum', 'minimum']
+    """
+    leaves = jax.tree_util.tree_leaves(thetas)
+    if not leaves:
+        raise ValueError("thetas must contain at least one array")
+    b = leaves[0].shape[0] if leaves[0].ndim else None
+    if b is None or any(leaf.ndim == 0 or leaf.shape[0] != b for leaf in leaves):
+        raise ValueError("every leaf of thetas must have the same leading axis (b,)")
+    first = jax.tree_util.tree_map(lambda leaf: leaf[0], thetas)
+    _, unravel = ravel_pytree(first)
+    flat = jax.vmap(lambda t: ravel_pytree(t)[0])(thetas)
+    tol = _check_tol(tol, "tol")
+    distance_tol = _check_tol(distance_tol, "distance_tol")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+
+    def fz(z):
+        return f(unravel(z))
+
+    search = jax.jit(
+        jax.vmap(
+            lambda z: _newton_search(
+                fz, z, max_steps, tol, 0.01 * distance_tol, max_step
+            )
+        )
+    )
+    ends, gnorms = search(flat)
+    ends_np, gnorms_np = np.asarray(ends), np.asarray(gnorms)
+    converged = np.all(np.isfinite(ends_np), axis=1) & (gnorms_np <= tol)
+    good = ends_np[converged].reshape(-1, flat.shape[1])
+    dist = np.linalg.norm(good[:, None, :] - good[None, :, :], axis=-1)
+    representative = np.argmax(dist <= distance_tol, axis=1) if len(good) else []
+    reps, counts = np.unique(np.asarray(representative, int), return_counts=True)
+    points = good[reps]
+    classes = tuple(
+        classify(fz, jnp.asarray(p), tol=classify_tol, gradient_tol=tol) for p in points
+    )
+    return CriticalPoints(
+        points=jax.vmap(unravel)(jnp.asarray(points).reshape(-1, flat.shape[1])),
+        classifications=classes,
+        counts=counts,
+        converged=converged,
+        endpoints=jax.vmap(unravel)(ends),
+    )
