@@ -2,6 +2,10 @@
 
 from . import datasets as datasets
 from . import landscape as landscape
+from ._anneal import Annealed as Annealed
+from ._anneal import AnnealedState as AnnealedState
+from ._anneal import AnnealInfo as AnnealInfo
+from ._anneal import anneal_variance as anneal_variance
 from ._density import component_log_prob as component_log_prob
 from ._density import log_likelihood as log_likelihood
 from ._density import log_prob as log_prob
@@ -19,6 +23,9 @@ from ._fit import Status as Status
 from ._fit import fit as fit
 from ._fit import fit_trace as fit_trace
 from ._gmm import GMM as GMM
+from ._gradient import GradientFitter as GradientFitter
+from ._gradient import GradientState as GradientState
+from ._gradient import noisy as noisy
 from ._information import diagnose as diagnose
 from ._information import observed_information as observed_information
 from ._information import standard_errors as standard_errors
