@@ -61,12 +61,8 @@ def is_scalar(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def is_record(value) -> bool:
-    """A dict whose values are scalars or short lists: one table row."""
-    return isinstance(value, dict) and all(
-        is_scalar(v) or (isinstance(v, (list, tuple)) and all(map(is_scalar, v)))
-        for v in value.values()
-    )
+def is_scalar_list(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(map(is_scalar, value))
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -93,6 +89,19 @@ def records_table(records: list[dict]) -> str:
     return table(columns, rows)
 
 
+def named_records_table(named: dict) -> str:
+    """A dict of records (e.g. one per method): one column per record when the
+    records have more fields than there are records, else one row per record."""
+    records = {name: flatten(v) for name, v in named.items()}
+    fields: list[str] = []
+    for record in records.values():
+        fields += [f for f in record if f not in fields]
+    if len(fields) > len(records):
+        rows = [[f] + [r.get(f, "") for r in records.values()] for f in fields]
+        return table(["", *records], rows)
+    return records_table([{"name": k, **r} for k, r in records.items()])
+
+
 def flatten(mapping: dict, prefix: str = "") -> dict:
     """Nested dicts of scalars to one dict with dotted keys."""
     out = {}
@@ -110,9 +119,12 @@ def render_value(name: str, value, level: int) -> list[str]:
     heading = "#" * level + f" {name}"
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         return [heading, records_table([flatten(v) for v in value])]
-    if isinstance(value, dict) and value and all(is_record(v) for v in value.values()):
-        records = [{"name": k, **flatten(v)} for k, v in value.items()]
-        return [heading, records_table(records)]
+    if (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(v, dict) for v in value.values())
+    ):
+        return [heading, named_records_table(value)]
     if isinstance(value, dict):
         flat = flatten(value)
         if all(is_scalar(v) or isinstance(v, (list, tuple)) for v in flat.values()):
@@ -138,7 +150,7 @@ def render_file(path: Path, images: list[Path]) -> str:
     scalars = {
         k: v
         for k, v in data.items()
-        if is_scalar(v) and k not in ("description", "title")
+        if (is_scalar(v) or is_scalar_list(v)) and k not in ("description", "title")
     }
     if scalars:
         blocks.append(key_value_table(scalars))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
+import optax
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -202,7 +203,58 @@ def init_plateau() -> None:
     save(fig, "init_plateau.png")
 
 
-FIGURES = (mixture_density, mixture_samples, em_trace, covariance_types, init_plateau)
+def gradient_paths() -> None:
+    x = gmmjax.datasets.faithful()
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    n = len(x)
+    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    best = gmmjax.fit(gmmjax.EM(), gmm0, x, tol=1e-10).log_likelihood
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, fitter in (
+        ("EM", gmmjax.EM()),
+        ("adam(0.05)", gmmjax.GradientFitter(optax.adam(0.05))),
+        ("lbfgs", gmmjax.GradientFitter(optax.lbfgs())),
+        ("sgd(0.2)", gmmjax.GradientFitter(optax.sgd(0.2))),
+    ):
+        _, trace = gmmjax.fit_trace(fitter, gmm0, x, num_steps=100)
+        gap = np.maximum(np.asarray(best - trace.log_likelihood) / n, 1e-16)
+        ax.semilogy(np.arange(1, 101), gap, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("gap to the optimum (mean log-lik)")
+    ax.set_title("standardized Old Faithful, k = 2, one start", fontsize=10)
+    ax.legend(fontsize=8)
+    save(fig, "gradient_paths.png")
+
+
+def anneal_split() -> None:
+    x = jnp.array([[1.0], [-1.0]])
+    start = gmmjax.GMM.from_natural(
+        [0.5, 0.5], [[0.001], [-0.001]], [4.0, 4.0], covariance_type="spherical"
+    )
+    variances = jnp.geomspace(4.0, 0.0025, 40)
+    _, info = gmmjax.anneal_variance(
+        jax.random.key(0), start, x, variances=variances, release=False
+    )
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for j in range(2):
+        ax.semilogx(info.variances, info.means[:, j, 0], "o-", ms=3, color=COLORS[j])
+    ax.axvline(1.0, color="k", ls="--", lw=1)
+    ax.invert_xaxis()
+    ax.set_xlabel("fixed variance v (swept downwards)")
+    ax.set_ylabel("component means")
+    ax.set_title("two points ±1: merged means unstable below v = 1", fontsize=10)
+    save(fig, "anneal_split.png")
+
+
+FIGURES = (
+    mixture_density,
+    mixture_samples,
+    em_trace,
+    covariance_types,
+    init_plateau,
+    gradient_paths,
+    anneal_split,
+)
 
 
 def main() -> None:

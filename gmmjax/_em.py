@@ -33,7 +33,7 @@ class StepInfo(NamedTuple):
 
     Example:
         >>> import jax, gmmjax
-        >>> x = gmmjax.datasets.faithful()
+        >>> x = jax.numpy.asarray(gmmjax.datasets.faithful())
         >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
         >>> fitter = gmmjax.EM()
         >>> state, info = fitter.step(fitter.init(gmm, x), x)

@@ -195,6 +195,10 @@ def test_benchmark_renderer(tmp_path):
                     {"n": 2000, "gmmjax_s": 0.02, "speedup": 20.0},
                 ],
                 "by_case": {"a": {"ratio": 3.25}, "b": {"ratio": 4.5}},
+                "methods": {
+                    "em": {"steps": 3, "ok": True, "wall": {"median": 1.5}},
+                    "adam": {"steps": 40, "ok": True, "wall": {"median": 2.5}},
+                },
             }
         )
     )
@@ -205,6 +209,8 @@ def test_benchmark_renderer(tmp_path):
     assert "| n | gmmjax_s | sklearn_s | speedup |" in text
     assert "| 1000 | 0.01235 | 0.5 |  |" in text
     assert "| a | 3.25 |" in text
+    assert "|  | em | adam |" in text  # more fields than records: transposed
+    assert "| wall.median | 1.5 | 2.5 |" in text
     assert "| machine.cpu | test-cpu |" in text
     assert "| versions.jax | 0.0.1 |" in text
     assert "| repeats | 5 |" in text
