@@ -30,5 +30,13 @@ from ._information import diagnose as diagnose
 from ._information import observed_information as observed_information
 from ._information import standard_errors as standard_errors
 from ._init import init_gmm as init_gmm
+from ._scale import OnlineEM as OnlineEM
+from ._scale import OnlineEMInfo as OnlineEMInfo
+from ._scale import OnlineEMState as OnlineEMState
+from ._scale import device_mesh as device_mesh
+from ._scale import fit_em_chunked as fit_em_chunked
+from ._scale import shard as shard
+from ._scale import shard_padded as shard_padded
+from ._scale import shard_restarts as shard_restarts
 
 __version__ = "0.1.0"

@@ -19,6 +19,8 @@ def concrete(a):
     """Return ``a`` as a NumPy array when its value is known, else ``None``."""
     if isinstance(a, jax.core.Tracer):
         return None
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return None  # a multi-process global array: its values live on other hosts
     try:
         return np.asarray(a)
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
