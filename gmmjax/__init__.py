@@ -1,6 +1,7 @@
 """gmmjax: differentiable, vectorized Gaussian mixture models in JAX."""
 
 from . import datasets as datasets
+from . import io as io
 from . import landscape as landscape
 from ._anneal import Annealed as Annealed
 from ._anneal import AnnealedState as AnnealedState

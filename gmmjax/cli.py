@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -85,37 +86,281 @@ def _cmd_fit(args) -> int:
             f"-k must be between 1 and the number of samples ({x.shape[0]}), "
             f"got {args.n_components}"
         )
-    gmm0 = gmmjax.init_gmm(
-        jax.random.key(args.seed),
-        x,
-        n_components=args.n_components,
-        covariance_type=args.covariance_type,
-        method="kmeans++",
+    if args.n_init < 1:
+        raise CLIError(f"--n-init must be >= 1, got {args.n_init}")
+    if args.max_steps < 0:
+        raise CLIError(f"--max-steps must be >= 0, got {args.max_steps}")
+    if not (args.tol >= 0 and args.reg_covar >= 0):
+        raise CLIError("--tol and --reg-covar must be >= 0")
+    key = jax.random.key(args.seed)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+        key, np.arange(args.n_init, dtype=np.uint32)
     )
-    result = gmmjax.fit(
-        gmmjax.EM(reg_covar=args.reg_covar),
-        gmm0,
-        x,
-        max_steps=args.max_steps,
-        tol=args.tol,
-    )
-    gmm = result.gmm
-    with np.printoptions(precision=5, suppress=True):
-        print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
-        print(
-            f"model: {gmm.n_components} components, "
-            f"covariance_type={gmm.covariance_type!r}, EM from k-means++"
+    gmm0s = jax.vmap(
+        lambda k: gmmjax.init_gmm(
+            k,
+            x,
+            n_components=args.n_components,
+            covariance_type=args.covariance_type,
+            method="kmeans++",
         )
-        print(f"weights: {np.asarray(gmm.weights)}")
-        print(f"means:\n{np.asarray(gmm.means)}")
-        print(f"covariances:\n{np.asarray(gmm.covariances)}")
-        ll = float(result.log_likelihood)
-        print(f"log-likelihood: {ll:.6f} (mean {ll / x.shape[0]:.6f} per sample)")
-        print(f"steps: {int(result.n_steps)}")
-        print(f"status: {result.status_name}")
-        if int(result.degenerate_component) >= 0:
-            print(f"degenerate component: {int(result.degenerate_component)}")
+    )(keys)
+    fitter = _make_fitter(args)
+    show = args.progress or sys.stderr.isatty()
+    # only EM's state is its model, so only EM can be resumed chunk by chunk
+    chunked = show and args.method == "em"
+    runs = _fit_runs(fitter, gmm0s, x, args.max_steps, args.tol, chunked)
+    best = _best_run(runs)
+    result = jax.tree_util.tree_map(lambda a: a[best], runs)
+    summary = _summary(args, x, result, runs)
+    if not args.no_diagnosis:
+        summary["diagnosis"] = _diagnosis(result, x)
+    if args.save is not None:
+        from . import io
+
+        try:
+            io.save(args.save, result.gmm)
+        except OSError as err:
+            raise CLIError(f"cannot save the model to {args.save}: {err}") from None
+        summary["saved"] = args.save
+    if args.plot is not None:
+        _save_plot(args.plot, result.gmm, x, summary)
+        summary["plot"] = args.plot
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
     return 0
+
+
+_CHUNK = 25  # steps between two progress reports
+
+_METHODS = {
+    "em": "EM",
+    "adam": "Adam (optax)",
+    "lbfgs": "L-BFGS (optax)",
+    "anneal": "deterministically annealed EM",
+}
+
+
+def _make_fitter(args):
+    import optax
+
+    import gmmjax
+
+    if args.learning_rate <= 0:
+        raise CLIError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    if not 0 < args.anneal_start <= 1:
+        raise CLIError(f"--anneal-start must be in (0, 1], got {args.anneal_start}")
+    if args.anneal_steps < 1:
+        raise CLIError(f"--anneal-steps must be >= 1, got {args.anneal_steps}")
+    if args.method == "adam":
+        return gmmjax.GradientFitter(optax.adam, learning_rate=args.learning_rate)
+    if args.method == "lbfgs":
+        return gmmjax.GradientFitter(optax.lbfgs())
+    em = gmmjax.EM(reg_covar=args.reg_covar)
+    if args.method == "anneal":
+        schedule = optax.linear_schedule(args.anneal_start, 1.0, args.anneal_steps)
+        return gmmjax.Annealed(em, schedule)
+    return em
+
+
+def _diagnosis(result, x) -> dict:
+    import gmmjax
+
+    d = gmmjax.diagnose(result, x)
+    eigenvalues = np.sort(np.asarray(d.eigenvalues, np.float64))[::-1]
+    return {
+        "kind": d.kind,
+        "gradient_norm": float(d.gradient_norm),
+        "top_hessian_eigenvalues": eigenvalues[:3].tolist(),
+    }
+
+
+def _fit_runs(fitter, gmm0s, x, max_steps, tol, show):
+    """Fit every start (vmapped ``gmmjax.fit``); with ``show``, in chunks of steps
+    with a progress line on stderr.
+
+    The chunks restart the convergence test, so a run can take one extra step per
+    chunk compared with a single call; runs that have stopped are frozen.
+    """
+    import jax
+
+    import gmmjax
+
+    @jax.jit
+    def fit_all(gmms, steps):
+        # steps is traced: the chunks share one compiled loop
+        return jax.vmap(lambda g: gmmjax.fit(fitter, g, x, max_steps=steps, tol=tol))(
+            gmms
+        )
+
+    if not show or max_steps <= _CHUNK:
+        return fit_all(gmm0s, max_steps)
+    runs = None
+    gmms = gmm0s
+    done = 0
+    while done < max_steps:
+        chunk = min(_CHUNK, max_steps - done)
+        new = fit_all(gmms, chunk)
+        if runs is None:
+            runs = new
+        else:
+            runs = _merge_running(runs, new)
+        done += chunk
+        gmms = runs.gmm
+        running = int(np.sum(np.asarray(runs.status) == gmmjax.Status.MAX_STEPS))
+        best = float(np.nanmax(np.asarray(runs.log_likelihood)))
+        filled = round(20 * done / max_steps)
+        bar = "#" * filled + "." * (20 - filled)
+        print(
+            f"\rfit [{bar}] {done}/{max_steps} steps, {running}/{len(runs.status)} "
+            f"restarts running, best log-likelihood {best:.6g}   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+        if running == 0:
+            break
+    print(file=sys.stderr)
+    return runs
+
+
+def _merge_running(runs, new):
+    """Take ``new`` for the runs that were still running, keep the others; the
+    step counts add up."""
+    import jax
+    import jax.numpy as jnp
+
+    import gmmjax
+
+    running = np.asarray(runs.status) == gmmjax.Status.MAX_STEPS
+    new = new._replace(n_steps=new.n_steps + runs.n_steps)
+
+    def pick(a, b):
+        return jnp.where(running.reshape(-1, *([1] * (a.ndim - 1))), a, b)
+
+    return jax.tree_util.tree_map(pick, new, runs)
+
+
+def _best_run(runs) -> int:
+    """The highest final log-likelihood among runs that converged or ran out of
+    steps (among all finite runs if none did)."""
+    import gmmjax
+
+    ll = np.asarray(runs.log_likelihood, dtype=np.float64)
+    status = np.asarray(runs.status)
+    sound = np.isfinite(ll) & (
+        (status == gmmjax.Status.CONVERGED) | (status == gmmjax.Status.MAX_STEPS)
+    )
+    pool = sound if sound.any() else np.isfinite(ll)
+    return int(np.argmax(np.where(pool, ll, -np.inf))) if pool.any() else 0
+
+
+def _n_parameters(k: int, d: int, covariance_type: str) -> int:
+    cov = {
+        "full": k * d * (d + 1) // 2,
+        "diag": k * d,
+        "tied": d * (d + 1) // 2,
+        "spherical": k,
+    }[covariance_type]
+    return cov + k * d + k - 1
+
+
+def _summary(args, x, result, runs) -> dict:
+    import gmmjax
+
+    gmm = result.gmm
+    n, d = x.shape
+    ll = float(result.log_likelihood)
+    p = _n_parameters(gmm.n_components, d, gmm.covariance_type)
+    statuses = [gmmjax.Status(int(s)).name for s in np.asarray(runs.status)]
+    return {
+        "data": {
+            "path": args.data,
+            "n_samples": int(n),
+            "n_features": int(d),
+        },
+        "method": args.method,
+        "init": "kmeans++",
+        "seed": args.seed,
+        "n_components": int(gmm.n_components),
+        "covariance_type": gmm.covariance_type,
+        "weights": np.asarray(gmm.weights).tolist(),
+        "means": np.asarray(gmm.means).tolist(),
+        "covariances": np.asarray(gmm.covariances).tolist(),
+        "log_likelihood": ll,
+        "mean_log_likelihood": ll / n,
+        "n_parameters": int(p),
+        "bic": -2.0 * ll + p * float(np.log(n)),
+        "aic": -2.0 * ll + 2.0 * p,
+        "n_steps": int(result.n_steps),
+        "status": result.status_name,
+        "degenerate_component": int(result.degenerate_component),
+        "n_init": int(args.n_init),
+        "restarts": {
+            "log_likelihoods": [
+                float(v) for v in np.asarray(runs.log_likelihood, np.float64)
+            ],
+            "statuses": statuses,
+        },
+    }
+
+
+def _print_summary(s: dict) -> None:
+    n, d = s["data"]["n_samples"], s["data"]["n_features"]
+    source = s["data"]["path"] or "bundled Old Faithful"
+    with np.printoptions(precision=5, suppress=True):
+        print(f"data: {n} samples, {d} features ({source})")
+        restarts = f", best of {s['n_init']} restarts" if s["n_init"] > 1 else ""
+        print(
+            f"model: {s['n_components']} components, "
+            f"covariance_type={s['covariance_type']!r}, "
+            f"{_METHODS[s['method']]} from k-means++{restarts}"
+        )
+        print(f"weights: {np.asarray(s['weights'])}")
+        print(f"means:\n{np.asarray(s['means'])}")
+        print(f"covariances:\n{np.asarray(s['covariances'])}")
+        ll = s["log_likelihood"]
+        print(f"log-likelihood: {ll:.6f} (mean {ll / n:.6f} per sample)")
+        p = s["n_parameters"]
+        print(f"BIC: {s['bic']:.4f}  AIC: {s['aic']:.4f}  ({p} parameters)")
+        print(f"steps: {s['n_steps']}")
+        print(f"status: {s['status']}")
+        if s["degenerate_component"] >= 0:
+            print(f"degenerate component: {s['degenerate_component']}")
+        if s["n_init"] > 1:
+            lls = np.asarray(s["restarts"]["log_likelihoods"])
+            ok = sum(v == "CONVERGED" for v in s["restarts"]["statuses"])
+            print(
+                f"restarts: {ok}/{s['n_init']} converged, log-likelihoods "
+                f"{np.nanmin(lls):.6f} .. {np.nanmax(lls):.6f}"
+            )
+        if "diagnosis" in s:
+            diag = s["diagnosis"]
+            top = ", ".join(f"{v:.4g}" for v in diag["top_hessian_eigenvalues"])
+            print(
+                f"diagnosis: {diag['kind']} (gradient norm "
+                f"{diag['gradient_norm']:.3g}, top Hessian eigenvalues {top})"
+            )
+        if "saved" in s:
+            print(f"saved model: {s['saved']}")
+        if "plot" in s:
+            print(f"plot: {s['plot']}")
+
+
+def _save_plot(path, gmm, x, summary) -> None:
+    from . import plot
+
+    title = (
+        f"{summary['n_components']} components ({summary['covariance_type']}), "
+        f"log-likelihood {summary['log_likelihood']:.2f}"
+    )
+    fig = plot.plot_mixture(gmm, x, title=title)
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as err:
+        raise CLIError(f"cannot write the plot to {path}: {err}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +387,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
     fit.add_argument("--seed", type=int, default=0, help="random seed of the start")
+    fit.add_argument(
+        "--n-init", type=int, default=1, help="restarts, fitted as one batch"
+    )
+    fit.add_argument(
+        "--method",
+        default="em",
+        choices=list(_METHODS),
+        help="em, adam or lbfgs (optax, on the unconstrained parameters), or "
+        "anneal (EM with a linear beta schedule); default: em",
+    )
+    fit.add_argument(
+        "--learning-rate", type=float, default=0.01, help="Adam's step size"
+    )
+    fit.add_argument(
+        "--anneal-start", type=float, default=0.5, help="first beta of --method anneal"
+    )
+    fit.add_argument(
+        "--anneal-steps", type=int, default=50, help="steps until beta reaches 1"
+    )
+    fit.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="skip the Hessian diagnosis (maximum or saddle) of the result",
+    )
+    fit.add_argument("--plot", metavar="PNG", help="save a picture of the fit")
+    fit.add_argument("--save", metavar="MODEL", help="save the model (.npz)")
+    fit.add_argument(
+        "--json", action="store_true", help="print the result as JSON on stdout"
+    )
+    fit.add_argument(
+        "--progress",
+        action="store_true",
+        help="report progress on stderr (default: only when it is a terminal)",
+    )
     fit.set_defaults(func=_cmd_fit)
     return parser
 

@@ -1,0 +1,725 @@
+"""scikit-learn's ``GaussianMixture``, fitted by gmmjax (needs the ``sklearn`` extra).
+
+This module imports scikit-learn; ``import gmmjax`` never does, so the core package
+works without it. Every restart of a fit runs as one compiled ``lax.while_loop``
+and the restarts are batched with ``vmap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._anneal import Annealed
+from ._density import sample, total_log_likelihood, weighted_log_prob
+from ._em import EM
+from ._fit import _RUNNING, FitResult, Status, _advance, _Loop, _total_weight
+from ._gmm import GMM
+from ._gradient import GradientFitter
+from ._information import diagnose
+from ._init import init_gmm
+from ._validation import COVARIANCE_TYPES
+
+# scikit-learn's names of the initializations -> gmmjax.init_gmm's methods
+_INIT_PARAMS = {
+    "kmeans": "kmeans",
+    "k-means++": "kmeans++",
+    "random": "random",
+    "random_from_data": "random_from_data",
+}
+
+
+# ------------------------------------------------------------------ the driver
+@dataclasses.dataclass(frozen=True)
+class _Recording:
+    """A fitter wrapper whose state also records each step's mean log-likelihood.
+
+    ``gmmjax.fit`` returns only the final model; scikit-learn's ``lower_bounds_``
+    needs the whole per-step history, so the estimator runs the same step logic
+    (``_fit._advance``: same stopping rule, same statuses) with this wrapper.
+    """
+
+    inner: Any
+    max_steps: int
+
+    def init(self, gmm, x, *, sample_weight=None):
+        history = jnp.zeros((max(self.max_steps, 1),), x.dtype)
+        return _RecordingState(
+            self.inner.init(gmm, x, sample_weight=sample_weight),
+            history,
+            jnp.asarray(0, jnp.int32),
+            _total_weight(x, sample_weight),
+        )
+
+    def step(self, state, x, *, sample_weight=None, beta=1.0):
+        inner, info = self.inner.step(state.inner, x, sample_weight=sample_weight)
+        history = state.history.at[state.count].set(info.log_likelihood / state.total)
+        return _RecordingState(inner, history, state.count + 1, state.total), info
+
+
+jax.tree_util.register_dataclass(
+    _Recording, data_fields=["inner"], meta_fields=["max_steps"]
+)
+
+
+class _RecordingState(NamedTuple):
+    inner: Any
+    history: jax.Array  # (max_steps,) mean log-likelihood each step started from
+    count: jax.Array  # () int32 steps recorded
+    total: jax.Array  # () total sample weight
+
+    @property
+    def gmm(self) -> GMM:
+        return self.inner.gmm
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps",))
+def _fit_recorded(fitter, gmm0, x, w, tol, *, max_steps):
+    """One fit (``gmmjax.fit``'s loop) that also returns the per-step history."""
+    recording = _Recording(fitter, max_steps)
+    total = _total_weight(x, w)
+    start = _Loop(
+        recording.init(gmm0, x, sample_weight=w),
+        jnp.asarray(-jnp.inf, x.dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(_RUNNING if max_steps > 0 else Status.MAX_STEPS, jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+    loop = jax.lax.while_loop(
+        lambda c: c.status == _RUNNING,
+        lambda c: _advance(recording, c, x, w, total, tol, max_steps),
+        start,
+    )
+    gmm = loop.state.gmm
+    ll = total_log_likelihood(gmm, x, w)
+    result = FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate)
+    return result, loop.state.history
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps",))
+def _fit_starts(fitter, gmm0s, x, w, tol, *, max_steps):
+    """:func:`_fit_recorded` vmapped over a leading axis of starting models."""
+    return jax.vmap(lambda g: _fit_recorded(fitter, g, x, w, tol, max_steps=max_steps))(
+        gmm0s
+    )
+
+
+_joint_log_prob = jax.jit(weighted_log_prob)
+
+
+def _best_run(result: FitResult) -> int:
+    """Index of the best restart: the highest final log-likelihood among the runs
+    that ended CONVERGED or MAX_STEPS; among all finite runs if there is none."""
+    ll = np.asarray(result.log_likelihood, dtype=np.float64)
+    status = np.asarray(result.status)
+    sound = np.isfinite(ll) & (
+        (status == Status.CONVERGED) | (status == Status.MAX_STEPS)
+    )
+    pool = sound if sound.any() else np.isfinite(ll)
+    if not pool.any():
+        return 0
+    return int(np.argmax(np.where(pool, ll, -np.inf)))
+
+
+# ------------------------------------------------------------------ validation
+def _check_int(value, name, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_number(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def _upper_cholesky_of(precisions):
+    """Upper-triangular ``P`` with ``P P^T = precisions`` (batched ``(..., d, d)``).
+
+    With ``J`` the reversal permutation, ``J A J = L L^T`` gives ``A = U U^T`` for
+    the upper-triangular ``U = J L J``: no inverse is formed.
+    """
+    flipped = precisions[..., ::-1, ::-1]
+    try:
+        lower = np.linalg.cholesky(flipped)
+    except np.linalg.LinAlgError:
+        raise ValueError("precisions_init must be positive definite") from None
+    return lower[..., ::-1, ::-1]
+
+
+def _check_inits(est, n_features, dtype):
+    """Validated ``(weights, means, precisions_cholesky)`` inits (``None`` if unset)."""
+    k = est.n_components
+    weights = means = prec_chol = None
+    if est.weights_init is not None:
+        weights = check_array(est.weights_init, dtype=dtype, ensure_2d=False)
+        if weights.shape != (k,):
+            raise ValueError(
+                f"weights_init must have shape ({k},), got {weights.shape}"
+            )
+        if np.any(weights < 0) or np.any(weights > 1):
+            raise ValueError("weights_init must be in [0, 1]")
+        if abs(float(weights.sum()) - 1.0) > 1e-6:
+            raise ValueError(
+                f"weights_init must sum to 1, got sum {float(weights.sum())!r}"
+            )
+        weights = weights / weights.sum()
+    if est.means_init is not None:
+        means = check_array(est.means_init, dtype=dtype)
+        if means.shape != (k, n_features):
+            raise ValueError(
+                f"means_init must have shape ({k}, {n_features}), got {means.shape}"
+            )
+    if est.precisions_init is not None:
+        ctype = est.covariance_type
+        prec = check_array(
+            est.precisions_init, dtype=dtype, ensure_2d=False, allow_nd=True
+        )
+        expected = {
+            "full": (k, n_features, n_features),
+            "tied": (n_features, n_features),
+            "diag": (k, n_features),
+            "spherical": (k,),
+        }[ctype]
+        if prec.shape != expected:
+            raise ValueError(
+                f"precisions_init for covariance_type={ctype!r} must have shape "
+                f"{expected}, got {prec.shape}"
+            )
+        if ctype in ("full", "tied"):
+            if not np.allclose(prec, np.swapaxes(prec, -1, -2)):
+                raise ValueError("precisions_init must be symmetric")
+            prec_chol = _upper_cholesky_of(prec.astype(np.float64)).astype(dtype)
+        else:
+            if np.any(prec <= 0):
+                raise ValueError("precisions_init must be positive")
+            prec_chol = np.sqrt(prec)
+    return weights, means, prec_chol
+
+
+# ------------------------------------------------------------------ estimator
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """A Gaussian mixture with scikit-learn's interface, fitted by gmmjax.
+
+    The parameters, attributes and methods are those of
+    ``sklearn.mixture.GaussianMixture``, with the same meaning, plus:
+
+    - ``fit(X, sample_weight=w)``: per-sample weights (integer weights are the same
+      as repeating rows);
+    - restarts batched with ``vmap`` (one compiled loop for all ``n_init`` starts);
+    - ``optimizer=``: fit with any optax optimizer through
+      :class:`gmmjax.GradientFitter` instead of EM;
+    - ``anneal=``: wrap the fitter in :class:`gmmjax.Annealed` with a ``beta``
+      schedule (deterministic annealing);
+    - :meth:`diagnose`: whether the fitted point is a maximum or a saddle;
+    - attributes ``gmm_`` (the fitted :class:`gmmjax.GMM`), ``status_`` (how the
+      chosen run ended), ``degenerate_component_`` and
+      ``restart_log_likelihoods_``.
+
+    Float64 data are fitted in float64 whatever the global ``jax_enable_x64``
+    setting; float32 data stay float32.
+
+    A fit that ends with a component that emptied or collapsed (status
+    ``DEGENERATE``), with non-finite values (``NONFINITE``), or without converging
+    warns with a :class:`~sklearn.exceptions.ConvergenceWarning` that says which;
+    it does not raise as scikit-learn does.
+
+    Args:
+        n_components: the number of components ``k``.
+        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        tol: convergence threshold on the change of the mean log-likelihood.
+        reg_covar: non-negative value added to the diagonal of the covariances.
+        max_iter: the step budget of each run (``0``: the initial model).
+        n_init: the number of restarts; the one with the highest final
+            log-likelihood among the runs that converged or ran out of steps wins.
+        init_params: ``"kmeans"``, ``"k-means++"``, ``"random"`` or
+            ``"random_from_data"`` (see :func:`gmmjax.init_gmm`).
+        weights_init: optional ``(k,)`` initial weights.
+        means_init: optional ``(k, d)`` initial means.
+        precisions_init: optional initial precisions (inverse covariances), shaped
+            like ``covariances_``.
+        random_state: ``None``, an int or a ``numpy.random.RandomState``; it seeds
+            the ``jax.random`` key of the initializations and of :meth:`sample`.
+        warm_start: start the next ``fit`` from the current solution (one run).
+        verbose: ``0`` silent, ``1`` one line per restart, ``2`` also the
+            log-likelihood change every ``verbose_interval`` steps (printed after
+            the compiled run finishes).
+        verbose_interval: steps between two messages at ``verbose=2``.
+        optimizer: ``None`` for EM, or an ``optax.GradientTransformation`` (e.g.
+            ``optax.adam(1e-2)``, ``optax.lbfgs()``) run by
+            :class:`gmmjax.GradientFitter` on the negative mean log-likelihood;
+            ``reg_covar`` then only enters the initialization.
+        anneal: ``None``, or a schedule ``step -> beta`` (any optax schedule
+            rising to 1, e.g. ``optax.linear_schedule(0.1, 1.0, 50)``): the fitter
+            is wrapped in :class:`gmmjax.Annealed` (deterministic annealing); the
+            convergence test applies once ``beta`` reaches 1.
+
+    Attributes:
+        weights_: ``(k,)`` mixing weights.
+        means_: ``(k, d)`` means.
+        covariances_: covariances (shape by ``covariance_type``).
+        precisions_: their inverses.
+        precisions_cholesky_: upper-triangular ``P`` with ``precision = P P^T``
+            (``1 / sqrt(variance)`` for diag and spherical).
+        converged_: whether the chosen run converged.
+        n_iter_: the number of steps of the chosen run.
+        lower_bound_: as in scikit-learn, the mean (weighted) log-likelihood of the
+            parameters the last step **started from**, i.e. ``lower_bounds_[-1]``.
+            For EM this is exactly the evidence lower bound after the last E step.
+            The returned parameters come from that step's update, so
+            ``score(X) >= lower_bound_`` for EM (monotonicity), with a gap below
+            ``tol`` after convergence. ``-inf`` when ``max_iter=0``.
+        lower_bounds_: ``(n_iter_,)`` array, the mean log-likelihood each step of
+            the chosen run started from (scikit-learn's per-iteration bounds).
+        gmm_: the fitted :class:`gmmjax.GMM`.
+        status_: ``"CONVERGED"``, ``"MAX_STEPS"``, ``"NONFINITE"`` or
+            ``"DEGENERATE"``.
+        degenerate_component_: the component that emptied or collapsed, or ``-1``.
+        restart_log_likelihoods_: ``(n_runs,)`` final total log-likelihood of every
+            restart.
+        n_features_in_: the number of features seen in ``fit``.
+
+    Example:
+        >>> import numpy as np
+        >>> from gmmjax.sklearn import GaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([rng.normal(-3, 1, (100, 1)),
+        ...                     rng.normal(3, 1, (100, 1))])
+        >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> np.round(np.sort(gm.means_[:, 0]), 1)
+        array([-2.9,  3. ])
+        >>> gm.converged_, gm.predict([[-3.0], [3.0]]).tolist() in ([0, 1], [1, 0])
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        optimizer=None,
+        anneal=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.optimizer = optimizer
+        self.anneal = anneal
+
+    # -------------------------------------------------------------- helpers
+    def _check_params(self):
+        _check_int(self.n_components, "n_components", 1)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, "
+                f"got {self.covariance_type!r}"
+            )
+        _check_number(self.tol, "tol")
+        _check_number(self.reg_covar, "reg_covar")
+        _check_int(self.max_iter, "max_iter", 0)
+        _check_int(self.n_init, "n_init", 1)
+        if self.init_params not in _INIT_PARAMS:
+            raise ValueError(
+                f"init_params must be one of {tuple(_INIT_PARAMS)}, "
+                f"got {self.init_params!r}"
+            )
+        _check_int(self.verbose, "verbose", 0)
+        _check_int(self.verbose_interval, "verbose_interval", 1)
+        if self.optimizer is not None and not isinstance(
+            self.optimizer, optax.GradientTransformation
+        ):
+            raise TypeError(
+                "optimizer must be None (EM) or an optax.GradientTransformation, "
+                f"e.g. optax.adam(1e-2); got {type(self.optimizer).__name__}"
+            )
+        if self.anneal is not None and not callable(self.anneal):
+            raise TypeError(
+                "anneal must be None or a schedule step -> beta, e.g. "
+                f"optax.linear_schedule(0.1, 1.0, 50); got {type(self.anneal).__name__}"
+            )
+
+    def _fitter(self):
+        if self.optimizer is None:
+            fitter = EM(reg_covar=self.reg_covar)
+        else:
+            fitter = GradientFitter(self.optimizer)
+        if self.anneal is not None:
+            fitter = Annealed(fitter, self.anneal)
+        return fitter
+
+    def _starts(self, X, w, n_runs, key):
+        """``(b, ...)`` batch of starting models: ``b = n_runs`` initializations
+        (start ``i`` from ``fold_in(key, i)``) with the given ``*_init`` values in
+        place of theirs, or ``b = 1`` when all three are given."""
+        weights, means, prec_chol = _check_inits(self, X.shape[1], X.dtype)
+        k, d = self.n_components, X.shape[1]
+        if weights is not None and means is not None and prec_chol is not None:
+            given = GMM.from_precisions_cholesky(
+                weights, means, prec_chol, covariance_type=self.covariance_type
+            )
+            return jax.tree_util.tree_map(lambda a: a[None], given)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            key, jnp.arange(n_runs, dtype=jnp.uint32)
+        )
+        method = _INIT_PARAMS[self.init_params]
+
+        def one(key_i):
+            return init_gmm(
+                key_i,
+                X,
+                n_components=k,
+                covariance_type=self.covariance_type,
+                method=method,
+                sample_weight=w,
+                reg_covar=self.reg_covar,
+            )
+
+        gmm0s = jax.vmap(one)(keys)
+
+        def tile(a):
+            return jnp.broadcast_to(jnp.asarray(a, X.dtype), (n_runs, *np.shape(a)))
+
+        logits = gmm0s.logits if weights is None else jnp.log(tile(weights))
+        mu = gmm0s.means if means is None else tile(means)
+        log_diag, off_diag = gmm0s.log_diag, gmm0s.off_diag
+        if prec_chol is not None:
+            given = GMM.from_precisions_cholesky(
+                np.full(k, 1.0 / k, X.dtype),
+                np.zeros((k, d), X.dtype),
+                prec_chol,
+                covariance_type=self.covariance_type,
+            )
+            log_diag = tile(given.log_diag)
+            off_diag = None if given.off_diag is None else tile(given.off_diag)
+        return GMM(logits, mu, log_diag, off_diag, self.covariance_type)
+
+    def _set_model(self, gmm: GMM):
+        self.gmm_ = gmm
+        self.weights_ = np.asarray(gmm.weights)
+        self.means_ = np.asarray(gmm.means)
+        self.covariances_ = np.asarray(gmm.covariances)
+        self.precisions_ = np.asarray(gmm.precisions)
+        self.precisions_cholesky_ = np.asarray(gmm.precisions_cholesky)
+
+    def _validate_X(self, X, reset):
+        return validate_data(
+            self,
+            X,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2 if reset else 1,
+            reset=reset,
+        )
+
+    def _report(self, result, histories, n_runs):
+        for i in range(n_runs):
+            n = int(result.n_steps[i])
+            print(f"Initialization {i}")
+            if self.verbose >= 2:
+                hist = np.asarray(histories[i][:n])
+                for t in range(self.verbose_interval, n + 1, self.verbose_interval):
+                    change = hist[t - 1] - (hist[t - 2] if t >= 2 else -np.inf)
+                    print(f"  Iteration {t}\t ll change {change:.5g}")
+            status = Status(int(result.status[i])).name
+            bound = float(histories[i][n - 1]) if n > 0 else -np.inf
+            word = "converged" if status == "CONVERGED" else "did not converge"
+            print(
+                f"Initialization {word} ({status}) after {n} steps, "
+                f"lower bound {bound:.5f}"
+            )
+
+    def _warn(self):
+        if self.status_ == "DEGENERATE":
+            warnings.warn(
+                f"the best run stopped at step {self.n_iter_}: component "
+                f"{self.degenerate_component_} emptied or collapsed onto a point "
+                "(status DEGENERATE). Try fewer components, a larger reg_covar or "
+                "more restarts.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        elif self.status_ == "NONFINITE":
+            warnings.warn(
+                f"the best run stopped at step {self.n_iter_} with non-finite "
+                "values (status NONFINITE); the last finite parameters are kept. "
+                "Try a larger reg_covar or scaling the data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        elif self.status_ == "MAX_STEPS" and self.max_iter > 0:
+            warnings.warn(
+                f"the best run did not converge in max_iter={self.max_iter} steps "
+                f"(status MAX_STEPS, tol={self.tol}). Increase max_iter or tol, or "
+                "try other initializations.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    # -------------------------------------------------------------- fitting
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the mixture, keeping the best of ``n_init`` batched restarts.
+
+        Args:
+            X: ``(n, d)`` data, ``n >= max(2, n_components)``.
+            y: ignored.
+            sample_weight: optional ``(n,)`` non-negative weights; integer weights
+                give the same fit as repeating the rows.
+
+        Returns:
+            ``self``.
+        """
+        self._check_params()
+        X = self._validate_X(X, reset=True)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got "
+                f"n_components = {self.n_components}, n_samples = {X.shape[0]}"
+            )
+        w = None
+        if sample_weight is not None:
+            w = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+            )
+            if not np.any(w > 0):
+                raise ValueError("sample_weight must not be all zero")
+        warm = self.warm_start and hasattr(self, "converged_")
+        n_runs = 1 if warm else self.n_init
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with jax.enable_x64(True):
+            x = jnp.asarray(X)
+            wj = None if w is None else jnp.asarray(w)
+            if warm:
+                gmm0s = jax.tree_util.tree_map(
+                    lambda a: jnp.asarray(a, X.dtype)[None], self.gmm_
+                )
+            else:
+                gmm0s = self._starts(x, wj, n_runs, jax.random.key(seed))
+            result, histories = _fit_starts(
+                self._fitter(), gmm0s, x, wj, self.tol, max_steps=self.max_iter
+            )
+            best = _best_run(result)
+            chosen = jax.tree_util.tree_map(lambda a: a[best], result)
+            self._set_model(chosen.gmm)
+        if self.verbose:
+            self._report(result, histories, int(result.n_steps.shape[0]))
+        self.n_iter_ = int(chosen.n_steps)
+        self.status_ = Status(int(chosen.status)).name
+        self.converged_ = self.status_ == "CONVERGED"
+        self.degenerate_component_ = int(chosen.degenerate_component)
+        self.lower_bounds_ = np.asarray(histories[best][: self.n_iter_])
+        self.lower_bound_ = (
+            float(self.lower_bounds_[-1]) if self.n_iter_ > 0 else -np.inf
+        )
+        self.restart_log_likelihoods_ = np.asarray(result.log_likelihood)
+        self._warn()
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the most probable component of every row of ``X``.
+
+        Equal to ``fit(X).predict(X)``: the labels come from the returned model.
+
+        Args:
+            X: ``(n, d)`` data.
+            y: ignored.
+            sample_weight: optional ``(n,)`` non-negative weights.
+
+        Returns:
+            ``(n,)`` integer labels.
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def diagnose(self, X, sample_weight=None, *, tol=1e-6, eigen_tol=1e-6):
+        """Whether the fitted parameters are a local maximum of the likelihood of
+        ``X``, a saddle, or not yet converged (see :func:`gmmjax.diagnose`).
+
+        The exact gradient and Hessian of the total log-likelihood are taken in the
+        natural parameters; positive Hessian eigenvalues are uphill directions.
+
+        Args:
+            X: ``(n, d)`` data, normally the training data.
+            sample_weight: optional ``(n,)`` weights used in the fit.
+            tol: bound on the gain in mean log-likelihood a Newton step may still
+                predict at a converged point.
+            eigen_tol: relative size under which a Hessian eigenvalue is null.
+
+        Returns:
+            The ``Diagnosis`` of :func:`gmmjax.diagnose`: ``.kind`` is
+            ``"maximum"``, ``"saddle"``, ``"degenerate"``, ``"minimum"`` or
+            ``"not_critical"``, and ``str(diagnosis)`` is a readable summary.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        w = None
+        if sample_weight is not None:
+            w = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+            )
+        with jax.enable_x64(True):
+            gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
+            return diagnose(
+                gmm, jnp.asarray(X), sample_weight=w, tol=tol, eigen_tol=eigen_tol
+            )
+
+    # -------------------------------------------------------------- inference
+    def _joint(self, X):
+        """``(n, k)`` ``log pi_j + log N(x_i | j)``.
+
+        The rows are padded (with copies of the first) to the next power of two, so
+        the compiled kernel is reused across batch sizes: rows are independent, the
+        padding does not change the others.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        n = X.shape[0]
+        padded = np.concatenate(
+            [X, np.repeat(X[:1], (1 << (n - 1).bit_length()) - n, axis=0)]
+        )
+        with jax.enable_x64(True):
+            gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
+            return np.asarray(_joint_log_prob(gmm, jnp.asarray(padded)))[:n]
+
+    def score_samples(self, X):
+        """Log density of every row: ``log p(x_i)``.
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            ``(n,)`` log densities.
+        """
+        joint = self._joint(X)
+        top = joint.max(axis=1, keepdims=True)
+        return (top + np.log(np.exp(joint - top).sum(axis=1, keepdims=True)))[:, 0]
+
+    def score(self, X, y=None):
+        """Mean log density per sample.
+
+        Args:
+            X: ``(n, d)`` data.
+            y: ignored.
+
+        Returns:
+            A float.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for every row.
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            ``(n, k)`` responsibilities, rows summing to one.
+        """
+        joint = self._joint(X)
+        top = joint.max(axis=1, keepdims=True)
+        p = np.exp(joint - top)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """The most probable component of every row.
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            ``(n,)`` integer labels.
+        """
+        return self._joint(X).argmax(axis=1)
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted mixture.
+
+        Args:
+            n_samples: how many (``>= 1``).
+
+        Returns:
+            ``(X, y)``: ``(n_samples, d)`` samples and their ``(n_samples,)``
+            components, grouped by component as scikit-learn does.
+        """
+        check_is_fitted(self)
+        _check_int(n_samples, "n_samples", 1)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with jax.enable_x64(True):
+            x, labels = sample(jax.random.key(seed), self.gmm_, int(n_samples))
+            x, labels = np.asarray(x), np.asarray(labels)
+        order = np.argsort(labels, kind="stable")
+        return x[order], labels[order].astype(np.int64)
+
+    def _n_parameters(self) -> int:
+        k, d = self.means_.shape
+        cov = {
+            "full": k * d * (d + 1) // 2,
+            "diag": k * d,
+            "tied": d * (d + 1) // 2,
+            "spherical": k,
+        }[self.covariance_type]
+        return int(cov + k * d + k - 1)
+
+    def bic(self, X):
+        """Bayesian information criterion: ``-2 log L + p log n`` (lower is better).
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            A float.
+        """
+        n = np.shape(X)[0]
+        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion: ``-2 log L + 2 p`` (lower is better).
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            A float.
+        """
+        return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()

@@ -1,0 +1,284 @@
+"""The scikit-learn estimator: scikit-learn's checks, parity, weights, restarts."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import optax
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from gmmjax.sklearn import GaussianMixture
+
+
+@parametrize_with_checks([GaussianMixture()])
+def test_sklearn_checks(estimator, check):
+    check(estimator)
+
+
+IRIS = load_iris().data
+
+
+def _iris_start(ctype):
+    """A fixed start for both libraries: one iris row per species as means,
+    equal weights, and the precision of the whole data set for every component."""
+    means = IRIS[[0, 50, 100]]
+    weights = np.full(3, 1 / 3)
+    precision = np.linalg.inv(np.cov(IRIS.T))
+    precisions = {
+        "full": np.stack([precision] * 3),
+        "tied": precision,
+        "diag": np.stack([np.diag(precision)] * 3),
+        "spherical": np.full(3, np.mean(np.diag(precision))),
+    }[ctype]
+    return dict(weights_init=weights, means_init=means, precisions_init=precisions)
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
+def test_iris_agrees_with_sklearn_from_the_same_start(ctype):
+    start = _iris_start(ctype)
+    kw = dict(covariance_type=ctype, tol=1e-6, max_iter=500, **start)
+    ours = GaussianMixture(3, **kw).fit(IRIS)
+    ref = SklearnGaussianMixture(3, **kw).fit(IRIS)
+    # the same algorithm from the same point in float64: the two paths differ only
+    # by rounding (~1e-16 per step); EM near its optimum contracts such errors, so
+    # 1e-6 relative is a generous bound.
+    assert ours.n_iter_ == ref.n_iter_
+    assert ours.converged_ and ref.converged_
+    for name in ("weights_", "means_", "covariances_", "precisions_"):
+        np.testing.assert_allclose(
+            getattr(ours, name), getattr(ref, name), rtol=1e-6, atol=1e-9
+        )
+    np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(ours.lower_bounds_, ref.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(ours.score_samples(IRIS), ref.score_samples(IRIS))
+    np.testing.assert_allclose(
+        ours.predict_proba(IRIS), ref.predict_proba(IRIS), atol=1e-6
+    )
+    np.testing.assert_array_equal(ours.predict(IRIS), ref.predict(IRIS))
+    np.testing.assert_allclose(ours.bic(IRIS), ref.bic(IRIS), rtol=1e-10)
+    np.testing.assert_allclose(ours.aic(IRIS), ref.aic(IRIS), rtol=1e-10)
+
+
+def test_lower_bound_semantics():
+    gm = GaussianMixture(3, tol=1e-8, max_iter=300, random_state=0).fit(IRIS)
+    bounds = gm.lower_bounds_
+    assert bounds.shape == (gm.n_iter_,)
+    assert gm.lower_bound_ == bounds[-1]
+    assert np.all(np.diff(bounds) >= -1e-12)  # EM is monotone
+    # the returned model is the update of the last step: its score is the bound's
+    # successor, at least as large and within tol after convergence
+    assert 0.0 <= gm.score(IRIS) - gm.lower_bound_ < 1e-8
+    start = GaussianMixture(3, max_iter=0, random_state=0).fit(IRIS)
+    assert start.n_iter_ == 0 and start.lower_bound_ == -np.inf
+    np.testing.assert_allclose(bounds[0], start.score(IRIS), rtol=1e-12)
+
+
+@pytest.mark.parametrize("ctype", ["full", "spherical"])
+def test_integer_sample_weight_equals_repeated_rows(ctype, rng):
+    x = IRIS[:, :2] + 0.01 * rng.normal(size=(150, 2))
+    w = rng.integers(0, 4, size=150)
+    start = _iris_start(ctype)
+    start["means_init"] = start["means_init"][:, :2]
+    p = start["precisions_init"]
+    start["precisions_init"] = p[..., :2, :2] if p.ndim >= 2 and ctype != "diag" else p
+    kw = dict(covariance_type=ctype, tol=1e-8, max_iter=500, **start)
+    weighted = GaussianMixture(3, **kw).fit(x, sample_weight=w)
+    repeated = GaussianMixture(3, **kw).fit(np.repeat(x, w, axis=0))
+    assert weighted.n_iter_ == repeated.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(
+            getattr(weighted, name), getattr(repeated, name), rtol=1e-9
+        )
+    np.testing.assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_)
+
+
+def test_n_init_picks_the_best_restart():
+    x = gmmjax_faithful()
+    gm = GaussianMixture(
+        4, n_init=12, init_params="random_from_data", random_state=3, max_iter=300
+    ).fit(x)
+    lls = gm.restart_log_likelihoods_
+    assert lls.shape == (12,)
+    assert lls.max() - lls.min() > 1.0  # the restarts found different optima
+    np.testing.assert_allclose(gm.score(x) * len(x), lls.max(), rtol=1e-12)
+    single = GaussianMixture(
+        4, n_init=1, init_params="random_from_data", random_state=3, max_iter=300
+    ).fit(x)
+    assert gm.score(x) >= single.score(x)
+
+
+def gmmjax_faithful():
+    import gmmjax
+
+    return gmmjax.datasets.faithful()
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
+def test_fit_predict_equals_fit_then_predict(ctype):
+    kw = dict(covariance_type=ctype, max_iter=3, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = GaussianMixture(3, **kw).fit_predict(IRIS)
+        again = GaussianMixture(3, **kw).fit(IRIS).predict(IRIS)
+    np.testing.assert_array_equal(labels, again)
+
+
+def test_warm_start_continues_the_run():
+    kw = dict(tol=0.0, random_state=0, init_params="random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warm = GaussianMixture(3, max_iter=4, warm_start=True, **kw)
+        warm.fit(IRIS).fit(IRIS)
+        once = GaussianMixture(3, max_iter=8, **kw).fit(IRIS)
+    np.testing.assert_allclose(warm.means_, once.means_, rtol=1e-10)
+    np.testing.assert_allclose(warm.lower_bounds_, once.lower_bounds_[4:], rtol=1e-12)
+
+
+def test_warnings_say_what_happened():
+    with pytest.warns(ConvergenceWarning, match="did not converge in max_iter=2"):
+        GaussianMixture(3, max_iter=2, random_state=0).fit(IRIS)
+    # a point repeated far from the rest captures a component, whose covariance
+    # collapses onto it (reg_covar=0)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.full((20, 2), 10.0), rng.normal(size=(80, 2))])
+    start = dict(
+        means_init=[[10.0, 10.0], [0.0, 0.0]],
+        weights_init=[0.5, 0.5],
+        precisions_init=np.stack([np.eye(2)] * 2),
+    )
+    with pytest.warns(ConvergenceWarning, match=r"component 0 .*DEGENERATE"):
+        gm = GaussianMixture(2, reg_covar=0.0, **start).fit(x)
+    assert gm.status_ == "DEGENERATE" and gm.degenerate_component_ == 0
+
+
+def test_float32_stays_float32_and_sample():
+    gm = GaussianMixture(2, random_state=0).fit(IRIS.astype(np.float32))
+    assert gm.means_.dtype == np.float32
+    assert gm.score_samples(IRIS.astype(np.float32)).dtype == np.float32
+    x, y = gm.sample(50)
+    assert x.shape == (50, 4) and y.shape == (50,)
+    assert np.all(np.diff(y) >= 0)  # grouped by component, as in scikit-learn
+    x2, _ = gm.sample(50)
+    np.testing.assert_array_equal(x, x2)  # an int random_state is reproducible
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="n_components"):
+        GaussianMixture(0).fit(IRIS)
+    with pytest.raises(ValueError, match="init_params"):
+        GaussianMixture(2, init_params="nope").fit(IRIS)
+    with pytest.raises(ValueError, match="weights_init must sum to 1"):
+        GaussianMixture(2, weights_init=[0.5, 0.6]).fit(IRIS)
+    with pytest.raises(ValueError, match="positive definite"):
+        GaussianMixture(
+            1, precisions_init=-np.eye(4)[None], covariance_type="full"
+        ).fit(IRIS)
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        GaussianMixture(5).fit(IRIS[:4])
+    with pytest.raises(TypeError, match="max_iter"):
+        GaussianMixture(2, max_iter=1.5).fit(IRIS)
+
+
+def test_verbose_reports_each_restart(capsys):
+    GaussianMixture(2, n_init=2, verbose=2, verbose_interval=1, random_state=0).fit(
+        IRIS
+    )
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out and "Initialization 1" in out
+    assert "Iteration 2" in out and "converged" in out
+
+
+def test_core_package_does_not_import_sklearn():
+    code = (
+        "import sys, gmmjax, gmmjax.io, gmmjax.plot\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'\n"
+        "import numpy as np\n"
+        "from gmmjax.sklearn import GaussianMixture\n"
+        # float64 data are fitted in float64 even with jax_enable_x64 off
+        "x = gmmjax.datasets.faithful()\n"
+        "gm = GaussianMixture(2, random_state=0).fit(x)\n"
+        "print(gm.means_.dtype, gm.score_samples(x).dtype)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["float64", "float64"]
+
+
+FAITHFUL = gmmjax_faithful()
+
+
+@pytest.fixture(scope="module")
+def em_faithful():
+    return GaussianMixture(2, tol=1e-10, max_iter=2000, random_state=0).fit(FAITHFUL)
+
+
+def _perturbed_start(em):
+    shift = np.array([[0.3, 3.0], [-0.2, -2.0]])
+    return dict(
+        means_init=em.means_ + shift,
+        weights_init=[0.5, 0.5],
+        precisions_init=em.precisions_,
+    )
+
+
+def test_optax_optimizer_reaches_the_em_optimum(em_faithful):
+    gm = GaussianMixture(
+        2,
+        optimizer=optax.lbfgs(),
+        tol=1e-10,
+        max_iter=500,
+        **_perturbed_start(em_faithful),
+    ).fit(FAITHFUL)
+    assert gm.converged_
+    # both stop where the mean log-likelihood changes by < 1e-10 per step; the
+    # optimum is well conditioned, so they agree to ~1e-8 per sample
+    np.testing.assert_allclose(
+        gm.score(FAITHFUL), em_faithful.score(FAITHFUL), atol=1e-7
+    )
+    np.testing.assert_allclose(gm.means_, em_faithful.means_, rtol=1e-4)
+
+
+def test_annealed_fit_reaches_the_em_optimum(em_faithful):
+    steps = 20
+    gm = GaussianMixture(
+        2,
+        anneal=optax.linear_schedule(0.6, 1.0, steps),
+        tol=1e-10,
+        max_iter=2000,
+        **_perturbed_start(em_faithful),
+    ).fit(FAITHFUL)
+    # the convergence test only applies once beta = 1
+    assert gm.converged_ and gm.n_iter_ > steps
+    np.testing.assert_allclose(
+        gm.score(FAITHFUL), em_faithful.score(FAITHFUL), atol=1e-7
+    )
+    with pytest.raises(TypeError, match="anneal"):
+        GaussianMixture(2, anneal=0.5).fit(FAITHFUL)
+    with pytest.raises(TypeError, match="optimizer"):
+        GaussianMixture(2, optimizer="adam").fit(FAITHFUL)
+
+
+def test_diagnose_tells_a_maximum_from_a_saddle(em_faithful):
+    assert em_faithful.diagnose(FAITHFUL).kind == "maximum"
+    # both components on the single-Gaussian fit: EM stays there (a fixed point),
+    # and it is a saddle of the two-component likelihood
+    mean = FAITHFUL.mean(axis=0)
+    precision = np.linalg.inv(np.cov(FAITHFUL.T, bias=True))
+    gm = GaussianMixture(
+        2,
+        means_init=[mean, mean],
+        weights_init=[0.5, 0.5],
+        precisions_init=[precision, precision],
+        tol=1e-12,
+    ).fit(FAITHFUL)
+    assert gm.converged_
+    diagnosis = gm.diagnose(FAITHFUL)
+    assert diagnosis.kind == "saddle"
+    assert np.max(np.asarray(diagnosis.eigenvalues)) > 1.0
