@@ -81,6 +81,17 @@ def test_home_page_setup_matches_readme():
         assert command in home
 
 
+def defined_by(origin: str, module_name: str) -> bool:
+    """Whether an object from module ``origin`` is part of ``module_name``'s API:
+    anything of gmmjax's for the package itself; for a public submodule, what it
+    defines or re-exports from its private twin (``gmmjax.landscape`` from
+    ``gmmjax._landscape``), not the helpers it imports."""
+    if module_name == "gmmjax":
+        return origin.startswith("gmmjax")
+    package, _, name = module_name.rpartition(".")
+    return origin in (module_name, f"{package}._{name}")
+
+
 def public_objects():
     """``(qualified name, object)`` for every public function and class of gmmjax."""
     out = []
@@ -94,7 +105,7 @@ def public_objects():
                 inspect.isfunction(obj) or inspect.isclass(obj)
             ):
                 continue
-            if getattr(obj, "__module__", "").startswith("gmmjax"):
+            if defined_by(getattr(obj, "__module__", "") or "", module_name):
                 out.append((f"{module_name}.{name}", obj))
     return out
 
