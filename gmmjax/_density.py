@@ -28,34 +28,56 @@ def prepare(gmm, x, sample_weight=None):
     return x, w
 
 
+# Up to this many features the per-component products are written as broadcast
+# multiply-adds that XLA fuses into one loop; beyond it, as matrix products. Tiny
+# matrix products are slow on CPU, above all batched under ``vmap`` (restarts).
+SMALL_D = 3
+
+
+def center(gmm: GMM, x: jax.Array):
+    """Shift data and means by the (gradient-stopped) mean of the means.
+
+    Every kernel works on ``(x - c, mu - c)``: the results are mathematically
+    unchanged but lose far fewer digits when the data sit far from the origin.
+    Returns ``(xc (n, d), mc (k, d), c (d,))``.
+    """
+    means = gmm.means.astype(x.dtype)
+    c = jax.lax.stop_gradient(jnp.mean(means, axis=0))
+    return x - c, means - c, c
+
+
 def mahalanobis(gmm: GMM, x: jax.Array) -> jax.Array:
     """Squared Mahalanobis distances ``(n, k)`` of every sample to every component.
 
-    The data and the means are shifted by the (gradient-stopped) mean of the means
-    before the products: the result is mathematically unchanged but loses far fewer
-    digits when the data sit far from the origin.
+    ``||(x_i - mu_j) P_j||^2`` with the precision Cholesky factor ``P_j``, computed on
+    centered data (see :func:`center`). For ``full`` covariances all components
+    share one ``(n, d) @ (d, k d)`` product with the stacked factors; ``diag`` and
+    ``spherical`` expand the square into ``(n, d) @ (d, k)`` products, the way
+    scikit-learn does, once ``d`` exceeds :data:`SMALL_D`.
     """
-    means = gmm.means.astype(x.dtype)
-    center = jax.lax.stop_gradient(jnp.mean(means, axis=0))
-    xc = x - center
-    mc = means - center
+    xc, mc, _ = center(gmm, x)
+    k, d = mc.shape
     ctype = gmm.covariance_type
-    if ctype == "full":
+    if ctype in ("full", "tied"):
         prec = gmm.precisions_cholesky.astype(x.dtype)
-        k, d = mc.shape
-        # one (n, d) @ (d, k*d) product instead of k small ones
-        stacked = jnp.moveaxis(prec, 0, 1).reshape(d, k * d)
-        y = (xc @ stacked).reshape(-1, k, d) - jnp.einsum("kd,kde->ke", mc, prec)
+        if ctype == "tied":
+            y = (xc @ prec)[:, None, :] - (mc @ prec)[None, :, :]
+        elif d <= SMALL_D:
+            y = jnp.sum(xc[:, None, :, None] * prec, axis=2) - jnp.einsum(
+                "kd,kde->ke", mc, prec
+            )
+        else:
+            stacked = jnp.moveaxis(prec, 0, 1).reshape(d, k * d)
+            y = (xc @ stacked).reshape(-1, k, d) - jnp.einsum("kd,kde->ke", mc, prec)
         return jnp.sum(y**2, axis=-1)
-    if ctype == "tied":
-        prec = gmm.precisions_cholesky.astype(x.dtype)
-        y = (xc @ prec)[:, None, :] - (mc @ prec)[None, :, :]
-        return jnp.sum(y**2, axis=-1)
-    prec = jnp.exp(gmm.log_diag).astype(x.dtype)
-    diff = xc[:, None, :] - mc[None, :, :]
-    if ctype == "diag":
-        return jnp.sum((diff * prec) ** 2, axis=-1)
-    return jnp.sum(diff**2, axis=-1) * prec**2
+    prec2 = jnp.exp(2 * gmm.log_diag).astype(x.dtype)
+    if ctype == "spherical":
+        prec2 = jnp.broadcast_to(prec2[:, None], (k, d))
+    if d <= SMALL_D:
+        return jnp.sum((xc[:, None, :] - mc) ** 2 * prec2, axis=-1)
+    quad = (xc**2) @ prec2.T - 2 * xc @ (mc * prec2).T + jnp.sum(mc**2 * prec2, -1)
+    # the expansion can round a tiny distance below zero
+    return jnp.maximum(quad, 0.0)
 
 
 def log_det_precision_cholesky(gmm: GMM) -> jax.Array:

@@ -7,16 +7,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from ._density import prepare, weighted_log_prob
+from ._density import SMALL_D, center, prepare, weighted_log_prob
 from ._gmm import GMM, pack_cholesky
 from ._validation import (
     check_covariance_type,
     check_data,
     check_nonnegative_scalar,
     check_sample_weight,
+    concrete,
 )
 
 
@@ -90,6 +92,30 @@ def e_step(gmm: GMM, x, *, beta=1.0):
     return _e_step(gmm, x, beta)
 
 
+def _is_one(beta) -> bool:
+    value = concrete(beta)
+    return value is not None and value.shape == () and value == 1
+
+
+def _posteriors(joint, beta):
+    """Tempered responsibilities ``(n, k)`` and untempered ``log p(x_i)`` ``(n,)``.
+
+    One max-shift serves both: ``r = exp(beta (joint - m)) / sum(...)`` and
+    ``log p = m + log sum exp(joint - m)``. When ``beta`` is the concrete value 1
+    (plain EM) the ``n k`` exponentials are computed once and shared.
+    """
+    top = jnp.max(joint, axis=-1, keepdims=True)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+    shifted = joint - top
+    plain = jnp.exp(shifted)
+    total = jnp.sum(plain, axis=-1, keepdims=True)
+    log_prob = (top + jnp.log(total))[:, 0]
+    if _is_one(beta):
+        return plain / total, log_prob
+    tempered = jnp.exp(beta * shifted)
+    return tempered / jnp.sum(tempered, axis=-1, keepdims=True), log_prob
+
+
 def _e_step(gmm: GMM, x, beta):
     joint = weighted_log_prob(gmm, x)
     log_prob = logsumexp(joint, axis=-1)
@@ -143,31 +169,107 @@ def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-
     return _m_step(x, resp, w, reg_covar, covariance_type).gmm
 
 
-def _m_step(x, resp, sample_weight, reg_covar, covariance_type) -> _Moments:
+def _precision_cholesky(cov):
+    """``(log_diag, off_diag)`` of the precision Cholesky factor of ``(..., d, d)``
+    covariances.
+
+    With ``cov = L L^T`` (lower ``L``) the precision factor is ``P = L^{-T}``. Up to
+    :data:`SMALL_D` features both steps are written out entry by entry: batched
+    LAPACK calls on tiny matrices cost far more than the arithmetic, above all
+    under ``vmap``. A non-positive-definite input gives NaN either way.
+    """
+    d = cov.shape[-1]
+    if d > SMALL_D:
+        chol = jnp.linalg.cholesky(cov)
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=cov.dtype), chol.shape)
+        prec_chol = jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
+        return pack_cholesky(prec_chol)
+    low = {}
+    for j in range(d):
+        diag = cov[..., j, j] - sum(low[j, m] ** 2 for m in range(j))
+        low[j, j] = jnp.sqrt(diag)
+        for i in range(j + 1, d):
+            dot = sum(low[i, m] * low[j, m] for m in range(j))
+            low[i, j] = (cov[..., i, j] - dot) / low[j, j]
+    # inv = L^{-1} by forward substitution; P = inv^T, so P[r, c] = inv[c, r]
+    inv = {}
+    for i in range(d):
+        inv[i, i] = 1 / low[i, i]
+        for j in range(i):
+            acc = sum(low[i, m] * inv[m, j] for m in range(j, i))
+            inv[i, j] = -acc * inv[i, i]
+    log_diag = -jnp.log(jnp.stack([low[i, i] for i in range(d)], axis=-1))
+    rows, cols = np.triu_indices(d, 1)
+    off = [inv[int(c), int(r)] for r, c in zip(rows, cols, strict=True)]
+    shape = (*cov.shape[:-2], 0)
+    off_diag = jnp.stack(off, axis=-1) if off else jnp.zeros(shape, cov.dtype)
+    return log_diag, off_diag
+
+
+def _scatter(xc, resp, mc):
+    """Weighted scatter matrices ``S_j = sum_i r_ij (x_i - m_j)(x_i - m_j)^T``.
+
+    ``(k, d, d)`` from centered data ``xc (n, d)``, weights ``resp (n, k)`` and the
+    centered weighted means ``mc (k, d)``. Large ``d``: with
+    ``W_ij = r_ij (x_i - m_j)``, ``S_j = W_j^T (x - m_j) = W_j^T xc - (sum_i W_ij)
+    m_j^T`` is one ``(d, n) @ (n, k d)`` product; the correction term removes the
+    rounding of ``sum_i W_ij = 0`` to first order, and nothing is squared around a
+    distant center, so the error stays at the level of the direct formula. Small
+    ``d``: the ``d (d + 1) / 2`` distinct entries as sums along the sample axis,
+    kept last so that the reductions run over contiguous memory.
+    """
+    n, d = xc.shape
+    k = mc.shape[0]
+    if d <= SMALL_D:
+        rows, cols = np.triu_indices(d)
+        delta = xc.T - mc[:, :, None]
+        weighted = resp.T[:, None, :] * delta[:, rows]
+        packed = jnp.sum(weighted * delta[:, cols], axis=-1)
+        out = jnp.zeros((k, d, d), xc.dtype).at[:, rows, cols].set(packed)
+        return out.at[:, cols, rows].set(packed)
+    w = (resp[:, :, None] * (xc[:, None, :] - mc)).reshape(n, k * d)
+    # (d, n) @ (n, k d): the data operand transposed is the fast layout on CPU
+    s = jnp.moveaxis((xc.T @ w).reshape(d, k, d), 1, 0)
+    s = s - mc[:, :, None] * jnp.sum(w, axis=0).reshape(k, 1, d)
+    return 0.5 * (s + jnp.swapaxes(s, -1, -2))
+
+
+def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
+    """Moments of the M step; ``center (d,)`` shifts the data first (the mean of
+    the data when not given), which keeps float32 accurate far from the origin."""
     dtype = x.dtype
     eps = jnp.finfo(dtype).eps
     if sample_weight is not None:
         resp = resp * sample_weight[:, None]
+    if center is None:
+        center = jnp.mean(x, axis=0)
+    xc = x - center
     counts = jnp.sum(resp, axis=0)
     nk = counts + 10 * eps
-    means = (resp.T @ x) / nk[:, None]
     d = x.shape[1]
+    if d <= SMALL_D:
+        # sums along the last (sample) axis vectorize; tiny products do not
+        mc = jnp.sum(resp.T[:, None, :] * xc.T, axis=-1) / nk[:, None]
+    else:
+        mc = (resp.T @ xc) / nk[:, None]
+    means = mc + center
     if covariance_type in ("full", "tied"):
-        diff = x[:, None, :] - means[None, :, :]
-        scatter = jnp.einsum("nk,nkd,nke->kde", resp, diff, diff)
+        scatter = _scatter(xc, resp, mc)
         spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
         if covariance_type == "full":
             cov = scatter / nk[:, None, None]
         else:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
         cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
-        chol = jnp.linalg.cholesky(cov)
-        eye = jnp.broadcast_to(jnp.eye(d, dtype=dtype), chol.shape)
-        prec_chol = jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
-        log_diag, off_diag = pack_cholesky(prec_chol)
+        log_diag, off_diag = _precision_cholesky(cov)
+    elif d <= SMALL_D:
+        delta = xc.T - mc[:, :, None]
+        var = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
     else:
-        diff = x[:, None, :] - means[None, :, :]
-        var = jnp.einsum("nk,nkd->kd", resp, diff**2) / nk[:, None]
+        # scikit-learn's expansion as one (k, n) @ (n, d) product, around the
+        # center; clamp the rounding of a vanishing variance at zero
+        var = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
+    if covariance_type in ("diag", "spherical"):
         spread = jnp.sum(var, axis=-1)
         if covariance_type == "spherical":
             var = jnp.mean(var, axis=-1)
@@ -199,14 +301,17 @@ def degenerate_component(counts, spread, x, sample_weight):
 
 
 def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    log_resp, log_prob = _e_step(gmm, x, beta)
+    joint = weighted_log_prob(gmm, x)
+    resp, log_prob = _posteriors(joint, beta)
     if sample_weight is None:
         ll = jnp.sum(log_prob)
     else:
         ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
-    moments = _m_step(
-        x, jnp.exp(log_resp), sample_weight, reg_covar, gmm.covariance_type
-    )
+    _, _, c = center(gmm, x)
+    # materialize the posteriors once: otherwise XLA may fuse their exponentials
+    # into every reduction of the M step and recompute them there
+    resp = jax.lax.optimization_barrier(resp)
+    moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
     degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
     return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
 
