@@ -3,7 +3,8 @@
     python docs/make_figures.py
 
 Every figure is computed with gmmjax itself, on the data of its tutorial page, in
-float64. The PNGs are checked in (small: about 90 dpi).
+float64, and drawn with ``gmmjax.plot`` where it has the picture (plain matplotlib for
+the rest). The PNGs are checked in (small: about 90 dpi).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Ellipse
 
 import gmmjax
+import gmmjax.plot
 
 jax.config.update("jax_enable_x64", True)
 
@@ -100,13 +102,9 @@ def mixture_samples() -> None:
         [[[1.0, 0.8], [0.8, 1.0]], [[0.5, 0.0], [0.0, 2.0]]],
     )
     x, labels = gmmjax.sample(jax.random.key(2), gmm, 1000)
-    fig, ax = plt.subplots(figsize=(4.5, 3.8))
-    colors = np.array(COLORS)[np.asarray(labels)]
-    ax.scatter(x[:, 0], x[:, 1], s=4, c=colors, alpha=0.6)
-    draw_components(ax, gmm)
-    ax.set_xlabel("x1")
-    ax.set_ylabel("x2")
-    ax.set_title("1,000 samples and the 1σ, 2σ ellipses", fontsize=10)
+    fig = gmmjax.plot.plot_samples(x, labels, gmm=gmm)
+    fig.set_size_inches(4.5, 3.8)
+    fig.axes[0].set_title("1,000 samples and their components", fontsize=10)
     save(fig, "mixture_samples.png")
 
 
@@ -145,8 +143,8 @@ def covariance_types() -> None:
             jax.random.key(0), x, n_components=3, covariance_type=ctype, method="kmeans"
         )
         result = gmmjax.fit(gmmjax.EM(), gmm0, x)
-        ax.scatter(x[:, 0], x[:, 1], s=4, c="0.6")
-        draw_components(ax, result.gmm)
+        gmmjax.plot.plot_mixture(result.gmm, x, ax=ax, n_sigma=(1, 2), contours=False)
+        ax.set_ylabel("")
         mean_ll = float(result.log_likelihood) / len(x)
         ax.set_title(f"{ctype}: mean log-lik {mean_ll:.3f}", fontsize=10)
         ax.set_xlim(1.0, 5.8)
