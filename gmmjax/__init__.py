@@ -3,6 +3,7 @@
 from . import datasets as datasets
 from . import io as io
 from . import landscape as landscape
+from . import toy as toy
 from ._anneal import Annealed as Annealed
 from ._anneal import AnnealedState as AnnealedState
 from ._anneal import AnnealInfo as AnnealInfo
@@ -31,6 +32,8 @@ from ._information import diagnose as diagnose
 from ._information import observed_information as observed_information
 from ._information import standard_errors as standard_errors
 from ._init import init_gmm as init_gmm
+from ._multistart import best_of as best_of
+from ._multistart import multistart as multistart
 from ._scale import OnlineEM as OnlineEM
 from ._scale import OnlineEMInfo as OnlineEMInfo
 from ._scale import OnlineEMState as OnlineEMState
@@ -39,5 +42,10 @@ from ._scale import fit_em_chunked as fit_em_chunked
 from ._scale import shard as shard
 from ._scale import shard_padded as shard_padded
 from ._scale import shard_restarts as shard_restarts
+from ._selection import SelectionResult as SelectionResult
+from ._selection import aic as aic
+from ._selection import bic as bic
+from ._selection import n_parameters as n_parameters
+from ._selection import select as select
 
 __version__ = "0.1.0"

@@ -363,6 +363,85 @@ def _save_plot(path, gmm, x, summary) -> None:
         raise CLIError(f"cannot write the plot to {path}: {err}") from None
 
 
+def _parse_range(text: str) -> list[int]:
+    """``"3"``, ``"1-6"`` (inclusive) or ``"1,2,5"`` -> a list of ints."""
+    try:
+        values = []
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                low, high = part.split("-", 1)
+                values.extend(range(int(low), int(high) + 1))
+            else:
+                values.append(int(part))
+    except ValueError:
+        raise CLIError(
+            f"-k must be a number, a range like 1-6, or a list like 1,2,5; got {text!r}"
+        ) from None
+    if not values:
+        raise CLIError(f"-k gives an empty range: {text!r}")
+    return values
+
+
+def _cmd_select(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import gmmjax
+
+    x = load_data(args.data)
+    candidates = _parse_range(args.n_components)
+    bad = [k for k in candidates if k < 1 or k > x.shape[0]]
+    if bad:
+        raise CLIError(
+            f"-k values must be between 1 and the number of samples ({x.shape[0]}), "
+            f"got {bad[0]}"
+        )
+    if len(set(candidates)) != len(candidates):
+        raise CLIError(f"-k has repeated values: {args.n_components!r}")
+    if len(set(args.covariance_types)) != len(args.covariance_types):
+        raise CLIError("--covariance-types has repeated values")
+    if args.n_init < 1:
+        raise CLIError(f"--n-init must be >= 1, got {args.n_init}")
+    if args.max_steps < 0:
+        raise CLIError(f"--max-steps must be >= 0, got {args.max_steps}")
+    if not args.tol >= 0:
+        raise CLIError(f"--tol must be >= 0, got {args.tol}")
+    if not args.reg_covar >= 0:
+        raise CLIError(f"--reg-covar must be >= 0, got {args.reg_covar}")
+    result = gmmjax.select(
+        jax.random.key(args.seed),
+        x,
+        n_components=candidates,
+        covariance_types=args.covariance_types,
+        criterion=args.criterion,
+        n_init=args.n_init,
+        max_steps=args.max_steps,
+        tol=args.tol,
+        init=args.init,
+        fitter=gmmjax.EM(reg_covar=args.reg_covar),
+    )
+    print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
+    print(f"restarts per cell: {args.n_init} ({args.init})")
+    print(result)
+    best = result.best
+    ll = float(best.log_likelihood)
+    print(f"log-likelihood: {ll:.6f} (mean {ll / x.shape[0]:.6f} per sample)")
+    print(f"status: {best.status_name}")
+    return 0
+
+
+def _cmd_study_saddle(args) -> int:
+    from ._study_report import run_saddle_study
+
+    results = run_saddle_study(args.out, quick=args.quick, seed=args.seed)
+    print(f"saddle study written to {Path(args.out) / 'report.md'}")
+    print(
+        f"wall time {results['wall_time_s']:.1f} s, "
+        f"CPU time {results['cpu_time_s']:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gmmjax", description="Gaussian mixture models in JAX."
@@ -422,6 +501,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="report progress on stderr (default: only when it is a terminal)",
     )
     fit.set_defaults(func=_cmd_fit)
+
+    select = sub.add_parser(
+        "select",
+        help="fit a grid of mixtures and choose one by BIC or AIC",
+    )
+    select.add_argument(
+        "data", nargs="?", help="CSV or .npy file (default: bundled Old Faithful)"
+    )
+    select.add_argument(
+        "--criterion",
+        default="bic",
+        choices=["bic", "aic"],
+        help="information criterion, lower is better (default: bic)",
+    )
+    select.add_argument(
+        "-k",
+        "--n-components",
+        default="1-10",
+        help="candidate numbers of components: 1-6, 1,2,5 or 3 (default: 1-10)",
+    )
+    select.add_argument(
+        "--covariance-types",
+        nargs="+",
+        default=["full", "diag", "spherical", "tied"],
+        choices=["full", "diag", "spherical", "tied"],
+        help="candidate covariance types (default: all four)",
+    )
+    select.add_argument(
+        "--n-init", type=int, default=10, help="restarts per cell (default: 10)"
+    )
+    select.add_argument(
+        "--init",
+        default="kmeans++",
+        choices=["kmeans++", "kmeans", "random", "random_from_data"],
+        help="initialization of the restarts (default: kmeans++)",
+    )
+    select.add_argument("--max-steps", type=int, default=500, help="EM step budget")
+    select.add_argument(
+        "--tol", type=float, default=1e-6, help="tolerance on the mean log-likelihood"
+    )
+    select.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
+    select.add_argument("--seed", type=int, default=0, help="random seed of the starts")
+    select.set_defaults(func=_cmd_select)
+    study = sub.add_parser("study", help="reproducible studies with figures")
+    studies = study.add_subparsers(dest="study", required=True)
+    saddle = studies.add_parser(
+        "saddle", help="the saddle study of the symmetric two-point mixture"
+    )
+    saddle.add_argument(
+        "--out", default="saddle-study", help="output directory (default: %(default)s)"
+    )
+    saddle.add_argument(
+        "--quick", action="store_true", help="small grid and budgets (a smoke run)"
+    )
+    saddle.add_argument("--seed", type=int, default=0, help="seed of the noisy runs")
+    saddle.set_defaults(func=_cmd_study_saddle)
     return parser
 
 

@@ -1,0 +1,360 @@
+"""Model selection: parameter counts, BIC, AIC, and the K x covariance-type grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import jax
+import numpy as np
+
+from ._density import check_gmm, prepare, total_log_likelihood
+from ._em import EM
+from ._fit import FitResult, Status, check_fitter, check_steps
+from ._gmm import GMM
+from ._init import INIT_METHODS
+from ._multistart import best_of, multistart
+from ._validation import (
+    COVARIANCE_TYPES,
+    check_covariance_type,
+    check_data,
+    check_nonnegative_scalar,
+    check_positive_int,
+)
+
+CRITERIA = ("bic", "aic")
+
+
+def n_parameters(gmm: GMM) -> int:
+    """The number of free parameters of a mixture, as scikit-learn counts them.
+
+    ``k - 1`` weights, ``k d`` means, and the covariance entries: ``k d (d + 1) / 2``
+    for ``full``, ``k d`` for ``diag``, ``k`` for ``spherical`` and ``d (d + 1) / 2``
+    for ``tied``.
+
+    Args:
+        gmm: a :class:`GMM` (its shapes are all that is read).
+
+    Returns:
+        The count, a Python ``int``.
+
+    Example:
+        >>> import gmmjax
+        >>> gmm = gmmjax.GMM.from_natural([0.5, 0.5], [[0.0, 0.0], [3.0, 3.0]],
+        ...                               [[1.0, 1.0], [2.0, 0.5]],
+        ...                               covariance_type="diag")
+        >>> gmmjax.n_parameters(gmm)
+        9
+    """
+    check_gmm(gmm)
+    return _count(gmm.n_components, gmm.n_features, gmm.covariance_type)
+
+
+def _count(k: int, d: int, covariance_type: str) -> int:
+    covariance = {
+        "full": k * d * (d + 1) // 2,
+        "diag": k * d,
+        "spherical": k,
+        "tied": d * (d + 1) // 2,
+    }[covariance_type]
+    return covariance + k * d + k - 1
+
+
+def bic(gmm: GMM, x) -> jax.Array:
+    """The Bayesian information criterion of a mixture on data (lower is better).
+
+    ``BIC = -2 L + p log n`` with ``L`` the total log-likelihood of the ``n``
+    samples and ``p = n_parameters(gmm)``: scikit-learn's
+    ``GaussianMixture.bic``.
+
+    Args:
+        gmm: the fitted :class:`GMM`.
+        x: ``(n, d)`` data.
+
+    Returns:
+        ``()`` the criterion.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> runs = gmmjax.multistart(gmmjax.EM(), jax.random.key(0), x,
+        ...                          n_components=2, n_init=4)
+        >>> round(float(gmmjax.bic(gmmjax.best_of(runs).gmm, x)), 1)
+        2322.2
+    """
+    x, _ = prepare(gmm, x)
+    ll = total_log_likelihood(gmm, x)
+    return _criterion("bic", ll, n_parameters(gmm), x.shape[0])
+
+
+def aic(gmm: GMM, x) -> jax.Array:
+    """The Akaike information criterion of a mixture on data (lower is better).
+
+    ``AIC = -2 L + 2 p`` with ``L`` the total log-likelihood and
+    ``p = n_parameters(gmm)``: scikit-learn's ``GaussianMixture.aic``.
+
+    Args:
+        gmm: the fitted :class:`GMM`.
+        x: ``(n, d)`` data.
+
+    Returns:
+        ``()`` the criterion.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> runs = gmmjax.multistart(gmmjax.EM(), jax.random.key(0), x,
+        ...                          n_components=2, n_init=4)
+        >>> round(float(gmmjax.aic(gmmjax.best_of(runs).gmm, x)), 1)
+        2282.5
+    """
+    x, _ = prepare(gmm, x)
+    ll = total_log_likelihood(gmm, x)
+    return _criterion("aic", ll, n_parameters(gmm), x.shape[0])
+
+
+def _criterion(criterion: str, ll, p: int, n: int):
+    """``-2 L`` plus the penalty: ``p log n`` (BIC) or ``2 p`` (AIC)."""
+    penalty = p * math.log(n) if criterion == "bic" else 2.0 * p
+    return -2.0 * ll + penalty
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionResult:
+    """The outcome of :func:`gmmjax.select`: the criterion table and the choice.
+
+    Rows are the candidate numbers of components, columns the covariance types.
+    Each cell holds the best of its restarts (:func:`gmmjax.best_of`). A cell whose
+    best run ended ``NONFINITE`` or ``DEGENERATE`` is shown but never chosen
+    (unless no cell succeeded).
+
+    Attributes:
+        criterion: ``"bic"`` or ``"aic"``.
+        n_components: the row labels, ``(r,)`` ints.
+        covariance_types: the column labels, ``(c,)`` strings.
+        values: ``(r, c)`` NumPy array of criterion values (lower is better).
+        log_likelihood: ``(r, c)`` total log-likelihood of each cell's best run.
+        n_parameters: ``(r, c)`` parameter counts.
+        status: ``(r, c)`` :class:`gmmjax.Status` values of each cell's best run.
+        fits: ``{(k, covariance_type): FitResult}``, each cell's best run.
+        best: the chosen cell's :class:`gmmjax.FitResult`.
+        best_n_components: the chosen number of components.
+        best_covariance_type: the chosen covariance type.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> table = gmmjax.select(jax.random.key(0), x, n_components=[1, 2],
+        ...                       covariance_types=["full"], n_init=2)
+        >>> table.best_n_components, table.best_covariance_type
+        (2, 'full')
+        >>> table.values.shape
+        (2, 1)
+    """
+
+    criterion: str
+    n_components: tuple[int, ...]
+    covariance_types: tuple[str, ...]
+    values: np.ndarray
+    log_likelihood: np.ndarray
+    n_parameters: np.ndarray
+    status: np.ndarray
+    fits: dict
+    best: FitResult
+    best_n_components: int
+    best_covariance_type: str
+
+    @property
+    def best_gmm(self) -> GMM:
+        """The chosen model."""
+        return self.best.gmm
+
+    def to_markdown(self) -> str:
+        """The criterion table in Markdown; failed cells are marked with their
+        status, the chosen cell with ``*``."""
+        header = f"| k | {' | '.join(self.covariance_types)} |"
+        rule = "|---:|" + "---:|" * len(self.covariance_types)
+        rows = [header, rule]
+        for i, k in enumerate(self.n_components):
+            cells = []
+            for j, ctype in enumerate(self.covariance_types):
+                text = f"{self.values[i, j]:.3f}"
+                status = Status(int(self.status[i, j]))
+                if status not in (Status.CONVERGED, Status.MAX_STEPS):
+                    text += f" ({status.name})"
+                if k == self.best_n_components and ctype == self.best_covariance_type:
+                    text += " *"
+                cells.append(text)
+            rows.append(f"| {k} | {' | '.join(cells)} |")
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        choice = (
+            f"best by {self.criterion.upper()}: {self.best_n_components} components, "
+            f"covariance_type={self.best_covariance_type!r}"
+        )
+        title = f"{self.criterion.upper()} (lower is better)"
+        return f"{title}\n{self.to_markdown()}\n{choice}"
+
+
+def _check_candidates(n_components, n_samples: int) -> tuple[int, ...]:
+    if isinstance(n_components, numbers.Integral) and not isinstance(
+        n_components, (bool, np.bool_)
+    ):
+        n_components = [n_components]
+    try:
+        values = list(n_components)
+    except TypeError:
+        raise TypeError(
+            "n_components must be an int or an iterable of ints, got "
+            f"{type(n_components).__name__}"
+        ) from None
+    if not values:
+        raise ValueError("n_components must not be empty")
+    out = []
+    for value in values:
+        k = check_positive_int(value, "n_components")
+        if k > n_samples:
+            raise ValueError(f"n_components={k} must be <= n_samples={n_samples}")
+        if k in out:
+            raise ValueError(f"n_components has a repeated value {k}")
+        out.append(k)
+    return tuple(out)
+
+
+def _check_types(covariance_types) -> tuple[str, ...]:
+    if isinstance(covariance_types, str):
+        covariance_types = [covariance_types]
+    try:
+        values = list(covariance_types)
+    except TypeError:
+        raise TypeError(
+            "covariance_types must be a string or an iterable of strings, got "
+            f"{type(covariance_types).__name__}"
+        ) from None
+    if not values:
+        raise ValueError("covariance_types must not be empty")
+    out = []
+    for value in values:
+        check_covariance_type(value)
+        if value in out:
+            raise ValueError(f"covariance_types has a repeated value {value!r}")
+        out.append(value)
+    return tuple(out)
+
+
+def select(
+    key,
+    x,
+    *,
+    n_components=range(1, 11),
+    covariance_types=COVARIANCE_TYPES,
+    criterion: str = "bic",
+    n_init: int = 10,
+    max_steps=500,
+    tol=1e-6,
+    init: str = "kmeans++",
+    fitter=None,
+    batch_size: int | None = None,
+) -> SelectionResult:
+    """Fit every (number of components, covariance type) pair and pick the best.
+
+    Each cell of the grid is fitted by :func:`gmmjax.multistart` with ``n_init``
+    batched restarts (the same keys in every cell), its best run is kept
+    (:func:`gmmjax.best_of`) and scored by the criterion (:func:`gmmjax.bic` or
+    :func:`gmmjax.aic`, lower is better). The chosen model minimizes the criterion
+    over the cells whose best run ended normally; ties go to the fewer
+    components, then to the earlier covariance type.
+
+    Args:
+        key: a ``jax.random`` key.
+        x: ``(n, d)`` data.
+        n_components: candidate numbers of components (an int or an iterable of
+            distinct ints in ``1..n``).
+        covariance_types: candidate covariance types (distinct, from ``"full"``,
+            ``"diag"``, ``"spherical"``, ``"tied"``).
+        criterion: ``"bic"`` or ``"aic"``.
+        n_init: restarts per cell (>= 1).
+        max_steps: the step budget of every run.
+        tol: convergence threshold on the change in mean log-likelihood.
+        init: the :func:`gmmjax.init_gmm` method of the starts.
+        fitter: the fitter of every run; default ``gmmjax.EM()``.
+        batch_size: passed to :func:`gmmjax.multistart` to bound memory.
+
+    Returns:
+        A :class:`SelectionResult` with the table and the chosen model.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> result = gmmjax.select(jax.random.key(0), x, n_components=[2, 3],
+        ...                        covariance_types=["full", "tied"], n_init=3)
+        >>> result.best_n_components, result.best_covariance_type
+        (3, 'tied')
+    """
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    x = check_data(x)
+    n, d = x.shape
+    candidates = _check_candidates(n_components, n)
+    types = _check_types(covariance_types)
+    n_init = check_positive_int(n_init, "n_init")
+    if batch_size is not None:
+        check_positive_int(batch_size, "batch_size")
+    check_steps(max_steps, "max_steps")
+    check_nonnegative_scalar(tol, "tol")
+    if not isinstance(init, str) or init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
+    fitter = EM() if fitter is None else fitter
+    check_fitter(fitter)
+
+    shape = (len(candidates), len(types))
+    values = np.empty(shape)
+    lls = np.empty(shape)
+    counts = np.empty(shape, dtype=np.int64)
+    status = np.empty(shape, dtype=np.int32)
+    fits = {}
+    for i, k in enumerate(candidates):
+        for j, ctype in enumerate(types):
+            runs = multistart(
+                fitter,
+                key,
+                x,
+                n_components=k,
+                n_init=n_init,
+                covariance_type=ctype,
+                init=init,
+                max_steps=max_steps,
+                tol=tol,
+                batch_size=batch_size,
+            )
+            best = best_of(runs)
+            p = _count(k, d, ctype)
+            ll = float(best.log_likelihood)
+            values[i, j] = _criterion(criterion, ll, p, n)
+            lls[i, j] = ll
+            counts[i, j] = p
+            status[i, j] = int(best.status)
+            fits[(k, ctype)] = best
+
+    usable = np.isin(status, [Status.CONVERGED, Status.MAX_STEPS]) & np.isfinite(values)
+    pool = usable if usable.any() else np.isfinite(values)
+    if not pool.any():
+        pool = np.ones(shape, dtype=bool)
+    scores = np.where(pool & np.isfinite(values), values, np.inf)
+    # np.argmin takes the first minimum in row-major order: fewer components first
+    i, j = np.unravel_index(np.argmin(scores), shape)
+    return SelectionResult(
+        criterion=criterion,
+        n_components=candidates,
+        covariance_types=types,
+        values=values,
+        log_likelihood=lls,
+        n_parameters=counts,
+        status=status,
+        fits=fits,
+        best=fits[(candidates[i], types[j])],
+        best_n_components=candidates[i],
+        best_covariance_type=types[j],
+    )

@@ -1,0 +1,293 @@
+"""multistart: batched restarts equal single fits; best_of picks the right run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import COVARIANCE_TYPES
+
+import gmmjax
+from gmmjax._multistart import start_keys
+
+# Lanes of a vmapped run execute the same operations as a single fit, but XLA may
+# order the reductions of a batched op differently: rounding-level (1e-16)
+# differences, which EM (a contraction near a maximum) does not amplify. 1e-9
+# relative to each array's scale leaves ample room and still catches any mix-up
+# between lanes (those differ at order one).
+RTOL = 1e-9
+
+
+def assert_same_fit(got, want):
+    assert int(got.status) == int(want.status)
+    assert int(got.n_steps) == int(want.n_steps)
+    assert int(got.degenerate_component) == int(want.degenerate_component)
+    np.testing.assert_allclose(got.log_likelihood, want.log_likelihood, rtol=RTOL)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(got.gmm),
+        jax.tree_util.tree_leaves(want.gmm),
+        strict=True,
+    ):
+        scale = np.max(np.abs(b)) + 1.0
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=RTOL * scale)
+
+
+def lane(result, i):
+    return jax.tree_util.tree_map(lambda a: a[i], result)
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return gmmjax.datasets.faithful()
+
+
+def test_n_init_one_equals_fit(faithful):
+    key = jax.random.key(7)
+    result = gmmjax.multistart(
+        gmmjax.EM(), key, faithful, n_components=3, n_init=1, max_steps=200
+    )
+    assert result.log_likelihood.shape == (1,)
+    assert result.gmm.means.shape == (1, 3, 2)
+    gmm0 = gmmjax.init_gmm(jax.random.fold_in(key, 0), faithful, n_components=3)
+    alone = gmmjax.fit(gmmjax.EM(), gmm0, faithful, max_steps=200)
+    assert_same_fit(lane(result, 0), alone)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_every_lane_equals_its_start_fitted_alone(faithful, covariance_type):
+    key = jax.random.key(11)
+    fitter = gmmjax.EM(reg_covar=1e-4)
+    result = gmmjax.multistart(
+        fitter,
+        key,
+        faithful,
+        n_components=3,
+        n_init=4,
+        covariance_type=covariance_type,
+        init="random_from_data",
+        max_steps=150,
+    )
+    starts = []
+    for i, k in enumerate(start_keys(key, 4)):
+        # the starts get the fitter's reg_covar, as scikit-learn's do
+        gmm0 = gmmjax.init_gmm(
+            k,
+            faithful,
+            n_components=3,
+            covariance_type=covariance_type,
+            method="random_from_data",
+            reg_covar=1e-4,
+        )
+        starts.append(np.asarray(gmm0.means))
+        alone = gmmjax.fit(fitter, gmm0, faithful, max_steps=150)
+        assert_same_fit(lane(result, i), alone)
+    # the starts differ, so a mix-up between lanes would be caught
+    assert not all(np.array_equal(starts[0], m) for m in starts[1:])
+
+
+def test_lanes_with_sample_weight(rng):
+    x = rng.normal(size=(60, 2)) + np.repeat([[0.0, 0.0], [4.0, 1.0]], 30, axis=0)
+    w = rng.uniform(0.2, 3.0, size=60)
+    key = jax.random.key(5)
+    result = gmmjax.multistart(
+        gmmjax.EM(),
+        key,
+        x,
+        n_components=2,
+        n_init=3,
+        covariance_type="diag",
+        sample_weight=w,
+        init="kmeans",
+    )
+    for i, k in enumerate(start_keys(key, 3)):
+        gmm0 = gmmjax.init_gmm(
+            k,
+            x,
+            n_components=2,
+            covariance_type="diag",
+            method="kmeans",
+            sample_weight=w,
+        )
+        alone = gmmjax.fit(gmmjax.EM(), gmm0, x, sample_weight=w)
+        assert_same_fit(lane(result, i), alone)
+
+
+def test_start_i_does_not_depend_on_n_init(faithful):
+    key = jax.random.key(3)
+    kwargs = dict(n_components=2, covariance_type="spherical", max_steps=50)
+    few = gmmjax.multistart(gmmjax.EM(), key, faithful, n_init=2, **kwargs)
+    many = gmmjax.multistart(gmmjax.EM(), key, faithful, n_init=5, **kwargs)
+    for i in range(2):
+        assert_same_fit(lane(many, i), lane(few, i))
+
+
+def test_batch_size_does_not_change_results(faithful):
+    key = jax.random.key(2)
+    kwargs = dict(
+        n_components=2,
+        n_init=7,
+        covariance_type="tied",
+        init="random_from_data",
+        max_steps=100,
+    )
+    whole = gmmjax.multistart(gmmjax.EM(), key, faithful, **kwargs)
+    # 3 does not divide 7 (a remainder chunk), 1 is a plain loop, 50 > n_init
+    for batch_size in (3, 1, 50):
+        chunked = gmmjax.multistart(
+            gmmjax.EM(), key, faithful, batch_size=batch_size, **kwargs
+        )
+        assert chunked.log_likelihood.shape == (7,)
+        for i in range(7):
+            assert_same_fit(lane(chunked, i), lane(whole, i))
+
+
+def test_multistart_under_jit(faithful):
+    kwargs = dict(n_components=2, n_init=3, covariance_type="diag", max_steps=30)
+
+    @jax.jit
+    def run(key, tol):
+        return gmmjax.multistart(gmmjax.EM(), key, faithful, tol=tol, **kwargs)
+
+    key = jax.random.key(9)
+    eager = gmmjax.multistart(gmmjax.EM(), key, faithful, tol=1e-6, **kwargs)
+    jitted = run(key, 1e-6)
+    for i in range(3):
+        assert_same_fit(lane(jitted, i), lane(eager, i))
+
+
+def test_fixed_work_with_tol_zero(faithful):
+    result = gmmjax.multistart(
+        gmmjax.EM(),
+        jax.random.key(4),
+        faithful,
+        n_components=2,
+        n_init=3,
+        covariance_type="diag",
+        max_steps=30,
+        tol=0.0,
+    )
+    np.testing.assert_array_equal(result.n_steps, 30)
+    np.testing.assert_array_equal(result.status, int(gmmjax.Status.MAX_STEPS))
+
+
+def fake_result(lls, statuses):
+    """A batched FitResult whose lanes are labelled by their means."""
+    b = len(lls)
+    gmm = gmmjax.GMM(
+        logits=jnp.zeros((b, 1)),
+        means=jnp.arange(b, dtype=float).reshape(b, 1, 1),
+        log_diag=jnp.zeros((b, 1)),
+        off_diag=None,
+        covariance_type="spherical",
+    )
+    degenerate = [0 if s == gmmjax.Status.DEGENERATE else -1 for s in statuses]
+    return gmmjax.FitResult(
+        gmm,
+        jnp.asarray(lls, float),
+        jnp.full(b, 10, jnp.int32),
+        jnp.asarray([int(s) for s in statuses], jnp.int32),
+        jnp.asarray(degenerate, jnp.int32),
+    )
+
+
+S = gmmjax.Status
+
+
+@pytest.mark.parametrize(
+    ("lls", "statuses", "winner"),
+    [
+        # the highest usable log-likelihood wins
+        ([-5.0, -3.0, -4.0], [S.CONVERGED, S.MAX_STEPS, S.CONVERGED], 1),
+        # a degenerate or non-finite run never wins while a usable one exists
+        ([-5.0, 1e6, -4.0], [S.CONVERGED, S.DEGENERATE, S.MAX_STEPS], 2),
+        ([np.nan, -9.0, 3.0], [S.CONVERGED, S.CONVERGED, S.NONFINITE], 1),
+        ([np.inf, -9.0], [S.CONVERGED, S.MAX_STEPS], 1),
+        # ties go to the earliest start
+        ([-2.0, -1.0, -1.0], [S.CONVERGED] * 3, 1),
+        # nothing usable: the failed run with the best finite score, status kept
+        ([np.nan, -7.0, -6.0], [S.NONFINITE, S.DEGENERATE, S.NONFINITE], 2),
+        # nothing finite at all: the first run
+        ([np.nan, np.nan], [S.NONFINITE, S.CONVERGED], 0),
+    ],
+)
+def test_best_of_rules(lls, statuses, winner):
+    result = fake_result(lls, statuses)
+    best = gmmjax.best_of(result)
+    assert best.log_likelihood.shape == ()
+    assert best.gmm.means.shape == (1, 1)
+    assert float(best.gmm.means[0, 0]) == winner
+    assert int(best.status) == int(statuses[winner])
+    # jittable, with the same answer
+    jitted = jax.jit(gmmjax.best_of)(result)
+    assert float(jitted.gmm.means[0, 0]) == winner
+
+
+def test_best_of_real_runs_is_the_best_usable_lane(faithful):
+    result = gmmjax.multistart(
+        gmmjax.EM(),
+        jax.random.key(0),
+        faithful,
+        n_components=4,
+        n_init=6,
+        init="random_from_data",
+    )
+    best = gmmjax.best_of(result)
+    lls = np.asarray(result.log_likelihood)
+    usable = np.isin(
+        np.asarray(result.status), [S.CONVERGED, S.MAX_STEPS]
+    ) & np.isfinite(lls)
+    assert usable.any()
+    assert float(best.log_likelihood) == np.max(lls[usable])
+    np.testing.assert_allclose(
+        float(best.log_likelihood),
+        float(gmmjax.log_likelihood(best.gmm, faithful)),
+        rtol=1e-12,
+    )
+
+
+def test_best_of_rejects_bad_input(faithful):
+    gmm0 = gmmjax.init_gmm(jax.random.key(0), faithful, n_components=2)
+    single = gmmjax.fit(gmmjax.EM(), gmm0, faithful, max_steps=5)
+    with pytest.raises(ValueError, match="leading n_init axis"):
+        gmmjax.best_of(single)
+    with pytest.raises(TypeError, match="FitResult"):
+        gmmjax.best_of({"log_likelihood": np.zeros(3)})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(n_init=0), ValueError, "n_init must be >= 1"),
+        (dict(n_init=2.0), TypeError, "n_init must be an integer"),
+        (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (dict(batch_size=1.5), TypeError, "batch_size must be an integer"),
+        (dict(init="bogus"), ValueError, "init must be one of"),
+        (dict(covariance_type="round"), ValueError, "covariance_type must be one"),
+        (dict(n_components=0), ValueError, "n_components must be >= 1"),
+        (dict(n_components=300), ValueError, "need n_samples >= n_components"),
+        (dict(max_steps=-1), ValueError, "max_steps must be >= 0"),
+        (dict(tol=-1.0), ValueError, "tol must be"),
+        (dict(sample_weight=np.ones(5)), ValueError, "sample_weight must have"),
+    ],
+)
+def test_multistart_rejects_bad_arguments(faithful, kwargs, error, match):
+    args = dict(n_components=2, n_init=2) | kwargs
+    with pytest.raises(error, match=match):
+        gmmjax.multistart(gmmjax.EM(), jax.random.key(0), faithful, **args)
+
+
+def test_multistart_rejects_bad_key_fitter_and_data(faithful):
+    kwargs = dict(n_components=2, n_init=2)
+    with pytest.raises(TypeError, match=r"key must be a jax\.random key"):
+        gmmjax.multistart(gmmjax.EM(), 0, faithful, **kwargs)
+    with pytest.raises(ValueError, match="single key"):
+        gmmjax.multistart(
+            gmmjax.EM(), jax.random.split(jax.random.key(0)), faithful, **kwargs
+        )
+    with pytest.raises(TypeError, match="fitter must provide"):
+        gmmjax.multistart(object(), jax.random.key(0), faithful, **kwargs)
+    with pytest.raises(ValueError, match="reg_covar"):
+        gmmjax.multistart(
+            gmmjax.EM(reg_covar=-1.0), jax.random.key(0), faithful, **kwargs
+        )
+    with pytest.raises(ValueError, match="2-D array"):
+        gmmjax.multistart(gmmjax.EM(), jax.random.key(0), faithful[:, 0], **kwargs)

@@ -1,0 +1,246 @@
+"""Model selection: parameter counts and criteria against scikit-learn, select."""
+
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from conftest import COVARIANCE_TYPES, random_natural
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+import gmmjax
+from gmmjax import cli
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize(("k", "d"), [(1, 1), (3, 2), (4, 5)])
+def test_n_parameters_equals_sklearn(covariance_type, k, d, rng):
+    gmm = gmmjax.GMM.from_natural(
+        *random_natural(rng, k, d, covariance_type), covariance_type=covariance_type
+    )
+    ref = GaussianMixture(k, covariance_type=covariance_type)
+    ref.means_ = np.zeros((k, d))
+    assert gmmjax.n_parameters(gmm) == ref._n_parameters()
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_bic_aic_equal_sklearn_on_its_fitted_parameters(covariance_type, rng):
+    x = np.concatenate(
+        [rng.normal(size=(80, 3)), rng.normal(size=(70, 3)) * 0.5 + [3.0, 1.0, -2.0]]
+    )
+    ref = GaussianMixture(
+        3, covariance_type=covariance_type, random_state=0, n_init=2
+    ).fit(x)
+    gmm = gmmjax.GMM.from_natural(
+        ref.weights_, ref.means_, ref.covariances_, covariance_type=covariance_type
+    )
+    # the same parameters: only rounding separates the two (about 1e-13 of a
+    # criterion near 1e3), so 1e-10 relative is a strict check
+    np.testing.assert_allclose(float(gmmjax.bic(gmm, x)), ref.bic(x), rtol=1e-10)
+    np.testing.assert_allclose(float(gmmjax.aic(gmm, x)), ref.aic(x), rtol=1e-10)
+    # and on other data than it was fitted to
+    y = rng.normal(size=(40, 3))
+    np.testing.assert_allclose(float(gmmjax.bic(gmm, y)), ref.bic(y), rtol=1e-10)
+    np.testing.assert_allclose(float(gmmjax.aic(gmm, y)), ref.aic(y), rtol=1e-10)
+
+
+def test_criteria_reject_bad_input(rng):
+    gmm = gmmjax.GMM.from_natural(
+        *random_natural(rng, 2, 2, "diag"), covariance_type="diag"
+    )
+    with pytest.raises(TypeError, match=r"gmm must be a gmmjax\.GMM"):
+        gmmjax.n_parameters("full")
+    with pytest.raises(ValueError, match="features"):
+        gmmjax.bic(gmm, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        gmmjax.aic(gmm, np.zeros(5))
+
+
+def separated_mixture(rng, k, n=420):
+    """``k`` well separated round clusters in 2-D (same ``n`` for every ``k``, so
+    the compiled fits are shared between cases)."""
+    angles = 2 * np.pi * np.arange(k) / k
+    centers = 12.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = np.arange(n) % k
+    scales = rng.uniform(0.6, 1.2, size=(k, 2))
+    return centers[labels] + rng.normal(size=(n, 2)) * scales[labels]
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_select_finds_the_generating_k(k, rng):
+    x = separated_mixture(rng, k)
+    result = gmmjax.select(
+        jax.random.key(k),
+        x,
+        n_components=range(1, 8),
+        covariance_types=["full"],
+        n_init=3,
+        init="kmeans",
+    )
+    assert result.best_n_components == k
+    assert result.best_covariance_type == "full"
+    assert result.values.shape == (7, 1)
+    # the table is consistent with bic() of each cell's model
+    for i, kk in enumerate(result.n_components):
+        cell = result.fits[(kk, "full")]
+        np.testing.assert_allclose(
+            result.values[i, 0], float(gmmjax.bic(cell.gmm, x)), rtol=1e-12
+        )
+    np.testing.assert_allclose(
+        float(result.best.log_likelihood),
+        float(gmmjax.log_likelihood(result.best_gmm, x)),
+        rtol=1e-12,
+    )
+
+
+def test_select_on_faithful_agrees_with_sklearn():
+    x = gmmjax.datasets.faithful()
+    ks = range(1, 5)
+    n_init = 10
+    ours = gmmjax.select(
+        jax.random.key(0), x, n_components=ks, n_init=n_init, init="kmeans"
+    )
+    ref = np.empty((len(ks), len(COVARIANCE_TYPES)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for i, k in enumerate(ks):
+            for j, ctype in enumerate(COVARIANCE_TYPES):
+                model = GaussianMixture(
+                    k,
+                    covariance_type=ctype,
+                    n_init=n_init,
+                    init_params="kmeans",
+                    tol=1e-6,
+                    max_iter=500,
+                    random_state=0,
+                ).fit(x)
+                ref[i, j] = model.bic(x)
+    # Both searches take 10 k-means starts per cell, run to |change in mean
+    # log-likelihood| < 1e-6. On this small grid both reach the same (best) local
+    # maximum of every cell; what remains is the convergence slack: with a
+    # linear rate r the log-likelihood still lacks about 272 * 1e-6 * r / (1 - r),
+    # under 0.03 for r <= 0.99, i.e. 0.06 in BIC. A different local maximum would
+    # differ by whole units.
+    np.testing.assert_allclose(ours.values, ref, rtol=0, atol=0.1)
+    assert (ours.best_n_components, ours.best_covariance_type) == (3, "tied")
+    i, j = np.unravel_index(np.argmin(ref), ref.shape)
+    assert (ks[i], COVARIANCE_TYPES[j]) == (3, "tied")
+    full = COVARIANCE_TYPES.index("full")
+    assert ks[int(np.argmin(ours.values[:, full]))] == 2
+    assert ks[int(np.argmin(ref[:, full]))] == 2
+    text = str(ours)
+    assert "BIC" in text and "| 3 |" in text and "*" in text
+    assert ours.to_markdown().count("\n") == len(ks) + 1
+
+
+def test_select_aic_and_failed_cells_are_never_chosen(rng):
+    # five exact copies of one point inside a cloud: a start that seeds a
+    # component there collapses it (DEGENERATE, a huge likelihood)
+    x = np.concatenate([rng.normal(size=(40, 2)), np.tile([[0.3, -0.2]], (5, 1))])
+    result = gmmjax.select(
+        jax.random.key(1),
+        x,
+        n_components=[1, 2, 3],
+        covariance_types=["spherical"],
+        criterion="aic",
+        n_init=4,
+        init="random_from_data",
+        fitter=gmmjax.EM(reg_covar=0.0),
+    )
+    assert result.criterion == "aic"
+    ok = np.isin(result.status, [gmmjax.Status.CONVERGED, gmmjax.Status.MAX_STEPS])
+    i = result.n_components.index(result.best_n_components)
+    assert ok[i, 0]
+    assert result.values[i, 0] == np.min(result.values[ok])
+    for row, kk in enumerate(result.n_components):
+        cell = result.fits[(kk, "spherical")]
+        np.testing.assert_allclose(
+            result.values[row, 0], float(gmmjax.aic(cell.gmm, x)), rtol=1e-12
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(criterion="dic"), ValueError, "criterion must be one of"),
+        (dict(n_components=[]), ValueError, "n_components must not be empty"),
+        (dict(n_components=[1, 1]), ValueError, "repeated value 1"),
+        (dict(n_components=[0, 1]), ValueError, "n_components must be >= 1"),
+        (dict(n_components=[500]), ValueError, "must be <= n_samples"),
+        (dict(n_components=2.5), TypeError, "n_components must be an int"),
+        (dict(covariance_types=["full", "rond"]), ValueError, "covariance_type"),
+        (dict(covariance_types=[]), ValueError, "must not be empty"),
+        (dict(covariance_types=["tied", "tied"]), ValueError, "repeated"),
+        (dict(n_init=0), ValueError, "n_init must be >= 1"),
+        (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (dict(init="best"), ValueError, "init must be one of"),
+        (dict(tol=-1.0), ValueError, "tol must be"),
+        (dict(max_steps=-3), ValueError, "max_steps must be >= 0"),
+        (dict(fitter=object()), TypeError, "fitter must provide"),
+    ],
+)
+def test_select_rejects_bad_arguments(kwargs, error, match):
+    x = gmmjax.datasets.faithful()
+    with pytest.raises(error, match=match):
+        gmmjax.select(jax.random.key(0), x, **kwargs)
+
+
+def test_cli_select_prints_the_table_and_choice(capsys):
+    code = cli.main(
+        ["select", "-k", "1-2", "--covariance-types", "full", "diag", "--n-init", "2"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "272 samples" in out and "| k | full | diag |" in out
+    assert "best by BIC: 2 components" in out
+    assert "status: CONVERGED" in out
+
+
+def test_cli_select_subprocess_with_csv_and_aic(tmp_path, rng):
+    path = tmp_path / "data.csv"
+    x = separated_mixture(rng, 2, n=60)
+    path.write_text("a,b\n" + "\n".join(f"{a},{b}" for a, b in x) + "\n")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gmmjax",
+            "select",
+            str(path),
+            "--criterion",
+            "aic",
+            "-k",
+            "1,2",
+            "--covariance-types",
+            "spherical",
+            "--n-init",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "AIC (lower is better)" in out.stdout
+    assert "best by AIC: 2 components, covariance_type='spherical'" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["select", "-k", "a-b"], "-k must be a number"),
+        (["select", "-k", "0-2"], "-k values must be between 1"),
+        (["select", "-k", "1,1"], "-k has repeated values"),
+        (["select", "--n-init", "0"], "--n-init must be >= 1"),
+        (["select", "--tol", "-1"], "--tol must be >= 0"),
+        (["select", "no-such-file.csv"], "data file not found"),
+    ],
+)
+def test_cli_select_errors_are_one_line(argv, match, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("gmmjax: error:")
+    assert match in err
