@@ -244,6 +244,21 @@ def anneal_split() -> None:
     save(fig, "anneal_split.png")
 
 
+def multistart_hist() -> None:
+    x = gmmjax.datasets.faithful()
+    runs = gmmjax.multistart(
+        gmmjax.EM(),
+        jax.random.key(0),
+        x,
+        n_components=3,
+        n_init=200,
+        init="random_from_data",
+    )
+    fig = gmmjax.plot.plot_restarts(runs, per_sample=len(x))
+    fig.set_size_inches(5.5, 3.4)
+    save(fig, "multistart_hist.png")
+
+
 FIGURES = (
     mixture_density,
     mixture_samples,
@@ -252,6 +267,7 @@ FIGURES = (
     init_plateau,
     gradient_paths,
     anneal_split,
+    multistart_hist,
 )
 
 
