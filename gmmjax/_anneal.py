@@ -32,6 +32,15 @@ class AnnealedState(NamedTuple):
     Attributes:
         inner: the state of the wrapped fitter.
         count: ``()`` int32, the number of steps taken, fed to the schedule.
+
+    Example:
+        >>> import jax, optax, gmmjax
+        >>> x = jax.numpy.asarray(gmmjax.datasets.faithful())
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> fitter = gmmjax.Annealed(gmmjax.EM(), optax.linear_schedule(0.5, 1.0, 10))
+        >>> state, info = fitter.step(fitter.init(gmm, x), x)
+        >>> int(state.count), bool(info.can_stop), state.gmm.means.shape
+        (1, False, (2, 2))
     """
 
     inner: Any
@@ -126,6 +135,17 @@ class AnnealInfo(NamedTuple):
         log_likelihood: ``(s,)`` total log-likelihood at the end of each stage, of
             the model with covariances ``v I``.
         total_steps: ``()`` int32, all EM steps: the stages plus the release fit.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, gmmjax
+        >>> x = jnp.array([[1.0], [-1.0]])
+        >>> gmm0 = gmmjax.GMM.from_natural([0.5, 0.5], [[0.001], [-0.001]],
+        ...                                [4.0, 4.0], covariance_type="spherical")
+        >>> _, info = gmmjax.anneal_variance(
+        ...     jax.random.key(0), gmm0, x, variances=jnp.geomspace(4.0, 0.01, 20),
+        ...     release=False)
+        >>> info.variances.shape, info.means.shape, info.weights.shape
+        ((20,), (20, 2, 1), (20, 2))
     """
 
     variances: jax.Array

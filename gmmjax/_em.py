@@ -32,6 +32,15 @@ class StepInfo(NamedTuple):
             collapsed onto a point during the step, ``-1`` if none.
         can_stop: ``()`` bool, whether the driver may test convergence after this
             step (``False`` while an annealing schedule is still below ``beta = 1``).
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = jax.numpy.asarray(gmmjax.datasets.faithful())
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> fitter = gmmjax.EM()
+        >>> state, info = fitter.step(fitter.init(gmm, x), x)
+        >>> int(info.degenerate), bool(info.can_stop)
+        (-1, True)
     """
 
     log_likelihood: jax.Array
@@ -40,7 +49,19 @@ class StepInfo(NamedTuple):
 
 
 class EMState(NamedTuple):
-    """What EM carries from one step to the next: just the model."""
+    """What EM carries from one step to the next: just the model.
+
+    Attributes:
+        gmm: the current :class:`GMM`.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> state = gmmjax.EM().init(gmm, x)
+        >>> state.gmm is gmm
+        True
+    """
 
     gmm: GMM
 

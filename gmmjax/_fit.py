@@ -52,6 +52,16 @@ class FitResult(NamedTuple):
         status: ``()`` int32, a :class:`Status` value.
         degenerate_component: ``()`` int32, the component that emptied or collapsed
             when ``status == DEGENERATE``, else ``-1``.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm0 = gmmjax.init_gmm(jax.random.key(1), x, n_components=2)
+        >>> result = gmmjax.fit(gmmjax.EM(), gmm0, x)
+        >>> result.status_name, int(result.degenerate_component)
+        ('CONVERGED', -1)
+        >>> bool(result.log_likelihood == gmmjax.log_likelihood(result.gmm, x))
+        True
     """
 
     gmm: GMM
@@ -72,6 +82,17 @@ class FitTrace(NamedTuple):
     Attributes:
         log_likelihood: ``(num_steps,)`` total log-likelihood of ``gmm[t]``.
         gmm: the parameters after each step, stacked along a leading axis.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm0 = gmmjax.init_gmm(jax.random.key(1), x, n_components=2)
+        >>> _, trace = gmmjax.fit_trace(gmmjax.EM(), gmm0, x, num_steps=5)
+        >>> trace.gmm.weights.shape
+        (5, 2)
+        >>> increase = trace.log_likelihood[1:] - trace.log_likelihood[:-1]
+        >>> bool((increase > -1e-2).all())  # EM is monotone, up to float32 rounding
+        True
     """
 
     log_likelihood: jax.Array

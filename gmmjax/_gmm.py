@@ -43,23 +43,24 @@ def unpack_cholesky(log_diag, off_diag):
 class GMM:
     """A Gaussian mixture model, stored in unconstrained coordinates.
 
-    The density is ``p(x) = sum_j pi_j N(x | mu_j, Sigma_j)``. The leaves are
+    The density is ``p(x) = sum_j pi_j N(x | mu_j, Sigma_j)``. Every leaf is free: any
+    real values give a valid model, so gradient methods need no projection.
+    ``covariance_type`` is static metadata. Build models with :meth:`GMM.from_natural`
+    (which validates its inputs); the plain constructor takes the leaves as they are.
 
-    - ``logits`` ``(k,)``: ``pi = softmax(logits)``. Adding a constant to every logit
-      does not change the model (a gauge freedom).
-    - ``means`` ``(k, d)``: the component means ``mu_j``.
-    - ``log_diag``: the log of the diagonal of the precision Cholesky factor ``P``
-      (upper triangular, ``Sigma^-1 = P P^T``, scikit-learn's convention):
-      ``(k, d)`` for ``full`` and ``diag``, ``(k,)`` for ``spherical`` (one value per
-      component), ``(d,)`` for ``tied``.
-    - ``off_diag``: the strictly upper entries of ``P``, packed row by row:
-      ``(k, d(d-1)/2)`` for ``full``, ``(d(d-1)/2,)`` for ``tied`` and ``None`` for
-      ``diag``/``spherical``.
-
-    Every leaf is free: any real values give a valid model, so gradient methods need
-    no projection. ``covariance_type`` is static metadata. Build models with
-    :meth:`GMM.from_natural` (which validates its inputs); the plain constructor
-    takes the leaves as they are.
+    Attributes:
+        logits: ``(k,)``, ``pi = softmax(logits)``. Adding a constant to every logit
+            does not change the model (a gauge freedom).
+        means: ``(k, d)`` component means ``mu_j``.
+        log_diag: the log of the diagonal of the precision Cholesky factor ``P``
+            (upper triangular, ``Sigma^-1 = P P^T``, scikit-learn's convention):
+            ``(k, d)`` for ``full`` and ``diag``, ``(k,)`` for ``spherical`` (one
+            value per component), ``(d,)`` for ``tied``.
+        off_diag: the strictly upper entries of ``P``, packed row by row:
+            ``(k, d(d-1)/2)`` for ``full``, ``(d(d-1)/2,)`` for ``tied`` and ``None``
+            for ``diag``/``spherical``.
+        covariance_type: ``"full"``, ``"diag"``, ``"spherical"`` or ``"tied"``
+            (static).
 
     Example:
         >>> import gmmjax

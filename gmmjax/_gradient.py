@@ -24,6 +24,15 @@ class GradientState(NamedTuple):
     Attributes:
         gmm: the current model (the optimizer's parameters).
         opt_state: the optax optimizer state.
+
+    Example:
+        >>> import jax, optax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> fitter = gmmjax.GradientFitter(optax.adam(1e-2))
+        >>> state = fitter.init(gmm, x)
+        >>> state.gmm is gmm, type(state.opt_state).__name__
+        (True, 'tuple')
     """
 
     gmm: GMM

@@ -207,6 +207,13 @@ class CriticalPoint(NamedTuple):
         n_null: number of null eigenvalues.
         order: the derivative order that decided ``kind`` (1 for not critical, 2 for
             the Hessian, 3 or 4 for the reduction, 0 when undecided).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> point = landscape.classify(lambda t: t[0] ** 2 - t[1] ** 2, jnp.zeros(2))
+        >>> point.kind, point.n_positive, point.n_negative, point.n_null
+        ('saddle', 1, 1, 0)
     """
 
     kind: str
@@ -230,6 +237,14 @@ class EscapeDirection(NamedTuple):
             positive Hessian eigenvalue), 3 or 4 (the reduction of a singular
             Hessian).
         rate: the leading coefficient: ``f(path(t)) - f(theta) ~ rate * t^order``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> esc = landscape.escape_direction(lambda t: -t[0] ** 2 + t[1] ** 2,
+        ...                                  jnp.zeros(2))
+        >>> esc.order, round(float(esc.rate), 6)
+        (2, 1.0)
     """
 
     direction: jax.Array
@@ -480,6 +495,14 @@ class CriticalPoints(NamedTuple):
         converged: ``(b,)`` boolean, which starts converged (finite, gradient norm
             at most ``tol``).
         endpoints: pytree like ``thetas``: where every start ended.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax import landscape
+        >>> found = landscape.find_critical_points(
+        ...     lambda t: -(t[0] ** 2 - 1.0) ** 2, jnp.linspace(-2.0, 2.0, 5)[:, None])
+        >>> len(found.classifications), int(found.counts.sum())
+        (3, 5)
     """
 
     points: Any

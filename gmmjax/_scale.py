@@ -683,6 +683,14 @@ class OnlineEMState(NamedTuple):
             means: ``(k, d, d)`` for ``full``/``tied``, its diagonal ``(k, d)`` for
             ``diag``/``spherical``.
         count: ``()`` int32, the number of updates applied so far.
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> state = gmmjax.OnlineEM().init(gmm)
+        >>> int(state.count), state.counts.shape, state.scatter.shape
+        (0, (2,), (2, 2, 2))
     """
 
     gmm: GMM
@@ -701,6 +709,15 @@ class OnlineEMInfo(NamedTuple):
         step_size: ``()`` the step size ``rho_t`` used.
         finite: ``()`` bool; ``False`` when the update gave non-finite values and
             was rejected (the state is returned unchanged).
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = gmmjax.datasets.faithful()
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> online = gmmjax.OnlineEM(alpha=0.6)
+        >>> state, info = online.update(online.init(gmm), x[:100])
+        >>> float(info.step_size), bool(info.finite)
+        (1.0, True)
     """
 
     log_likelihood: jax.Array
