@@ -271,7 +271,17 @@ def test_chunked_status_semantics_match_fit():
     )
     ref = _in_memory(far, x, max_steps=10)
     assert ref.status_name == "DEGENERATE"
-    _assert_same(ref, gmmjax.fit_em_chunked(far, x, chunk_size=64, max_steps=10))
+    got = gmmjax.fit_em_chunked(far, x, chunk_size=64, max_steps=10)
+    # the emptied component's parameters are arbitrary (its counts are the 10 eps
+    # floor); the live component and the verdict must agree
+    for field in ("status", "n_steps", "degenerate_component"):
+        assert int(getattr(got, field)) == int(getattr(ref, field))
+    assert abs(float(got.log_likelihood - ref.log_likelihood)) < CHUNK_TOL * abs(
+        float(ref.log_likelihood)
+    )
+    live = int(ref.degenerate_component) ^ 1
+    assert max_diff(got.gmm.means[live], ref.gmm.means[live]) < CHUNK_TOL
+    assert max_diff(got.gmm.covariances[live], ref.gmm.covariances[live]) < CHUNK_TOL
     # max_steps=0 returns gmm0 and its log-likelihood; tol=0 runs every step
     for kw in ({"max_steps": 0}, {"max_steps": 3, "tol": 0.0}):
         _assert_same(
