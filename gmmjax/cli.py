@@ -257,23 +257,13 @@ def _best_run(runs) -> int:
     return int(np.argmax(np.where(pool, ll, -np.inf))) if pool.any() else 0
 
 
-def _n_parameters(k: int, d: int, covariance_type: str) -> int:
-    cov = {
-        "full": k * d * (d + 1) // 2,
-        "diag": k * d,
-        "tied": d * (d + 1) // 2,
-        "spherical": k,
-    }[covariance_type]
-    return cov + k * d + k - 1
-
-
 def _summary(args, x, result, runs) -> dict:
     import gmmjax
 
     gmm = result.gmm
     n, d = x.shape
     ll = float(result.log_likelihood)
-    p = _n_parameters(gmm.n_components, d, gmm.covariance_type)
+    p = int(gmmjax.n_parameters(gmm))
     statuses = [gmmjax.Status(int(s)).name for s in np.asarray(runs.status)]
     return {
         "data": {

@@ -36,6 +36,7 @@ from ._gmm import GMM
 from ._gradient import GradientFitter
 from ._information import diagnose
 from ._init import init_gmm
+from ._selection import n_parameters
 from ._validation import COVARIANCE_TYPES
 
 # scikit-learn's names of the initializations -> gmmjax.init_gmm's methods
@@ -692,14 +693,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return x[order], labels[order].astype(np.int64)
 
     def _n_parameters(self) -> int:
-        k, d = self.means_.shape
-        cov = {
-            "full": k * d * (d + 1) // 2,
-            "diag": k * d,
-            "tied": d * (d + 1) // 2,
-            "spherical": k,
-        }[self.covariance_type]
-        return int(cov + k * d + k - 1)
+        return int(n_parameters(self.gmm_))
 
     def bic(self, X):
         """Bayesian information criterion: ``-2 log L + p log n`` (lower is better).
