@@ -175,18 +175,22 @@ def _advance(fitter, loop: _Loop, x, w, total, tol, max_steps) -> _Loop:
     return _Loop(state, previous, n_steps, status, info.degenerate.astype(jnp.int32))
 
 
+def start_loop(state, dtype, running) -> _Loop:
+    """The loop carry before the first step (``running`` False: nothing to do)."""
+    return _Loop(
+        state,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.where(running, _RUNNING, Status.MAX_STEPS).astype(jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+
+
 @jax.jit
 def _fit(fitter, gmm0, x, w, max_steps, tol):
     total = _total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)
-    dtype = x.dtype
-    start = _Loop(
-        state,
-        jnp.asarray(-jnp.inf, dtype),
-        jnp.asarray(0, jnp.int32),
-        jnp.where(max_steps > 0, _RUNNING, Status.MAX_STEPS).astype(jnp.int32),
-        jnp.asarray(-1, jnp.int32),
-    )
+    start = start_loop(state, x.dtype, max_steps > 0)
     loop = jax.lax.while_loop(
         lambda c: c.status == _RUNNING,
         lambda c: _advance(fitter, c, x, w, total, tol, max_steps),
@@ -243,14 +247,7 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
 def _fit_trace(fitter, gmm0, x, w, num_steps):
     total = _total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)
-    dtype = x.dtype
-    start = _Loop(
-        state,
-        jnp.asarray(-jnp.inf, dtype),
-        jnp.asarray(0, jnp.int32),
-        jnp.asarray(_RUNNING, jnp.int32),
-        jnp.asarray(-1, jnp.int32),
-    )
+    start = start_loop(state, x.dtype, True)
 
     def body(loop, _):
         new = _advance(fitter, loop, x, w, total, 0.0, num_steps)

@@ -31,7 +31,14 @@ from sklearn.utils.validation import (
 from ._anneal import Annealed
 from ._density import sample, total_log_likelihood, weighted_log_prob
 from ._em import EM
-from ._fit import _RUNNING, FitResult, Status, _advance, _Loop, _total_weight
+from ._fit import (
+    _RUNNING,
+    FitResult,
+    Status,
+    _advance,
+    _total_weight,
+    start_loop,
+)
 from ._gmm import GMM
 from ._gradient import GradientFitter
 from ._information import diagnose
@@ -97,13 +104,7 @@ def _fit_recorded(fitter, gmm0, x, w, tol, *, max_steps):
     """One fit (``gmmjax.fit``'s loop) that also returns the per-step history."""
     recording = _Recording(fitter, max_steps)
     total = _total_weight(x, w)
-    start = _Loop(
-        recording.init(gmm0, x, sample_weight=w),
-        jnp.asarray(-jnp.inf, x.dtype),
-        jnp.asarray(0, jnp.int32),
-        jnp.asarray(_RUNNING if max_steps > 0 else Status.MAX_STEPS, jnp.int32),
-        jnp.asarray(-1, jnp.int32),
-    )
+    start = start_loop(recording.init(gmm0, x, sample_weight=w), x.dtype, max_steps > 0)
     loop = jax.lax.while_loop(
         lambda c: c.status == _RUNNING,
         lambda c: _advance(recording, c, x, w, total, tol, max_steps),
