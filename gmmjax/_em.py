@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
@@ -11,7 +12,13 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from ._density import SMALL_D, center, prepare, weighted_log_prob
+from ._density import (
+    SMALL_D,
+    center,
+    log_det_precision_cholesky,
+    prepare,
+    weighted_log_prob,
+)
 from ._gmm import GMM, pack_cholesky
 from ._validation import (
     check_covariance_type,
@@ -237,8 +244,7 @@ def _scatter(xc, resp, mc):
 def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
     """Moments of the M step; ``center (d,)`` shifts the data first (the mean of
     the data when not given), which keeps float32 accurate far from the origin."""
-    dtype = x.dtype
-    eps = jnp.finfo(dtype).eps
+    eps = jnp.finfo(x.dtype).eps
     if sample_weight is not None:
         resp = resp * sample_weight[:, None]
     if center is None:
@@ -252,31 +258,203 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
         mc = jnp.sum(resp.T[:, None, :] * xc.T, axis=-1) / nk[:, None]
     else:
         mc = (resp.T @ xc) / nk[:, None]
-    means = mc + center
     if covariance_type in ("full", "tied"):
         scatter = _scatter(xc, resp, mc)
-        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
         if covariance_type == "full":
             cov = scatter / nk[:, None, None]
         else:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
-        log_diag, off_diag = _precision_cholesky(cov)
+        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
     elif d <= SMALL_D:
         delta = xc.T - mc[:, :, None]
-        var = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
+        cov = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
     else:
         # scikit-learn's expansion as one (k, n) @ (n, d) product, around the
         # center; clamp the rounding of a vanishing variance at zero
-        var = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
+        cov = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
     if covariance_type in ("diag", "spherical"):
-        spread = jnp.sum(var, axis=-1)
+        spread = jnp.sum(cov, axis=-1)
         if covariance_type == "spherical":
-            var = jnp.mean(var, axis=-1)
-        log_diag, off_diag = -0.5 * jnp.log(var + reg_covar), None
-    logits = jnp.log(nk / jnp.sum(nk))
-    gmm = GMM(logits, means, log_diag, off_diag, covariance_type)
+            cov = jnp.mean(cov, axis=-1)
+    gmm = _model(nk, mc + center, cov, reg_covar, covariance_type)
     return _Moments(gmm, counts, spread)
+
+
+def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
+    """The M step's :class:`GMM` from floored counts ``nk``, means and covariances
+    before ``reg_covar`` (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
+    if covariance_type in ("full", "tied"):
+        eye = jnp.eye(means.shape[1], dtype=means.dtype)
+        log_diag, off_diag = _precision_cholesky(cov + reg_covar * eye)
+    else:
+        log_diag, off_diag = -0.5 * jnp.log(cov + reg_covar), None
+    logits = jnp.log(nk / jnp.sum(nk))
+    return GMM(logits, means, log_diag, off_diag, covariance_type)
+
+
+# ------------------------------------------------- the expanded (float64) EM step
+#
+# log pi_j + log N(x | mu_j, Sigma_j) is a quadratic polynomial in x, so it is a
+# linear combination of the monomials f(x) = (x_a x_b for a <= b, x_a, 1). With
+# every sample's monomials in the rows of F (n, p), the E step is the one product
+# F @ C^T with the (k, p) coefficients C, and the sufficient statistics of the M
+# step are the one product F^T @ R with the responsibilities R (n, k): counts,
+# first and second moments of every component at once. Both products share F
+# across components and, under vmap, across restarts, which turns many tiny
+# per-component products into a few large ones. Expanding the square costs digits
+# when a component is tight and far from the center: in float64 that is about
+# eps (|mu - c| / sigma)^2, far below every tolerance, so float64 takes this
+# route; float32 keeps the centered two-pass kernels above.
+
+
+def _monomials(covariance_type: str, d: int):
+    """Index pairs ``(rows, cols)`` of the second-order monomials ``x_a x_b``."""
+    if covariance_type in ("full", "tied"):
+        return np.triu_indices(d)
+    return np.arange(d), np.arange(d)
+
+
+def _features(xc, covariance_type: str):
+    """``F (n, p)``: second-order monomials, the coordinates, and a column of ones.
+
+    ``spherical`` needs only ``sum_a x_a^2`` of the second order.
+    """
+    rows, cols = _monomials(covariance_type, xc.shape[1])
+    second = xc[:, rows] * xc[:, cols]
+    if covariance_type == "spherical":
+        second = jnp.sum(second, axis=1, keepdims=True)
+    ones = jnp.ones((xc.shape[0], 1), xc.dtype)
+    return jnp.concatenate([second, xc, ones], axis=1)
+
+
+def _coefficients(gmm: GMM, c, dtype):
+    """``C (k, p)`` with ``F(x - c) @ C^T = log pi_j + log N(x | mu_j, Sigma_j)``.
+
+    With the precision ``A_j = P_j P_j^T`` and ``m_j = mu_j - c``:
+    ``-1/2 (x - m)^T A (x - m) = -1/2 x^T A x + (A m)^T x - 1/2 m^T A m``.
+    """
+    k, d = gmm.means.shape
+    ctype = gmm.covariance_type
+    m = gmm.means.astype(dtype) - c
+    if ctype in ("full", "tied"):
+        prec_chol = gmm.precisions_cholesky.astype(dtype)
+        a = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
+        a = jnp.broadcast_to(a, (k, d, d))
+        rows, cols = _monomials(ctype, d)
+        # x_a x_b and x_b x_a share one monomial when a < b
+        second = -0.5 * np.where(rows == cols, 1.0, 2.0) * a[:, rows, cols]
+        am = jnp.einsum("kab,kb->ka", a, m)
+    else:
+        prec = jnp.exp(2 * gmm.log_diag).astype(dtype)
+        if ctype == "spherical":
+            prec = prec[:, None]
+        second = jnp.broadcast_to(-0.5 * prec, (k, 1 if ctype == "spherical" else d))
+        am = prec * m
+    log_det = log_det_precision_cholesky(gmm).astype(dtype)
+    constant = (
+        gmm.log_weights.astype(dtype)
+        + log_det
+        - 0.5 * (d * math.log(2 * math.pi) + jnp.sum(m * am, axis=-1))
+    )
+    return jnp.concatenate([second, am, constant[:, None]], axis=1)
+
+
+# Rows of F per chunk of the expanded step: chunks keep the working set of F, the
+# joint log-densities and the responsibilities near 16 MiB in float64, whatever n.
+_CHUNK_ELEMENTS = 2**21
+
+
+def _chunk_rows(p: int, k: int) -> int:
+    return max(1024, _CHUNK_ELEMENTS // (p + 2 * k))
+
+
+def _expanded_statistics(coef, c, x, w, beta, covariance_type):
+    """``(F_w^T R (p, k), sum_i w_i log p(x_i))`` over samples, chunk by chunk."""
+    k, p = coef.shape
+
+    def chunk(xs, ws):
+        f = _features(xs - c, covariance_type)
+        resp, log_prob = _posteriors(f @ coef.T, beta)
+        if ws is None:
+            return f.T @ resp, jnp.sum(log_prob)
+        ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
+        return (f * ws[:, None]).T @ resp, ll
+
+    n, d = x.shape
+    rows = _chunk_rows(p, k)
+    if n <= rows:
+        return chunk(x, w)
+    full = n // rows
+    head = x[: full * rows].reshape(full, rows, d)
+    head_w = None if w is None else w[: full * rows].reshape(full, rows)
+
+    def body(carry, block):
+        stats, ll = chunk(*block)
+        return (carry[0] + stats, carry[1] + ll), None
+
+    zero = (jnp.zeros((p, k), x.dtype), jnp.zeros((), x.dtype))
+    (stats, ll), _ = jax.lax.scan(body, zero, (head, head_w))
+    if full * rows < n:
+        tail_stats, tail_ll = chunk(
+            x[full * rows :], None if w is None else w[full * rows :]
+        )
+        stats, ll = stats + tail_stats, ll + tail_ll
+    return stats, ll
+
+
+def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
+    """The M step from ``F_w^T R``: counts, means and covariances.
+
+    With the raw sums ``N_j``, ``s_j = sum r x`` and ``Q_j = sum r x x^T`` (about
+    ``c``), the floored ``N'_j = N_j + 10 eps`` and ``m_j = s_j / N'_j``, the
+    scatter ``sum_i r_ij (x_i - m_j)(x_i - m_j)^T`` is exactly
+    ``Q_j - (2 N'_j - N_j) m_j m_j^T``: the same covariance as the two-pass
+    formula, empty components included.
+    """
+    p, k = stats.shape
+    dtype = stats.dtype
+    d = c.shape[0]
+    q = p - d - 1
+    counts = stats[-1]
+    nk = counts + 10 * jnp.finfo(dtype).eps
+    mc = stats[q : q + d].T / nk[:, None]
+    shrink = (2 - counts / nk)[:, None]
+    if covariance_type in ("full", "tied"):
+        rows, cols = _monomials(covariance_type, d)
+        raw = jnp.zeros((k, d, d), dtype).at[:, rows, cols].set(stats[:q].T)
+        raw = raw.at[:, cols, rows].set(stats[:q].T)
+        scatter = raw - (nk * (2 - counts / nk))[:, None, None] * (
+            mc[:, :, None] * mc[:, None, :]
+        )
+        # rounding can leave a vanishing variance a hair below zero
+        diag = jnp.diagonal(scatter, axis1=-2, axis2=-1)
+        scatter = scatter + jax.vmap(jnp.diag)(jnp.maximum(diag, 0.0) - diag)
+        if covariance_type == "full":
+            cov = scatter / nk[:, None, None]
+        else:
+            cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
+        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
+    else:
+        mean_square = stats[:q].T / nk[:, None]
+        if covariance_type == "diag":
+            cov = jnp.maximum(mean_square - shrink * mc**2, 0.0)
+            spread = jnp.sum(cov, axis=-1)
+        else:
+            total = mean_square[:, 0] - shrink[:, 0] * jnp.sum(mc**2, axis=-1)
+            spread = jnp.maximum(total, 0.0)
+            cov = spread / d
+    gmm = _model(nk, mc + c, cov, reg_covar, covariance_type)
+    return _Moments(gmm, counts, spread)
+
+
+def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+    """One EM step by the expanded route: ``(moments, total log-likelihood)``."""
+    c = jax.lax.stop_gradient(jnp.mean(x, axis=0))
+    coef = _coefficients(gmm, c, x.dtype)
+    stats, ll = _expanded_statistics(
+        coef, c, x, sample_weight, beta, gmm.covariance_type
+    )
+    return _expanded_moments(stats, c, reg_covar, gmm.covariance_type), ll
 
 
 def degenerate_component(counts, spread, x, sample_weight):
@@ -301,17 +479,20 @@ def degenerate_component(counts, spread, x, sample_weight):
 
 
 def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    joint = weighted_log_prob(gmm, x)
-    resp, log_prob = _posteriors(joint, beta)
-    if sample_weight is None:
-        ll = jnp.sum(log_prob)
+    if x.dtype == jnp.float64:
+        moments, ll = _expanded_update(gmm, x, sample_weight, reg_covar, beta)
     else:
-        ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
-    _, _, c = center(gmm, x)
-    # materialize the posteriors once: otherwise XLA may fuse their exponentials
-    # into every reduction of the M step and recompute them there
-    resp = jax.lax.optimization_barrier(resp)
-    moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
+        joint = weighted_log_prob(gmm, x)
+        resp, log_prob = _posteriors(joint, beta)
+        if sample_weight is None:
+            ll = jnp.sum(log_prob)
+        else:
+            ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
+        _, _, c = center(gmm, x)
+        # materialize the posteriors once: otherwise XLA may fuse their exponentials
+        # into every reduction of the M step and recompute them there
+        resp = jax.lax.optimization_barrier(resp)
+        moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
     degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
     return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
 
