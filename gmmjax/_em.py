@@ -104,23 +104,25 @@ def _is_one(beta) -> bool:
     return value is not None and value.shape == () and value == 1
 
 
-def _posteriors(joint, beta):
-    """Tempered responsibilities ``(n, k)`` and untempered ``log p(x_i)`` ``(n,)``.
+def _posteriors(joint, beta, axis=-1):
+    """Tempered responsibilities and untempered ``log p(x_i)`` from ``joint``.
 
-    One max-shift serves both: ``r = exp(beta (joint - m)) / sum(...)`` and
+    ``joint`` holds ``log pi_j + log N(x_i | mu_j, Sigma_j)`` with the components
+    along ``axis``; the responsibilities keep its shape and ``log p`` drops that
+    axis. One max-shift serves both: ``r = exp(beta (joint - m)) / sum(...)`` and
     ``log p = m + log sum exp(joint - m)``. When ``beta`` is the concrete value 1
     (plain EM) the ``n k`` exponentials are computed once and shared.
     """
-    top = jnp.max(joint, axis=-1, keepdims=True)
+    top = jnp.max(joint, axis=axis, keepdims=True)
     top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
     shifted = joint - top
     plain = jnp.exp(shifted)
-    total = jnp.sum(plain, axis=-1, keepdims=True)
-    log_prob = (top + jnp.log(total))[:, 0]
+    total = jnp.sum(plain, axis=axis, keepdims=True)
+    log_prob = jnp.squeeze(top + jnp.log(total), axis)
     if _is_one(beta):
         return plain / total, log_prob
     tempered = jnp.exp(beta * shifted)
-    return tempered / jnp.sum(tempered, axis=-1, keepdims=True), log_prob
+    return tempered / jnp.sum(tempered, axis=axis, keepdims=True), log_prob
 
 
 def _e_step(gmm: GMM, x, beta):
@@ -297,8 +299,8 @@ def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
 # log pi_j + log N(x | mu_j, Sigma_j) is a quadratic polynomial in x, so it is a
 # linear combination of the monomials f(x) = (x_a x_b for a <= b, x_a, 1). With
 # every sample's monomials in the rows of F (n, p), the E step is the one product
-# F @ C^T with the (k, p) coefficients C, and the sufficient statistics of the M
-# step are the one product F^T @ R with the responsibilities R (n, k): counts,
+# C @ F^T with the (k, p) coefficients C, and the sufficient statistics of the M
+# step are the one product R @ F with the responsibilities R (k, n): counts,
 # first and second moments of every component at once. Both products share F
 # across components and, under vmap, across restarts, which turns many tiny
 # per-component products into a few large ones. Expanding the square costs digits
@@ -369,16 +371,18 @@ def _chunk_rows(p: int, k: int) -> int:
 
 
 def _expanded_statistics(coef, c, x, w, beta, covariance_type):
-    """``(F_w^T R (p, k), sum_i w_i log p(x_i))`` over samples, chunk by chunk."""
+    """``(R^T F_w (k, p), sum_i w_i log p(x_i))`` over samples, chunk by chunk."""
     k, p = coef.shape
 
     def chunk(xs, ws):
         f = _features(xs - c, covariance_type)
-        resp, log_prob = _posteriors(f @ coef.T, beta)
+        # components first, samples last: the reductions over components then
+        # run along contiguous rows of samples (k is often tiny)
+        resp, log_prob = _posteriors(coef @ f.T, beta, axis=0)
         if ws is None:
-            return f.T @ resp, jnp.sum(log_prob)
+            return resp @ f, jnp.sum(log_prob)
         ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
-        return (f * ws[:, None]).T @ resp, ll
+        return resp @ (f * ws[:, None]), ll
 
     n, d = x.shape
     rows = _chunk_rows(p, k)
@@ -392,7 +396,7 @@ def _expanded_statistics(coef, c, x, w, beta, covariance_type):
         stats, ll = chunk(*block)
         return (carry[0] + stats, carry[1] + ll), None
 
-    zero = (jnp.zeros((p, k), x.dtype), jnp.zeros((), x.dtype))
+    zero = (jnp.zeros((k, p), x.dtype), jnp.zeros((), x.dtype))
     (stats, ll), _ = jax.lax.scan(body, zero, (head, head_w))
     if full * rows < n:
         tail_stats, tail_ll = chunk(
@@ -403,7 +407,7 @@ def _expanded_statistics(coef, c, x, w, beta, covariance_type):
 
 
 def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
-    """The M step from ``F_w^T R``: counts, means and covariances.
+    """The M step from ``R^T F_w``: counts, means and covariances.
 
     With the raw sums ``N_j``, ``s_j = sum r x`` and ``Q_j = sum r x x^T`` (about
     ``c``), the floored ``N'_j = N_j + 10 eps`` and ``m_j = s_j / N'_j``, the
@@ -411,18 +415,18 @@ def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
     ``Q_j - (2 N'_j - N_j) m_j m_j^T``: the same covariance as the two-pass
     formula, empty components included.
     """
-    p, k = stats.shape
+    k, p = stats.shape
     dtype = stats.dtype
     d = c.shape[0]
     q = p - d - 1
-    counts = stats[-1]
+    counts = stats[:, -1]
     nk = counts + 10 * jnp.finfo(dtype).eps
-    mc = stats[q : q + d].T / nk[:, None]
+    mc = stats[:, q : q + d] / nk[:, None]
     shrink = (2 - counts / nk)[:, None]
     if covariance_type in ("full", "tied"):
         rows, cols = _monomials(covariance_type, d)
-        raw = jnp.zeros((k, d, d), dtype).at[:, rows, cols].set(stats[:q].T)
-        raw = raw.at[:, cols, rows].set(stats[:q].T)
+        raw = jnp.zeros((k, d, d), dtype).at[:, rows, cols].set(stats[:, :q])
+        raw = raw.at[:, cols, rows].set(stats[:, :q])
         scatter = raw - (nk * (2 - counts / nk))[:, None, None] * (
             mc[:, :, None] * mc[:, None, :]
         )
@@ -435,7 +439,7 @@ def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
         spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
     else:
-        mean_square = stats[:q].T / nk[:, None]
+        mean_square = stats[:, :q] / nk[:, None]
         if covariance_type == "diag":
             cov = jnp.maximum(mean_square - shrink * mc**2, 0.0)
             spread = jnp.sum(cov, axis=-1)
