@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -16,6 +17,7 @@ from ._density import (
     SMALL_D,
     center,
     log_det_precision_cholesky,
+    mahalanobis,
     prepare,
     weighted_log_prob,
 )
@@ -215,6 +217,63 @@ def _precision_cholesky(cov):
     return log_diag, off_diag
 
 
+# Rows per chunk of the sample-wise work: chunks keep the working set of the
+# per-sample intermediates near 16 MiB in float64, whatever n, so an EM step
+# needs O(n k + n d + k d^2) memory beyond the data.
+_CHUNK_ELEMENTS = 2**21
+
+
+def _chunk_rows(width: int) -> int:
+    """Rows per chunk when every row carries ``width`` intermediate numbers."""
+    return max(256, _CHUNK_ELEMENTS // width)
+
+
+def _split_rows(arrays, rows: int):
+    """``(head, tail)``: the leading ``n // rows`` chunks of every array stacked
+    on a new leading axis, and the remaining rows (``None`` when none remain)."""
+    n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
+    full = n // rows
+
+    def head(a):
+        return a[: full * rows].reshape(full, rows, *a.shape[1:])
+
+    tail = None
+    if full * rows < n:
+        tail = jax.tree_util.tree_map(lambda a: a[full * rows :], arrays)
+    return jax.tree_util.tree_map(head, arrays), tail
+
+
+def _sum_rows(fn, arrays, rows: int):
+    """``fn(*arrays)`` for a ``fn`` that sums over rows, run ``rows`` rows at a
+    time (``lax.scan``) and summed; ``None`` entries of ``arrays`` pass through."""
+    n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
+    if n <= rows:
+        return fn(*arrays)
+    head, tail = _split_rows(arrays, rows)
+
+    def body(total, block):
+        return jax.tree_util.tree_map(jnp.add, total, fn(*block)), None
+
+    first = jax.tree_util.tree_map(lambda a: a[0], head)
+    shapes = jax.eval_shape(fn, *first)
+    zero = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), shapes)
+    total, _ = jax.lax.scan(body, zero, head)
+    if tail is not None:
+        total = jax.tree_util.tree_map(jnp.add, total, fn(*tail))
+    return total
+
+
+def _map_rows(fn, x, rows: int):
+    """``fn(x)`` for a row-wise ``fn``, run ``rows`` rows at a time."""
+    n = x.shape[0]
+    if n <= rows:
+        return fn(x)
+    head, tail = _split_rows(x, rows)
+    out = jax.lax.map(fn, head)
+    out = out.reshape(-1, *out.shape[2:])
+    return out if tail is None else jnp.concatenate([out, fn(tail)])
+
+
 def _scatter(xc, resp, mc):
     """Weighted scatter matrices ``S_j = sum_i r_ij (x_i - m_j)(x_i - m_j)^T``.
 
@@ -227,7 +286,7 @@ def _scatter(xc, resp, mc):
     ``d``: the ``d (d + 1) / 2`` distinct entries as sums along the sample axis,
     kept last so that the reductions run over contiguous memory.
     """
-    n, d = xc.shape
+    d = xc.shape[1]
     k = mc.shape[0]
     if d <= SMALL_D:
         rows, cols = np.triu_indices(d)
@@ -236,10 +295,14 @@ def _scatter(xc, resp, mc):
         packed = jnp.sum(weighted * delta[:, cols], axis=-1)
         out = jnp.zeros((k, d, d), xc.dtype).at[:, rows, cols].set(packed)
         return out.at[:, cols, rows].set(packed)
-    w = (resp[:, :, None] * (xc[:, None, :] - mc)).reshape(n, k * d)
-    # (d, n) @ (n, k d): the data operand transposed is the fast layout on CPU
-    s = jnp.moveaxis((xc.T @ w).reshape(d, k, d), 1, 0)
-    s = s - mc[:, :, None] * jnp.sum(w, axis=0).reshape(k, 1, d)
+
+    def part(xs, rs):
+        w = (rs[:, :, None] * (xs[:, None, :] - mc)).reshape(-1, k * d)
+        # (d, n) @ (n, k d): the data operand transposed is the fast layout on CPU
+        return xs.T @ w, jnp.sum(w, axis=0)
+
+    s, wsum = _sum_rows(part, (xc, resp), _chunk_rows(k * d))
+    s = jnp.moveaxis(s.reshape(d, k, d), 1, 0) - mc[:, :, None] * wsum.reshape(k, 1, d)
     return 0.5 * (s + jnp.swapaxes(s, -1, -2))
 
 
@@ -305,8 +368,9 @@ def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
 # across components and, under vmap, across restarts, which turns many tiny
 # per-component products into a few large ones. Expanding the square costs digits
 # when a component is tight and far from the center: in float64 that is about
-# eps (|mu - c| / sigma)^2, far below every tolerance, so float64 takes this
-# route; float32 keeps the centered two-pass kernels above.
+# eps (|mu - c| / sigma)^2, far below every tolerance, so float64 always takes
+# this route; float32 takes it while that factor is moderate and otherwise falls
+# back on the centered two-pass kernels above.
 
 
 def _monomials(covariance_type: str, d: int):
@@ -344,7 +408,9 @@ def _coefficients(gmm: GMM, c, dtype):
         a = jnp.broadcast_to(a, (k, d, d))
         rows, cols = _monomials(ctype, d)
         # x_a x_b and x_b x_a share one monomial when a < b
-        second = -0.5 * np.where(rows == cols, 1.0, 2.0) * a[:, rows, cols]
+        second = (
+            -0.5 * np.where(rows == cols, 1.0, 2.0).astype(dtype) * a[:, rows, cols]
+        )
         am = jnp.einsum("kab,kb->ka", a, m)
     else:
         prec = jnp.exp(2 * gmm.log_diag).astype(dtype)
@@ -361,15 +427,6 @@ def _coefficients(gmm: GMM, c, dtype):
     return jnp.concatenate([second, am, constant[:, None]], axis=1)
 
 
-# Rows of F per chunk of the expanded step: chunks keep the working set of F, the
-# joint log-densities and the responsibilities near 16 MiB in float64, whatever n.
-_CHUNK_ELEMENTS = 2**21
-
-
-def _chunk_rows(p: int, k: int) -> int:
-    return max(1024, _CHUNK_ELEMENTS // (p + 2 * k))
-
-
 def _expanded_statistics(coef, c, x, w, beta, covariance_type):
     """``(R^T F_w (k, p), sum_i w_i log p(x_i))`` over samples, chunk by chunk."""
     k, p = coef.shape
@@ -384,26 +441,7 @@ def _expanded_statistics(coef, c, x, w, beta, covariance_type):
         ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
         return resp @ (f * ws[:, None]), ll
 
-    n, d = x.shape
-    rows = _chunk_rows(p, k)
-    if n <= rows:
-        return chunk(x, w)
-    full = n // rows
-    head = x[: full * rows].reshape(full, rows, d)
-    head_w = None if w is None else w[: full * rows].reshape(full, rows)
-
-    def body(carry, block):
-        stats, ll = chunk(*block)
-        return (carry[0] + stats, carry[1] + ll), None
-
-    zero = (jnp.zeros((k, p), x.dtype), jnp.zeros((), x.dtype))
-    (stats, ll), _ = jax.lax.scan(body, zero, (head, head_w))
-    if full * rows < n:
-        tail_stats, tail_ll = chunk(
-            x[full * rows :], None if w is None else w[full * rows :]
-        )
-        stats, ll = stats + tail_stats, ll + tail_ll
-    return stats, ll
+    return _sum_rows(chunk, (x, w), _chunk_rows(p + 2 * k))
 
 
 def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
@@ -482,21 +520,56 @@ def degenerate_component(counts, spread, x, sample_weight):
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
-def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    if x.dtype == jnp.float64:
-        moments, ll = _expanded_update(gmm, x, sample_weight, reg_covar, beta)
+def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+    """One EM step by the centered two-pass route: ``(moments, log-likelihood)``."""
+    k, d = gmm.means.shape
+    joint = _map_rows(partial(weighted_log_prob, gmm), x, _chunk_rows(k * d))
+    resp, log_prob = _posteriors(joint, beta)
+    if sample_weight is None:
+        ll = jnp.sum(log_prob)
     else:
-        joint = weighted_log_prob(gmm, x)
-        resp, log_prob = _posteriors(joint, beta)
-        if sample_weight is None:
-            ll = jnp.sum(log_prob)
-        else:
-            ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
-        _, _, c = center(gmm, x)
-        # materialize the posteriors once: otherwise XLA may fuse their exponentials
-        # into every reduction of the M step and recompute them there
-        resp = jax.lax.optimization_barrier(resp)
-        moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
+        ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
+    _, _, c = center(gmm, x)
+    # materialize the posteriors once: otherwise XLA may fuse their exponentials
+    # into every reduction of the M step and recompute them there
+    resp = jax.lax.optimization_barrier(resp)
+    moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
+    return moments, ll
+
+
+# float32 expands the square while the rounding it amplifies stays below this
+# (relative to the log-densities); see _expansion_is_accurate
+_EXPANSION_ERROR = 1e-3
+
+
+def _expansion_is_accurate(gmm: GMM, x):
+    """Whether the expanded step keeps float32's accuracy from ``gmm``.
+
+    Expanding ``(x - mu)^T A (x - mu)`` around the data mean ``c`` cancels terms
+    of size ``(c - mu)^T A (c - mu)``, the squared Mahalanobis distance of the
+    center from the component, so the rounding grows like ``eps`` times it. A
+    tight component far from the center (or one collapsing onto a point) makes
+    it large; the two-pass route, centered on every component, then takes over.
+    """
+    c = jnp.mean(x, axis=0)
+    distance = mahalanobis(gmm, c[None, :])
+    return jnp.finfo(x.dtype).eps * jnp.max(distance) <= _EXPANSION_ERROR
+
+
+def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+    """One EM step. float64 always expands the square (see above); float32
+    expands it unless :func:`_expansion_is_accurate` says that would cost digits.
+    Under ``vmap`` a per-lane choice evaluates both routes."""
+    args = (gmm, x, sample_weight, reg_covar, beta)
+    if x.dtype == jnp.float64:
+        moments, ll = _expanded_update(*args)
+    else:
+        moments, ll = jax.lax.cond(
+            _expansion_is_accurate(gmm, x),
+            _expanded_update,
+            _two_pass_update,
+            *args,
+        )
     degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
     return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
 

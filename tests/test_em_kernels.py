@@ -1,0 +1,103 @@
+"""The EM step's routes: the expanded square (float64, and float32 while accurate),
+the centered two-pass fallback, and chunking over samples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import COVARIANCE_TYPES
+
+import gmmjax
+from gmmjax import _em
+
+
+def _blobs(rng, n, d, k, spread=1.0, offset=0.0):
+    centers = rng.normal(scale=4.0, size=(k, d))
+    labels = rng.integers(k, size=n)
+    return centers[labels] + spread * rng.normal(size=(n, d)) + offset
+
+
+def _start(x, k, ctype):
+    return gmmjax.init_gmm(jax.random.key(3), x, n_components=k, covariance_type=ctype)
+
+
+def _step(route, gmm, x, w=None):
+    moments, ll = route(gmm, x, w, 1e-6, 1.0)
+    return moments.gmm, moments.counts, ll
+
+
+def _assert_models_close(a, b, rtol):
+    leaves = zip(*map(jax.tree_util.tree_leaves, (a, b)), strict=True)
+    for u, v in leaves:
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_expanded_step_equals_two_pass_in_float64(rng, covariance_type):
+    # both are exact in exact arithmetic; float64 rounding of the expansion is
+    # eps (|mu - c| / sigma)^2 ~ 1e-14 on these blobs
+    x = jnp.asarray(_blobs(rng, 300, 3, 3))
+    w = jnp.asarray(rng.uniform(0.5, 2.0, 300))
+    gmm = _start(x, 3, covariance_type)
+    for weights in (None, w):
+        expanded = _step(_em._expanded_update, gmm, x, weights)
+        two_pass = _step(_em._two_pass_update, gmm, x, weights)
+        _assert_models_close(expanded[0], two_pass[0], 1e-9)
+        np.testing.assert_allclose(expanded[1], two_pass[1], rtol=1e-12)
+        np.testing.assert_allclose(expanded[2], two_pass[2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_chunked_step_equals_one_pass(rng, monkeypatch, covariance_type):
+    # 700 rows in chunks of 256: two scanned chunks and a tail of 188
+    x = jnp.asarray(_blobs(rng, 700, 5, 4))
+    w = jnp.asarray(rng.uniform(0.0, 2.0, 700))
+    gmm = _start(x, 4, covariance_type)
+    whole = {
+        route: _step(route, gmm, x, w)
+        for route in (_em._expanded_update, _em._two_pass_update)
+    }
+    monkeypatch.setattr(_em, "_CHUNK_ELEMENTS", 1)
+    assert _em._chunk_rows(100) == 256
+    for route, reference in whole.items():
+        chunked = _step(route, gmm, x, w)
+        _assert_models_close(chunked[0], reference[0], 1e-10)
+        np.testing.assert_allclose(chunked[2], reference[2], rtol=1e-12)
+
+
+def _mean_ll_after(x, k, ctype, dtype, steps=60):
+    gmm = _start(jnp.asarray(x, jnp.float64), k, ctype)
+    gmm = jax.tree_util.tree_map(lambda a: a.astype(dtype), gmm)
+    result = gmmjax.fit(gmmjax.EM(), gmm, jnp.asarray(x, dtype), max_steps=steps, tol=0)
+    model = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), result.gmm)
+    return float(gmmjax.log_likelihood(model, np.asarray(x, np.float64))) / len(x)
+
+
+@pytest.mark.parametrize("spread", [1e-1, 1e-3])
+def test_float32_matches_float64_for_tight_clusters_far_from_the_mean(spread):
+    # spread 1e-3 at distance ~1 from the data mean: expanding the square in
+    # float32 would lose ~eps * 1e6 of every log-density, so the guard must route
+    # those steps through the centered two-pass kernels
+    rng = np.random.default_rng(1)
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    x = np.repeat(corners, 100, axis=0) + spread * rng.normal(size=(300, 2)) + 3.0
+    x32 = jnp.asarray(x, jnp.float32)
+    tight = _start(jnp.asarray(x), 3, "full")
+    converged = gmmjax.fit(gmmjax.EM(), tight, jnp.asarray(x)).gmm
+    converged32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), converged)
+    assert bool(_em._expansion_is_accurate(converged32, x32)) == (spread > 1e-2)
+    for ctype in COVARIANCE_TYPES:
+        ref = _mean_ll_after(x, 3, ctype, jnp.float64)
+        got = _mean_ll_after(x, 3, ctype, jnp.float32)
+        assert abs(got - ref) <= 1e-5 * abs(ref), (ctype, got, ref)
+
+
+def test_float32_step_is_jittable_and_vmappable_over_models(rng):
+    x = jnp.asarray(_blobs(rng, 200, 2, 3), jnp.float32)
+    keys = jax.random.split(jax.random.key(0), 4)
+    gmms = jax.vmap(lambda key: gmmjax.init_gmm(key, x, n_components=3))(keys)
+    stepped = jax.jit(jax.vmap(lambda g: gmmjax.em_step(g, x)))(gmms)
+    for i in range(4):
+        alone = gmmjax.em_step(jax.tree_util.tree_map(lambda a, i=i: a[i], gmms), x)
+        lane = jax.tree_util.tree_map(lambda a, i=i: a[i], stepped)
+        _assert_models_close(lane, alone, 1e-5)
