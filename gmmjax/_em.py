@@ -218,9 +218,10 @@ def _precision_cholesky(cov):
 
 
 # Rows per chunk of the sample-wise work: chunks keep the working set of the
-# per-sample intermediates near 16 MiB in float64, whatever n, so an EM step
+# per-sample intermediates near 2 MiB in float64 (in cache while both products
+# of the expanded step read them), whatever n, so an EM step
 # needs O(n k + n d + k d^2) memory beyond the data.
-_CHUNK_ELEMENTS = 2**21
+_CHUNK_ELEMENTS = 2**18
 
 
 def _chunk_rows(width: int) -> int:
