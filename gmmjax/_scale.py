@@ -49,14 +49,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ._density import check_gmm, prepare, weighted_log_prob
+from ._em import _model
 from ._fit import FitResult, Status, check_steps
-from ._gmm import GMM, pack_cholesky
+from ._gmm import GMM
 from ._validation import (
     check_data,
     check_nonnegative_scalar,
@@ -319,25 +319,15 @@ def _gmm_from_scatter(nk, means, scatter, reg_covar, covariance_type) -> GMM:
     ``Sigma_j = S_j / N_j + reg_covar I`` (``tied`` pools ``sum_j S_j / sum_j N_j``,
     ``spherical`` averages the diagonal).
     """
-    dtype = means.dtype
-    d = means.shape[1]
-    if covariance_type in ("full", "tied"):
-        if covariance_type == "full":
-            cov = scatter / nk[:, None, None]
-        else:
-            cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
-        chol = jnp.linalg.cholesky(cov)
-        eye = jnp.broadcast_to(jnp.eye(d, dtype=dtype), chol.shape)
-        prec_chol = jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
-        log_diag, off_diag = pack_cholesky(prec_chol)
+    if covariance_type == "full":
+        cov = scatter / nk[:, None, None]
+    elif covariance_type == "tied":
+        cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
     else:
-        var = scatter / nk[:, None]
+        cov = scatter / nk[:, None]
         if covariance_type == "spherical":
-            var = jnp.mean(var, axis=-1)
-        log_diag, off_diag = -0.5 * jnp.log(var + reg_covar), None
-    logits = jnp.log(nk / jnp.sum(nk))
-    return GMM(logits, means, log_diag, off_diag, covariance_type)
+            cov = jnp.mean(cov, axis=-1)
+    return _model(nk, means, cov, reg_covar, covariance_type)
 
 
 def _posterior_weights(gmm: GMM, x, w):
