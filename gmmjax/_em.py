@@ -127,7 +127,7 @@ def _e_step(gmm: GMM, x, beta):
 class _Moments(NamedTuple):
     gmm: GMM
     counts: jax.Array  # (k,) effective counts without the floor
-    spread: jax.Array  # (k,) trace of each component's scatter / count, before reg
+    spread: jax.Array  # (k,) smallest variance before reg, in units of the data's
 
 
 def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-6):
@@ -255,7 +255,9 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
     means = mc + center
     if covariance_type in ("full", "tied"):
         scatter = _scatter(xc, resp, mc)
-        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
+        spread = smallest_variance(
+            nk, mc, center, scatter / nk[:, None, None], covariance_type
+        )
         if covariance_type == "full":
             cov = scatter / nk[:, None, None]
         else:
@@ -270,7 +272,7 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
         # center; clamp the rounding of a vanishing variance at zero
         var = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
     if covariance_type in ("diag", "spherical"):
-        spread = jnp.sum(var, axis=-1)
+        spread = smallest_variance(nk, mc, center, var, covariance_type)
         if covariance_type == "spherical":
             var = jnp.mean(var, axis=-1)
         log_diag, off_diag = -0.5 * jnp.log(var + reg_covar), None
@@ -279,24 +281,79 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
     return _Moments(gmm, counts, spread)
 
 
+def smallest_variance(nk, mc, center, second, covariance_type):
+    """The smallest variance of each component's covariance before ``reg_covar``,
+    in units of the data's own variance: ``(k,)``, dimensionless.
+
+    Per feature ``f`` the data variance ``V_f`` comes from the moments by the law of
+    total variance, ``V_f = sum_j pi_j (Sigma_j,ff + (m_jf - m_f)^2)`` (exact when
+    the responsibilities sum to one; ``O(k d)``, no pass over the data). With
+    ``D = diag(V)``, the statistic is
+
+    - ``full``: ``lambda_min(D^-1/2 Sigma_j D^-1/2)``, the variance along the
+      component's thinnest direction, so a component that collapses onto a line
+      or a plane is caught, not only one that collapses onto a point;
+    - ``tied``: the same for the pooled covariance, shared by all components;
+    - ``diag``: ``min_f Sigma_j,ff / V_f``;
+    - ``spherical``: ``sigma_j^2 / mean_f V_f``.
+
+    A feature whose data variance is at the rounding level of its magnitude
+    (``V_f <= (10 eps m_f)^2``, a constant column) is left out: a component cannot
+    be thinner than data that have no spread there, and ``reg_covar`` alone
+    sets the model's variance along it. When no feature varies (all points equal)
+    every component is collapsed and the statistic is 0. The cost is
+    ``O(k d^3)`` (a ``(k, d, d)`` symmetric eigenvalue problem) for ``full``.
+
+    Args:
+        nk: ``(k,)`` (floored) effective counts.
+        mc: ``(k, d)`` means, shifted by ``center``.
+        center: ``(d,)`` the shift of the data in the M step.
+        second: ``(k, d, d)`` covariances for ``full``/``tied`` (before pooling)
+            or ``(k, d)`` variances for ``diag``/``spherical``, before ``reg_covar``.
+        covariance_type: the model's covariance type.
+
+    Returns:
+        ``(k,)`` the smallest standardized variance of every component.
+    """
+    eps = jnp.finfo(mc.dtype).eps
+    full = second.ndim == 3
+    var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
+    share = nk / jnp.sum(nk)
+    mean = share @ mc
+    data_var = share @ (var + (mc - mean) ** 2)
+    varies = data_var > (10 * eps * (mean + center)) ** 2
+    scale = jnp.where(varies, data_var, 1.0)
+    k = nk.shape[0]
+    if covariance_type == "spherical":
+        total = jnp.sum(data_var)
+        stat = jnp.sum(var, axis=-1) / jnp.where(total > 0, total, 1.0)
+    elif covariance_type == "diag":
+        stat = jnp.min(jnp.where(varies, var / scale, jnp.inf), axis=-1)
+    else:
+        if covariance_type == "tied":
+            second = jnp.einsum("k,kde->de", share, second)[None]
+        root = jnp.sqrt(scale)
+        both = varies[:, None] & varies[None, :]
+        eye = jnp.eye(varies.shape[0], dtype=mc.dtype)
+        standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
+        stat = jnp.broadcast_to(jnp.linalg.eigvalsh(standard)[..., 0], (k,))
+    return jnp.where(jnp.any(varies), stat, 0.0)
+
+
 def degenerate_component(counts, spread, x, sample_weight):
     """Index of the first empty or collapsed component, ``-1`` if there is none.
 
     A component is *empty* when it holds less than a thousandth of an average
-    sample's weight, and *collapsed* when the trace of its scatter (before
-    ``reg_covar``) is below the rounding level of the data: ``10 eps`` times the
-    total variance plus ``100 eps^2`` times the squared magnitude of the data.
+    sample's weight, and *collapsed* when its smallest variance before
+    ``reg_covar``, relative to the data's variance (:func:`smallest_variance`,
+    ``spread``), is at the rounding level: ``<= 10 d eps``. A ``tied`` model
+    collapses as a whole and reports component 0.
     """
     dtype = x.dtype
     eps = jnp.finfo(dtype).eps
-    n = x.shape[0]
-    if sample_weight is None:
-        sample_weight = jnp.ones(n, dtype)
-    total = jnp.sum(sample_weight)
-    mean = sample_weight @ x / total
-    variance = jnp.sum(sample_weight @ (x - mean) ** 2) / total
-    floor = 10 * eps * variance + 100 * eps**2 * jnp.sum(mean**2)
-    bad = (counts < 1e-3 * total / n) | (spread <= floor)
+    n, d = x.shape
+    total = n if sample_weight is None else jnp.sum(sample_weight)
+    bad = (counts < 1e-3 * total / n) | (spread <= 10 * d * eps)
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
