@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
@@ -14,6 +15,7 @@ from jax.scipy.special import logsumexp
 from ._density import SMALL_D, center, prepare, weighted_log_prob
 from ._gmm import GMM, pack_cholesky
 from ._validation import (
+    check_count,
     check_covariance_type,
     check_data,
     check_nonnegative_scalar,
@@ -49,10 +51,12 @@ class StepInfo(NamedTuple):
 
 
 class EMState(NamedTuple):
-    """What EM carries from one step to the next: just the model.
+    """What EM carries from one step to the next: the model and the re-seed count.
 
     Attributes:
         gmm: the current :class:`GMM`.
+        n_reseeds: ``()`` int32, how many components have been re-seeded so far
+            (see ``EM(max_reseeds=...)``).
 
     Example:
         >>> import jax, gmmjax
@@ -64,6 +68,7 @@ class EMState(NamedTuple):
     """
 
     gmm: GMM
+    n_reseeds: jax.Array | int = 0
 
 
 def e_step(gmm: GMM, x, *, beta=1.0):
@@ -370,7 +375,96 @@ def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
     resp = jax.lax.optimization_barrier(resp)
     moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
     degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
-    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
+    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
+
+
+def data_variance(x, sample_weight):
+    """Per-feature (weighted) variance of the data, ``(d,)``, with a fallback for
+    features that do not vary: the mean variance of the others, else 1.
+
+    The fallback keeps a re-seeded component's covariance positive definite even
+    without ``reg_covar`` (a constant column, all points equal).
+    """
+    eps = jnp.finfo(x.dtype).eps
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
+    mean = w @ x / jnp.sum(w)
+    var = w @ (x - mean) ** 2 / jnp.sum(w)
+    varies = var > (10 * eps * mean) ** 2
+    count = jnp.sum(varies)
+    typical = jnp.sum(jnp.where(varies, var, 0.0)) / jnp.maximum(count, 1)
+    return jnp.where(varies, var, jnp.where(count > 0, typical, 1.0))
+
+
+def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
+    """Restart component ``j`` at the worst-explained sample.
+
+    The new mean is the sample with the lowest ``log p(x_i)`` (among samples of
+    positive weight), the new weight ``1 / k`` (the others are scaled to make room),
+    and the new covariance ``diag(V) / k + reg_covar I`` with ``V`` the data's
+    per-feature variance (:func:`data_variance`): a component about as wide as a
+    ``k``-th of the data, wide enough to gather points again. A ``tied``
+    covariance is shared and kept. Jittable, ``j`` may be traced.
+
+    Args:
+        gmm: the model after an M step.
+        j: ``()`` the component to restart.
+        log_prob: ``(n,)`` ``log p(x_i)`` (of the model the step started from).
+        x: ``(n, d)`` data.
+        sample_weight: ``(n,)`` weights or ``None``.
+        reg_covar: the fitter's ``reg_covar``.
+
+    Returns:
+        The model with component ``j`` replaced.
+    """
+    dtype = x.dtype
+    k = gmm.n_components
+    fit = (
+        log_prob
+        if sample_weight is None
+        else jnp.where(sample_weight > 0, log_prob, jnp.inf)
+    )
+    worst = jnp.argmin(jnp.where(jnp.isnan(fit), jnp.inf, fit))
+    var = data_variance(x, sample_weight) / k + reg_covar
+    here = jnp.arange(k) == j
+    log_w = gmm.log_weights.astype(dtype)
+    rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
+    if k > 1:
+        scaled = log_w + math.log1p(-1 / k) - rest
+    else:
+        scaled = log_w
+    logits = jnp.where(here, -math.log(k), scaled)
+    means = jnp.where(here[:, None], x[worst], gmm.means)
+    log_diag, off_diag = gmm.log_diag, gmm.off_diag
+    ctype = gmm.covariance_type
+    if ctype in ("full", "diag"):
+        log_diag = jnp.where(here[:, None], -0.5 * jnp.log(var), log_diag)
+    elif ctype == "spherical":
+        log_diag = jnp.where(here, -0.5 * jnp.log(jnp.mean(var)), log_diag)
+    if ctype == "full":
+        off_diag = jnp.where(here[:, None], 0.0, off_diag)
+    return GMM(logits, means, log_diag, off_diag, ctype)
+
+
+def _reseed_step(gmm, info, log_prob, x, sample_weight, reg_covar, used, budget):
+    """Re-seed the component ``info.degenerate`` reports while the budget lasts.
+
+    A re-seeded step reports no degeneracy and ``can_stop=False`` (its jump in
+    likelihood must not be read as convergence); past the budget the step's
+    report passes through, so the run ends ``DEGENERATE``.
+    """
+    j = info.degenerate
+    go = (j >= 0) & (used < budget)
+    new = jax.lax.cond(
+        go,
+        lambda: reseed_component(
+            gmm, jnp.maximum(j, 0), log_prob, x, sample_weight, reg_covar
+        ),
+        lambda: gmm,
+    )
+    info = StepInfo(
+        info.log_likelihood, jnp.where(go, -1, j).astype(jnp.int32), info.can_stop & ~go
+    )
+    return new, info, used + go.astype(jnp.int32)
 
 
 @jax.jit
@@ -416,10 +510,24 @@ class EM:
     does not recompile. Use it with :func:`gmmjax.fit`, :func:`gmmjax.fit_trace` or
     :func:`gmmjax.multistart`.
 
+    With ``max_reseeds > 0`` a component that empties or collapses (see
+    :func:`gmmjax.fit`'s ``DEGENERATE`` status) is re-seeded instead of ending the
+    run: it restarts at the worst-explained sample (lowest ``log p(x_i)``) with
+    weight ``1 / k`` and covariance ``diag(V) / k + reg_covar I`` (``V`` the data's
+    per-feature variance), and EM continues. Each re-seed uses one of
+    ``max_reseeds``; once they are spent the next degeneracy ends the run with
+    ``DEGENERATE``, as without re-seeding. A re-seed step may lower the
+    log-likelihood (EM is monotone between re-seeds) and never counts as
+    convergence. Everything stays inside the compiled loop (a ``lax.cond``), so
+    re-seeding is jittable and vmappable (:func:`gmmjax.multistart`).
+
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in
             the M step (scikit-learn's convention), keeping covariances positive
             definite.
+        max_reseeds: the number of re-seeds a run may use (an integer >= 0,
+            traced: a new value does not recompile); ``0`` (default) never
+            re-seeds.
 
     Example:
         >>> import jax, gmmjax
@@ -428,22 +536,49 @@ class EM:
         >>> result = gmmjax.fit(gmmjax.EM(reg_covar=1e-6), gmm0, x)
         >>> gmmjax.Status(int(result.status)).name
         'CONVERGED'
+
+        A third component started far from the data empties at once; re-seeding
+        moves it to the worst-explained sample and the run converges.
+
+        >>> g0 = gmmjax.GMM.from_natural(
+        ...     [0.4, 0.4, 0.2], [[2.0, 55.0], [4.5, 80.0], [50.0, 300.0]],
+        ...     [[0.1, 30.0]] * 3, covariance_type="diag")
+        >>> gmmjax.fit(gmmjax.EM(), g0, x).status_name
+        'DEGENERATE'
+        >>> gmmjax.fit(gmmjax.EM(max_reseeds=2), g0, x).status_name
+        'CONVERGED'
     """
 
     reg_covar: float | jax.Array = 1e-6
+    max_reseeds: int | jax.Array = 0
 
     def check(self) -> None:
         """Validate the hyperparameters (called by the drivers at the API edge)."""
         check_nonnegative_scalar(self.reg_covar, "reg_covar")
+        check_count(self.max_reseeds, "max_reseeds")
 
     def init(self, gmm: GMM, x, *, sample_weight=None) -> EMState:
-        """Start state: the initial model."""
-        return EMState(gmm)
+        """Start state: the initial model, no re-seed used."""
+        return EMState(gmm, jnp.asarray(0, jnp.int32))
 
     def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
-        """One EM iteration; returns ``(EMState, StepInfo)``."""
-        gmm, info = _em_update(state.gmm, x, sample_weight, self.reg_covar, beta)
-        return EMState(gmm), info
+        """One EM iteration (and a re-seed if needed); ``(EMState, StepInfo)``."""
+        gmm, info, log_prob = _em_update(
+            state.gmm, x, sample_weight, self.reg_covar, beta
+        )
+        gmm, info, used = _reseed_step(
+            gmm,
+            info,
+            log_prob,
+            x,
+            sample_weight,
+            self.reg_covar,
+            jnp.asarray(state.n_reseeds, jnp.int32),
+            self.max_reseeds,
+        )
+        return EMState(gmm, used), info
 
 
-jax.tree_util.register_dataclass(EM, data_fields=["reg_covar"], meta_fields=[])
+jax.tree_util.register_dataclass(
+    EM, data_fields=["reg_covar", "max_reseeds"], meta_fields=[]
+)

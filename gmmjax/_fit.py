@@ -13,7 +13,7 @@ import numpy as np
 
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._gmm import GMM
-from ._validation import check_nonnegative_scalar, concrete
+from ._validation import check_count, check_nonnegative_scalar
 
 
 class Status(enum.IntEnum):
@@ -112,17 +112,7 @@ def check_fitter(fitter) -> None:
 
 def check_steps(value, name: str):
     """An integer step count >= 0; a traced integer is accepted inside jit."""
-    v = concrete(value)
-    if v is None:
-        return value
-    if isinstance(value, (bool, np.bool_)) or not (
-        isinstance(value, numbers.Integral)
-        or (v.ndim == 0 and np.issubdtype(v.dtype, np.integer))
-    ):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {int(v)}")
-    return value
+    return check_count(value, name)
 
 
 def prepare_fit(fitter, gmm0, x, sample_weight):

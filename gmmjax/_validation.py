@@ -125,3 +125,19 @@ def check_nonnegative_scalar(value, name: str):
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v}")
     return value
+
+
+def check_count(value, name: str):
+    """An integer >= 0 (a Python or NumPy integer, or a 0-d integer array); a traced
+    value is accepted inside ``jit``."""
+    v = concrete(value)
+    if v is None:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not (
+        isinstance(value, numbers.Integral)
+        or (v.ndim == 0 and np.issubdtype(v.dtype, np.integer))
+    ):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(v)}")
+    return value

@@ -154,11 +154,17 @@ def _make_fitter(args):
         raise CLIError(f"--anneal-start must be in (0, 1], got {args.anneal_start}")
     if args.anneal_steps < 1:
         raise CLIError(f"--anneal-steps must be >= 1, got {args.anneal_steps}")
+    if args.max_reseeds < 0:
+        raise CLIError(f"--max-reseeds must be >= 0, got {args.max_reseeds}")
+    if args.max_reseeds > 0 and args.method in ("adam", "lbfgs"):
+        raise CLIError(
+            f"--max-reseeds needs --method em or anneal, got --method {args.method}"
+        )
     if args.method == "adam":
         return gmmjax.GradientFitter(optax.adam, learning_rate=args.learning_rate)
     if args.method == "lbfgs":
         return gmmjax.GradientFitter(optax.lbfgs())
-    em = gmmjax.EM(reg_covar=args.reg_covar)
+    em = gmmjax.EM(reg_covar=args.reg_covar, max_reseeds=args.max_reseeds)
     if args.method == "anneal":
         schedule = optax.linear_schedule(args.anneal_start, 1.0, args.anneal_steps)
         return gmmjax.Annealed(em, schedule)
@@ -318,7 +324,11 @@ def _print_summary(s: dict) -> None:
         print(f"steps: {s['n_steps']}")
         print(f"status: {s['status']}")
         if s["degenerate_component"] >= 0:
-            print(f"degenerate component: {s['degenerate_component']}")
+            print(
+                f"degenerate component: {s['degenerate_component']} (it emptied or "
+                "collapsed; try a larger --reg-covar, a smaller -k, or "
+                "--max-reseeds N to re-seed it)"
+            )
         if s["n_init"] > 1:
             lls = np.asarray(s["restarts"]["log_likelihoods"])
             ok = sum(v == "CONVERGED" for v in s["restarts"]["statuses"])
@@ -465,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(_METHODS),
         help="em, adam or lbfgs (optax, on the unconstrained parameters), or "
         "anneal (EM with a linear beta schedule); default: em",
+    )
+    fit.add_argument(
+        "--max-reseeds",
+        type=int,
+        default=0,
+        help="re-seed a component that empties or collapses, at most this many "
+        "times per run (EM and anneal; default: 0, stop with status DEGENERATE)",
     )
     fit.add_argument(
         "--learning-rate", type=float, default=0.01, help="Adam's step size"
