@@ -132,7 +132,7 @@ def _e_step(gmm: GMM, x, beta):
 class _Moments(NamedTuple):
     gmm: GMM
     counts: jax.Array  # (k,) effective counts without the floor
-    spread: jax.Array  # (k,) smallest variance before reg, in units of the data's
+    spread: jax.Array  # (k,) smallest variance / its rounding level (smallest_variance)
 
 
 def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-6):
@@ -287,13 +287,13 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
 
 
 def smallest_variance(nk, mc, center, second, covariance_type):
-    """The smallest variance of each component's covariance before ``reg_covar``,
-    in units of the data's own variance: ``(k,)``, dimensionless.
+    """Each component's smallest variance before ``reg_covar``, in units of the
+    data's variance and of its own rounding level: ``(k,)``, collapsed when ``<= 1``.
 
     Per feature ``f`` the data variance ``V_f`` comes from the moments by the law of
     total variance, ``V_f = sum_j pi_j (Sigma_j,ff + (m_jf - m_f)^2)`` (exact when
     the responsibilities sum to one; ``O(k d)``, no pass over the data). With
-    ``D = diag(V)``, the statistic is
+    ``D = diag(V)`` the standardized smallest variance ``s_j`` is
 
     - ``full``: ``lambda_min(D^-1/2 Sigma_j D^-1/2)``, the variance along the
       component's thinnest direction, so a component that collapses onto a line
@@ -302,12 +302,19 @@ def smallest_variance(nk, mc, center, second, covariance_type):
     - ``diag``: ``min_f Sigma_j,ff / V_f``;
     - ``spherical``: ``sigma_j^2 / mean_f V_f``.
 
-    A feature whose data variance is at the rounding level of its magnitude
-    (``V_f <= (10 eps m_f)^2``, a constant column) is left out: a component cannot
-    be thinner than data that have no spread there, and ``reg_covar`` alone
-    sets the model's variance along it. When no feature varies (all points equal)
-    every component is collapsed and the statistic is 0. The cost is
-    ``O(k d^3)`` (a ``(k, d, d)`` symmetric eigenvalue problem) for ``full``.
+    It is divided by the level rounding alone can produce,
+    ``t_j = 2 d eps lambda_max_j + 100 eps^2 (1 + max_f (m_jf - c_f)^2 / V_f)``:
+    the first term is the error of the eigenvalues of ``full``/``tied`` (zero for
+    ``diag``/``spherical``, whose variances carry relative rounding only), the
+    second what a point collapse leaves when the data are shifted by ``c`` (the M
+    step's center). So a tight but real cluster, far thinner than the data, is not
+    mistaken for a collapse, in float32 as in float64. A feature whose data
+    variance is at the rounding level of its magnitude (``V_f <= (10 eps m_f)^2``,
+    a constant column) is left out: a component cannot be thinner than data that
+    have no spread there, and ``reg_covar`` alone sets the model's variance along
+    it. When no feature varies (all points equal) every component is collapsed
+    (the statistic is 0). The cost is ``O(k d^3)`` (a ``(k, d, d)`` symmetric
+    eigenvalue problem) for ``full``.
 
     Args:
         nk: ``(k,)`` (floored) effective counts.
@@ -318,9 +325,10 @@ def smallest_variance(nk, mc, center, second, covariance_type):
         covariance_type: the model's covariance type.
 
     Returns:
-        ``(k,)`` the smallest standardized variance of every component.
+        ``(k,)`` ``s_j / t_j``.
     """
     eps = jnp.finfo(mc.dtype).eps
+    k, d = mc.shape
     full = second.ndim == 3
     var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
     share = nk / jnp.sum(nk)
@@ -328,7 +336,8 @@ def smallest_variance(nk, mc, center, second, covariance_type):
     data_var = share @ (var + (mc - mean) ** 2)
     varies = data_var > (10 * eps * (mean + center)) ** 2
     scale = jnp.where(varies, data_var, 1.0)
-    k = nk.shape[0]
+    offset = jnp.max(jnp.where(varies, mc**2 / scale, 0.0), axis=-1)
+    level = 100 * eps**2 * (1 + offset)
     if covariance_type == "spherical":
         total = jnp.sum(data_var)
         stat = jnp.sum(var, axis=-1) / jnp.where(total > 0, total, 1.0)
@@ -337,11 +346,15 @@ def smallest_variance(nk, mc, center, second, covariance_type):
     else:
         if covariance_type == "tied":
             second = jnp.einsum("k,kde->de", share, second)[None]
+            level = jnp.max(level)
         root = jnp.sqrt(scale)
         both = varies[:, None] & varies[None, :]
-        eye = jnp.eye(varies.shape[0], dtype=mc.dtype)
+        eye = jnp.eye(d, dtype=mc.dtype)
         standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
-        stat = jnp.broadcast_to(jnp.linalg.eigvalsh(standard)[..., 0], (k,))
+        eig = jnp.linalg.eigvalsh(standard)
+        level = level + 2 * d * eps * jnp.abs(eig[..., -1])
+        stat = eig[..., 0]
+    stat = jnp.broadcast_to(stat / level, (k,))
     return jnp.where(jnp.any(varies), stat, 0.0)
 
 
@@ -350,15 +363,13 @@ def degenerate_component(counts, spread, x, sample_weight):
 
     A component is *empty* when it holds less than a thousandth of an average
     sample's weight, and *collapsed* when its smallest variance before
-    ``reg_covar``, relative to the data's variance (:func:`smallest_variance`,
-    ``spread``), is at the rounding level: ``<= 10 d eps``. A ``tied`` model
-    collapses as a whole and reports component 0.
+    ``reg_covar`` is at the rounding level (``spread <= 1``, see
+    :func:`smallest_variance`). A ``tied`` model collapses as a whole and reports
+    component 0.
     """
-    dtype = x.dtype
-    eps = jnp.finfo(dtype).eps
-    n, d = x.shape
+    n = x.shape[0]
     total = n if sample_weight is None else jnp.sum(sample_weight)
-    bad = (counts < 1e-3 * total / n) | (spread <= 10 * d * eps)
+    bad = (counts < 1e-3 * total / n) | (spread <= 1)
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
