@@ -12,6 +12,7 @@ from ._init import INIT_METHODS, _init_gmm
 from ._validation import (
     check_covariance_type,
     check_data,
+    check_key,
     check_nonnegative_scalar,
     check_positive_int,
     check_sample_weight,
@@ -139,7 +140,7 @@ def multistart(
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
-    keys = _check_key(key)
+    keys = check_key(key)
     init_reg_covar = getattr(fitter, "reg_covar", _INIT_REG_COVAR)
     return _multistart(
         fitter,
@@ -154,23 +155,6 @@ def multistart(
         init=init,
         batch_size=batch_size,
     )
-
-
-def _check_key(key):
-    if not isinstance(key, jax.Array):
-        raise TypeError(
-            f"key must be a jax.random key, e.g. jax.random.key(0); "
-            f"got {type(key).__name__}"
-        )
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key must be a single key, got shape {key.shape}")
-    elif key.shape != (2,) or key.dtype != jnp.uint32:
-        raise TypeError(
-            "key must be a jax.random key, e.g. jax.random.key(0); "
-            f"got an array of shape {key.shape} and dtype {key.dtype}"
-        )
-    return key
 
 
 @jax.jit

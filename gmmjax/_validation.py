@@ -141,3 +141,22 @@ def check_count(value, name: str):
     if v < 0:
         raise ValueError(f"{name} must be >= 0, got {int(v)}")
     return value
+
+
+def check_key(key):
+    """A single ``jax.random`` key: a new-style key of shape ``()`` or a raw
+    ``uint32`` key of shape ``(2,)``."""
+    if not isinstance(key, jax.Array):
+        raise TypeError(
+            f"key must be a jax.random key, e.g. jax.random.key(0); "
+            f"got {type(key).__name__}"
+        )
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be a single key, got shape {key.shape}")
+    elif key.shape != (2,) or key.dtype != jnp.uint32:
+        raise TypeError(
+            "key must be a jax.random key, e.g. jax.random.key(0); "
+            f"got an array of shape {key.shape} and dtype {key.dtype}"
+        )
+    return key

@@ -14,6 +14,13 @@ class CLIError(Exception):
     """A user-facing error: printed on one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage block is left to ``--help``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def load_data(path: str | None) -> np.ndarray:
     """Read ``(n, d)`` data from a CSV (header detected) or ``.npy`` file; the bundled
     Old Faithful data when ``path`` is ``None``."""
@@ -443,9 +450,7 @@ def _cmd_study_saddle(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gmmjax", description="Gaussian mixture models in JAX."
-    )
+    parser = _Parser(prog="gmmjax", description="Gaussian mixture models in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a mixture to data and print it")
     fit.add_argument(
@@ -572,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as err:
-        print(f"gmmjax: error: {err}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError) as err:
+        # the library's own checks name the bad value; a user needs that line,
+        # not a traceback
+        message = " ".join(str(err).split())
+        print(f"gmmjax: error: {message}", file=sys.stderr)
         return 2
