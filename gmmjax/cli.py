@@ -99,6 +99,7 @@ def _cmd_fit(args) -> int:
         raise CLIError(f"--max-steps must be >= 0, got {args.max_steps}")
     if not (args.tol >= 0 and args.reg_covar >= 0):
         raise CLIError("--tol and --reg-covar must be >= 0")
+    fitter = _make_fitter(args)
     key = jax.random.key(args.seed)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
         key, np.arange(args.n_init, dtype=np.uint32)
@@ -112,7 +113,6 @@ def _cmd_fit(args) -> int:
             method="kmeans++",
         )
     )(keys)
-    fitter = _make_fitter(args)
     show = args.progress or sys.stderr.isatty()
     # only EM's state is its model, so only EM can be resumed chunk by chunk
     chunked = show and args.method == "em"

@@ -752,9 +752,14 @@ def test_estimator_sample_weight(w, exc, msg):
 
 @pytest.fixture(scope="module")
 def fitted():
+    """An estimator holding GMM2, as ``fit`` leaves it (without compiling a fit:
+    these tests are about the checks of the inference methods)."""
     from gmmjax.sklearn import GaussianMixture
 
-    return GaussianMixture(2, random_state=0, max_iter=20).fit(X)
+    gm = GaussianMixture(2, covariance_type="spherical", random_state=0)
+    gm._set_model(GMM2)
+    gm.n_features_in_ = 2
+    return gm
 
 
 @pytest.mark.parametrize(
