@@ -151,12 +151,7 @@ def _advance(fitter, loop: _Loop, x, w, total, tol, max_steps) -> _Loop:
     n_steps = loop.n_steps + 1
     mean_ll = info.log_likelihood / total
     finite = jnp.isfinite(info.log_likelihood) & _all_finite(state)
-    # below the rounding of the mean log-likelihood a change says nothing: a
-    # float32 run whose tol is finer than that converges at the rounding level
-    # instead of running out of steps (tol=0 still runs every step)
-    resolution = 8 * jnp.finfo(mean_ll.dtype).eps * (1 + jnp.abs(mean_ll))
-    threshold = jnp.where(tol > 0, jnp.maximum(tol, resolution), 0)
-    converged = info.can_stop & (jnp.abs(mean_ll - loop.previous) < threshold)
+    converged = info.can_stop & (jnp.abs(mean_ll - loop.previous) < tol)
     status = jnp.select(
         [~finite, info.degenerate >= 0, converged, n_steps >= max_steps],
         [Status.NONFINITE, Status.DEGENERATE, Status.CONVERGED, Status.MAX_STEPS],
@@ -204,11 +199,10 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     ``W = sum_i w_i`` (``n`` without weights) the run has **converged** after step
     ``t >= 2`` when ``|L(theta_{t-1}) - L(theta_{t-2})| / W < tol`` — scikit-learn's
     rule on the change in mean log-likelihood, so ``n_steps`` equals its ``n_iter_``
-    and ``tol=0`` runs exactly ``max_steps`` steps. A positive ``tol`` finer than
-    the rounding of the mean log-likelihood ``l`` is raised to
-    ``8 eps (1 + |l|)`` (``eps`` of the data's dtype): a float32 run then converges
-    at the rounding level instead of running out of steps; in float64 this floor is
-    far below any practical ``tol``. A step whose log-likelihood or
+    and ``tol=0`` runs exactly ``max_steps`` steps. In float32 the mean
+    log-likelihood ``l`` is resolved to about ``eps |l| ~ 1e-7 |l|``: a finer
+    ``tol`` may end with ``MAX_STEPS`` while the parameters still improve (EM
+    being monotone); pick ``tol`` above that level for float32 data. A step whose log-likelihood or
     parameters are not finite ends the run with ``NONFINITE`` (its parameters are
     discarded); a component that empties or collapses ends it with ``DEGENERATE``.
     Nothing is raised inside ``jit``; ``tol``, ``max_steps`` and the fitter's
