@@ -202,9 +202,9 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     and ``tol=0`` runs exactly ``max_steps`` steps. In float32 the mean
     log-likelihood ``l`` is resolved to about ``eps |l| ~ 1e-7 |l|``: a finer
     ``tol`` may end with ``MAX_STEPS`` while the parameters still improve (EM
-    being monotone); pick ``tol`` above that level for float32 data. A step whose log-likelihood or
-    parameters are not finite ends the run with ``NONFINITE`` (its parameters are
-    discarded); a component that empties or collapses ends it with ``DEGENERATE``.
+    being monotone); pick ``tol`` above that level for float32 data. A step whose
+    log-likelihood or parameters are not finite ends the run with ``NONFINITE``
+    (its parameters are discarded); a component that empties or collapses ends it with ``DEGENERATE``.
     Nothing is raised inside ``jit``; ``tol``, ``max_steps`` and the fitter's
     hyperparameters are traced, so new values do not recompile.
 
