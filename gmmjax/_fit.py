@@ -204,7 +204,8 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     ``tol`` may end with ``MAX_STEPS`` while the parameters still improve (EM
     being monotone); pick ``tol`` above that level for float32 data. A step whose
     log-likelihood or parameters are not finite ends the run with ``NONFINITE``
-    (its parameters are discarded); a component that empties or collapses ends it with ``DEGENERATE``.
+    (its parameters are discarded); a component that empties or collapses ends it
+    with ``DEGENERATE``.
     Nothing is raised inside ``jit``; ``tol``, ``max_steps`` and the fitter's
     hyperparameters are traced, so new values do not recompile.
 
