@@ -24,8 +24,8 @@ class Status(enum.IntEnum):
         MAX_STEPS: the step budget ran out first (always the case with ``tol=0``).
         NONFINITE: a step produced a non-finite log-likelihood or parameters; the
             result holds the last finite parameters.
-        DEGENERATE: a component emptied or its covariance collapsed onto a point;
-            ``FitResult.degenerate_component`` says which.
+        DEGENERATE: a component emptied or its covariance collapsed (onto a point,
+            a line or a plane); ``FitResult.degenerate_component`` says which.
 
     Example:
         >>> import gmmjax
