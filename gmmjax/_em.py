@@ -12,7 +12,13 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from ._density import SMALL_D, center, prepare, weighted_log_prob
+from ._density import (
+    SMALL_D,
+    center,
+    log_det_precision_cholesky,
+    prepare,
+    weighted_log_prob,
+)
 from ._gmm import GMM, pack_cholesky
 from ._validation import (
     check_count,
@@ -102,23 +108,25 @@ def _is_one(beta) -> bool:
     return value is not None and value.shape == () and value == 1
 
 
-def _posteriors(joint, beta):
-    """Tempered responsibilities ``(n, k)`` and untempered ``log p(x_i)`` ``(n,)``.
+def _posteriors(joint, beta, axis=-1):
+    """Tempered responsibilities and untempered ``log p(x_i)`` from ``joint``.
 
-    One max-shift serves both: ``r = exp(beta (joint - m)) / sum(...)`` and
+    ``joint`` holds ``log pi_j + log N(x_i | mu_j, Sigma_j)`` with the components
+    along ``axis``; the responsibilities keep its shape and ``log p`` drops that
+    axis. One max-shift serves both: ``r = exp(beta (joint - m)) / sum(...)`` and
     ``log p = m + log sum exp(joint - m)``. When ``beta`` is the concrete value 1
     (plain EM) the ``n k`` exponentials are computed once and shared.
     """
-    top = jnp.max(joint, axis=-1, keepdims=True)
+    top = jnp.max(joint, axis=axis, keepdims=True)
     top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
     shifted = joint - top
     plain = jnp.exp(shifted)
-    total = jnp.sum(plain, axis=-1, keepdims=True)
-    log_prob = (top + jnp.log(total))[:, 0]
+    total = jnp.sum(plain, axis=axis, keepdims=True)
+    log_prob = jnp.squeeze(top + jnp.log(total), axis)
     if _is_one(beta):
         return plain / total, log_prob
     tempered = jnp.exp(beta * shifted)
-    return tempered / jnp.sum(tempered, axis=-1, keepdims=True), log_prob
+    return tempered / jnp.sum(tempered, axis=axis, keepdims=True), log_prob
 
 
 def _e_step(gmm: GMM, x, beta):
@@ -242,8 +250,7 @@ def _scatter(xc, resp, mc):
 def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
     """Moments of the M step; ``center (d,)`` shifts the data first (the mean of
     the data when not given), which keeps float32 accurate far from the origin."""
-    dtype = x.dtype
-    eps = jnp.finfo(dtype).eps
+    eps = jnp.finfo(x.dtype).eps
     if sample_weight is not None:
         resp = resp * sample_weight[:, None]
     if center is None:
@@ -257,36 +264,212 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
         mc = jnp.sum(resp.T[:, None, :] * xc.T, axis=-1) / nk[:, None]
     else:
         mc = (resp.T @ xc) / nk[:, None]
-    means = mc + center
     if covariance_type in ("full", "tied"):
         scatter = _scatter(xc, resp, mc)
-        spread = smallest_variance(
-            nk, mc, center, scatter / nk[:, None, None], covariance_type
-        )
         if covariance_type == "full":
             cov = scatter / nk[:, None, None]
         else:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
-        log_diag, off_diag = _precision_cholesky(cov)
+        spread = smallest_variance(
+            nk, mc, center, scatter / nk[:, None, None], covariance_type
+        )
     elif d <= SMALL_D:
         delta = xc.T - mc[:, :, None]
-        var = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
+        cov = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
     else:
         # scikit-learn's expansion as one (k, n) @ (n, d) product, around the
         # center; clamp the rounding of a vanishing variance at zero
-        var = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
-    if covariance_type in ("diag", "spherical"):
-        spread = smallest_variance(nk, mc, center, var, covariance_type)
-        if covariance_type == "spherical":
-            var = jnp.mean(var, axis=-1)
-        log_diag, off_diag = -0.5 * jnp.log(var + reg_covar), None
-    logits = jnp.log(nk / jnp.sum(nk))
-    gmm = GMM(logits, means, log_diag, off_diag, covariance_type)
+        cov = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
+    if covariance_type == "diag":
+        spread = smallest_variance(nk, mc, center, cov, covariance_type)
+    elif covariance_type == "spherical":
+        spread = smallest_variance(nk, mc, center, jnp.sum(cov, -1), covariance_type)
+        cov = jnp.mean(cov, axis=-1)
+    gmm = _model(nk, mc + center, cov, reg_covar, covariance_type)
     return _Moments(gmm, counts, spread)
 
 
-def smallest_variance(nk, mc, center, second, covariance_type):
+def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
+    """The M step's :class:`GMM` from floored counts ``nk``, means and covariances
+    before ``reg_covar`` (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
+    if covariance_type in ("full", "tied"):
+        eye = jnp.eye(means.shape[1], dtype=means.dtype)
+        log_diag, off_diag = _precision_cholesky(cov + reg_covar * eye)
+    else:
+        log_diag, off_diag = -0.5 * jnp.log(cov + reg_covar), None
+    logits = jnp.log(nk / jnp.sum(nk))
+    return GMM(logits, means, log_diag, off_diag, covariance_type)
+
+
+# ------------------------------------------------- the expanded (float64) EM step
+#
+# log pi_j + log N(x | mu_j, Sigma_j) is a quadratic polynomial in x, so it is a
+# linear combination of the monomials f(x) = (x_a x_b for a <= b, x_a, 1). With
+# every sample's monomials in the rows of F (n, p), the E step is the one product
+# C @ F^T with the (k, p) coefficients C, and the sufficient statistics of the M
+# step are the one product R @ F with the responsibilities R (k, n): counts,
+# first and second moments of every component at once. Both products share F
+# across components and, under vmap, across restarts, which turns many tiny
+# per-component products into a few large ones. Expanding the square costs digits
+# when a component is tight and far from the center: in float64 that is about
+# eps (|mu - c| / sigma)^2, far below every tolerance, so float64 takes this
+# route; float32 keeps the centered two-pass kernels above.
+
+
+def _monomials(covariance_type: str, d: int):
+    """Index pairs ``(rows, cols)`` of the second-order monomials ``x_a x_b``."""
+    if covariance_type in ("full", "tied"):
+        return np.triu_indices(d)
+    return np.arange(d), np.arange(d)
+
+
+def _features(xc, covariance_type: str):
+    """``F (n, p)``: second-order monomials, the coordinates, and a column of ones.
+
+    ``spherical`` needs only ``sum_a x_a^2`` of the second order.
+    """
+    rows, cols = _monomials(covariance_type, xc.shape[1])
+    second = xc[:, rows] * xc[:, cols]
+    if covariance_type == "spherical":
+        second = jnp.sum(second, axis=1, keepdims=True)
+    ones = jnp.ones((xc.shape[0], 1), xc.dtype)
+    return jnp.concatenate([second, xc, ones], axis=1)
+
+
+def _coefficients(gmm: GMM, c, dtype):
+    """``C (k, p)`` with ``F(x - c) @ C^T = log pi_j + log N(x | mu_j, Sigma_j)``.
+
+    With the precision ``A_j = P_j P_j^T`` and ``m_j = mu_j - c``:
+    ``-1/2 (x - m)^T A (x - m) = -1/2 x^T A x + (A m)^T x - 1/2 m^T A m``.
+    """
+    k, d = gmm.means.shape
+    ctype = gmm.covariance_type
+    m = gmm.means.astype(dtype) - c
+    if ctype in ("full", "tied"):
+        prec_chol = gmm.precisions_cholesky.astype(dtype)
+        a = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
+        a = jnp.broadcast_to(a, (k, d, d))
+        rows, cols = _monomials(ctype, d)
+        # x_a x_b and x_b x_a share one monomial when a < b
+        second = -0.5 * np.where(rows == cols, 1.0, 2.0) * a[:, rows, cols]
+        am = jnp.einsum("kab,kb->ka", a, m)
+    else:
+        prec = jnp.exp(2 * gmm.log_diag).astype(dtype)
+        if ctype == "spherical":
+            prec = prec[:, None]
+        second = jnp.broadcast_to(-0.5 * prec, (k, 1 if ctype == "spherical" else d))
+        am = prec * m
+    log_det = log_det_precision_cholesky(gmm).astype(dtype)
+    constant = (
+        gmm.log_weights.astype(dtype)
+        + log_det
+        - 0.5 * (d * math.log(2 * math.pi) + jnp.sum(m * am, axis=-1))
+    )
+    return jnp.concatenate([second, am, constant[:, None]], axis=1)
+
+
+# Rows of F per chunk of the expanded step: chunks keep the working set of F, the
+# joint log-densities and the responsibilities near 16 MiB in float64, whatever n.
+_CHUNK_ELEMENTS = 2**21
+
+
+def _chunk_rows(p: int, k: int) -> int:
+    return max(1024, _CHUNK_ELEMENTS // (p + 2 * k))
+
+
+def _expanded_statistics(coef, c, x, w, beta, covariance_type):
+    """``(R^T F_w (k, p), sum_i w_i log p(x_i))`` over samples, chunk by chunk."""
+    k, p = coef.shape
+
+    def chunk(xs, ws):
+        f = _features(xs - c, covariance_type)
+        # components first, samples last: the reductions over components then
+        # run along contiguous rows of samples (k is often tiny)
+        resp, log_prob = _posteriors(coef @ f.T, beta, axis=0)
+        if ws is None:
+            return resp @ f, jnp.sum(log_prob)
+        ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
+        return resp @ (f * ws[:, None]), ll
+
+    n, d = x.shape
+    rows = _chunk_rows(p, k)
+    if n <= rows:
+        return chunk(x, w)
+    full = n // rows
+    head = x[: full * rows].reshape(full, rows, d)
+    head_w = None if w is None else w[: full * rows].reshape(full, rows)
+
+    def body(carry, block):
+        stats, ll = chunk(*block)
+        return (carry[0] + stats, carry[1] + ll), None
+
+    zero = (jnp.zeros((k, p), x.dtype), jnp.zeros((), x.dtype))
+    (stats, ll), _ = jax.lax.scan(body, zero, (head, head_w))
+    if full * rows < n:
+        tail_stats, tail_ll = chunk(
+            x[full * rows :], None if w is None else w[full * rows :]
+        )
+        stats, ll = stats + tail_stats, ll + tail_ll
+    return stats, ll
+
+
+def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
+    """The M step from ``R^T F_w``: counts, means and covariances.
+
+    With the raw sums ``N_j``, ``s_j = sum r x`` and ``Q_j = sum r x x^T`` (about
+    ``c``), the floored ``N'_j = N_j + 10 eps`` and ``m_j = s_j / N'_j``, the
+    scatter ``sum_i r_ij (x_i - m_j)(x_i - m_j)^T`` is exactly
+    ``Q_j - (2 N'_j - N_j) m_j m_j^T``: the same covariance as the two-pass
+    formula, empty components included.
+    """
+    k, p = stats.shape
+    dtype = stats.dtype
+    d = c.shape[0]
+    q = p - d - 1
+    counts = stats[:, -1]
+    nk = counts + 10 * jnp.finfo(dtype).eps
+    mc = stats[:, q : q + d] / nk[:, None]
+    shrink = (2 - counts / nk)[:, None]
+    if covariance_type in ("full", "tied"):
+        rows, cols = _monomials(covariance_type, d)
+        raw = jnp.zeros((k, d, d), dtype).at[:, rows, cols].set(stats[:, :q])
+        raw = raw.at[:, cols, rows].set(stats[:, :q])
+        scatter = raw - (nk * (2 - counts / nk))[:, None, None] * (
+            mc[:, :, None] * mc[:, None, :]
+        )
+        # rounding can leave a vanishing variance a hair below zero
+        diag = jnp.diagonal(scatter, axis1=-2, axis2=-1)
+        scatter = scatter + jax.vmap(jnp.diag)(jnp.maximum(diag, 0.0) - diag)
+        if covariance_type == "full":
+            cov = scatter / nk[:, None, None]
+        else:
+            cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
+        second = scatter / nk[:, None, None]
+    else:
+        mean_square = stats[:, :q] / nk[:, None]
+        if covariance_type == "diag":
+            cov = jnp.maximum(mean_square - shrink * mc**2, 0.0)
+            second = cov
+        else:
+            total = mean_square[:, 0] - shrink[:, 0] * jnp.sum(mc**2, axis=-1)
+            second = jnp.maximum(total, 0.0)
+            cov = second / d
+    spread = smallest_variance(nk, mc, c, second, covariance_type, expanded=True)
+    gmm = _model(nk, mc + c, cov, reg_covar, covariance_type)
+    return _Moments(gmm, counts, spread)
+
+
+def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+    """One EM step by the expanded route: ``(moments, total log-likelihood)``."""
+    c = jax.lax.stop_gradient(jnp.mean(x, axis=0))
+    coef = _coefficients(gmm, c, x.dtype)
+    stats, ll = _expanded_statistics(
+        coef, c, x, sample_weight, beta, gmm.covariance_type
+    )
+    return _expanded_moments(stats, c, reg_covar, gmm.covariance_type), ll
+
+
+def smallest_variance(nk, mc, center, second, covariance_type, expanded=False):
     """Each component's smallest variance before ``reg_covar``, in units of the
     data's variance and of its own rounding level: ``(k,)``, collapsed when ``<= 1``.
 
@@ -300,60 +483,71 @@ def smallest_variance(nk, mc, center, second, covariance_type):
       or a plane is caught, not only one that collapses onto a point;
     - ``tied``: the same for the pooled covariance, shared by all components;
     - ``diag``: ``min_f Sigma_j,ff / V_f``;
-    - ``spherical``: ``sigma_j^2 / mean_f V_f``.
+    - ``spherical``: ``tr(Sigma_j) / sum_f V_f``.
 
-    It is divided by the level rounding alone can produce,
-    ``t_j = 2 d eps lambda_max_j + 100 eps^2 (1 + max_f (m_jf - c_f)^2 / V_f)``:
-    the first term is the error of the eigenvalues of ``full``/``tied`` (zero for
-    ``diag``/``spherical``, whose variances carry relative rounding only), the
-    second what a point collapse leaves when the data are shifted by ``c`` (the M
-    step's center). So a tight but real cluster, far thinner than the data, is not
-    mistaken for a collapse, in float32 as in float64. A feature whose data
-    variance is at the rounding level of its magnitude (``V_f <= (10 eps m_f)^2``,
-    a constant column) is left out: a component cannot be thinner than data that
-    have no spread there, and ``reg_covar`` alone sets the model's variance along
-    it. When no feature varies (all points equal) every component is collapsed
-    (the statistic is 0). The cost is ``O(k d^3)`` (a ``(k, d, d)`` symmetric
-    eigenvalue problem) for ``full``.
+    It is divided by the level rounding alone can produce: with the offset
+    ``o_j = max_f (m_jf - c_f)^2 / V_f`` of the component from the M step's center
+    ``c``, ``t_j = 100 eps^2 (1 + o_j)`` for the centered two-pass moments (what a
+    point collapse leaves), ``10 eps (1 + o_j)`` for the expanded ones
+    (``expanded=True``: ``E[x^2] - m^2`` loses ``eps o_j``), plus
+    ``2 d eps lambda_max`` for the eigenvalues of ``full``/``tied``. So a tight
+    but real cluster, far thinner than the data, is not mistaken for a collapse,
+    in float32 as in float64. A feature whose data variance is at the rounding
+    level of its magnitude (``V_f <= (10 eps m_f)^2``, a constant column) is left
+    out: a component cannot be thinner than data without spread there, and
+    ``reg_covar`` alone sets the model's variance along it. When no feature varies
+    (all points equal) every component is collapsed (the statistic is 0). The cost
+    is ``O(k d^3)`` (a ``(k, d, d)`` symmetric eigenvalue problem) for ``full``.
 
     Args:
         nk: ``(k,)`` (floored) effective counts.
         mc: ``(k, d)`` means, shifted by ``center``.
         center: ``(d,)`` the shift of the data in the M step.
-        second: ``(k, d, d)`` covariances for ``full``/``tied`` (before pooling)
-            or ``(k, d)`` variances for ``diag``/``spherical``, before ``reg_covar``.
+        second: before ``reg_covar``: ``(k, d, d)`` covariances for ``full`` and
+            ``tied`` (before pooling), ``(k, d)`` variances for ``diag``, ``(k,)``
+            total variances (traces) for ``spherical``.
         covariance_type: the model's covariance type.
+        expanded: whether the moments come from the expanded square.
 
     Returns:
         ``(k,)`` ``s_j / t_j``.
     """
     eps = jnp.finfo(mc.dtype).eps
     k, d = mc.shape
-    full = second.ndim == 3
-    var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
     share = nk / jnp.sum(nk)
     mean = share @ mc
-    data_var = share @ (var + (mc - mean) ** 2)
-    varies = data_var > (10 * eps * (mean + center)) ** 2
-    scale = jnp.where(varies, data_var, 1.0)
-    offset = jnp.max(jnp.where(varies, mc**2 / scale, 0.0), axis=-1)
-    level = 100 * eps**2 * (1 + offset)
+    between = share @ (mc - mean) ** 2
+    magnitude = (10 * eps * (mean + center)) ** 2
     if covariance_type == "spherical":
-        total = jnp.sum(data_var)
-        stat = jnp.sum(var, axis=-1) / jnp.where(total > 0, total, 1.0)
-    elif covariance_type == "diag":
-        stat = jnp.min(jnp.where(varies, var / scale, jnp.inf), axis=-1)
+        total = share @ second + jnp.sum(between)
+        varies = (total > jnp.sum(magnitude))[None]
+        scale = jnp.where(varies, total, 1.0)
+        offset = jnp.sum(mc**2, axis=-1) / scale
+        stat = second / scale
+        level = 0.0
     else:
-        if covariance_type == "tied":
-            second = jnp.einsum("k,kde->de", share, second)[None]
-            level = jnp.max(level)
-        root = jnp.sqrt(scale)
-        both = varies[:, None] & varies[None, :]
-        eye = jnp.eye(d, dtype=mc.dtype)
-        standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
-        eig = jnp.linalg.eigvalsh(standard)
-        level = level + 2 * d * eps * jnp.abs(eig[..., -1])
-        stat = eig[..., 0]
+        full = second.ndim == 3
+        var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
+        data_var = share @ var + between
+        varies = data_var > magnitude
+        scale = jnp.where(varies, data_var, 1.0)
+        offset = jnp.max(jnp.where(varies, mc**2 / scale, 0.0), axis=-1)
+        if covariance_type == "diag":
+            stat = jnp.min(jnp.where(varies, var / scale, jnp.inf), axis=-1)
+            level = 0.0
+        else:
+            if covariance_type == "tied":
+                second = jnp.einsum("k,kde->de", share, second)[None]
+                offset = jnp.max(offset)
+            root = jnp.sqrt(scale)
+            both = varies[:, None] & varies[None, :]
+            eye = jnp.eye(d, dtype=mc.dtype)
+            standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
+            eig = jnp.linalg.eigvalsh(standard)
+            level = 2 * d * eps * jnp.abs(eig[..., -1])
+            stat = eig[..., 0]
+    rounding = 10 * eps if expanded else 100 * eps**2
+    level = level + rounding * (1 + offset)
     stat = jnp.broadcast_to(stat / level, (k,))
     return jnp.where(jnp.any(varies), stat, 0.0)
 
@@ -374,19 +568,22 @@ def degenerate_component(counts, spread, x, sample_weight):
 
 
 def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    joint = weighted_log_prob(gmm, x)
-    resp, log_prob = _posteriors(joint, beta)
-    if sample_weight is None:
-        ll = jnp.sum(log_prob)
+    if x.dtype == jnp.float64:
+        moments, ll = _expanded_update(gmm, x, sample_weight, reg_covar, beta)
     else:
-        ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
-    _, _, c = center(gmm, x)
-    # materialize the posteriors once: otherwise XLA may fuse their exponentials
-    # into every reduction of the M step and recompute them there
-    resp = jax.lax.optimization_barrier(resp)
-    moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
+        joint = weighted_log_prob(gmm, x)
+        resp, log_prob = _posteriors(joint, beta)
+        if sample_weight is None:
+            ll = jnp.sum(log_prob)
+        else:
+            ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
+        _, _, c = center(gmm, x)
+        # materialize the posteriors once: otherwise XLA may fuse their exponentials
+        # into every reduction of the M step and recompute them there
+        resp = jax.lax.optimization_barrier(resp)
+        moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
     degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
-    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
+    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
 
 
 def data_variance(x, sample_weight):
@@ -456,22 +653,26 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
     return GMM(logits, means, log_diag, off_diag, ctype)
 
 
-def _reseed_step(gmm, info, log_prob, x, sample_weight, reg_covar, used, budget):
+def _reseed_step(start, gmm, info, x, sample_weight, reg_covar, used, budget):
     """Re-seed the component ``info.degenerate`` reports while the budget lasts.
 
-    A re-seeded step reports no degeneracy and ``can_stop=False`` (its jump in
-    likelihood must not be read as convergence); past the budget the step's
-    report passes through, so the run ends ``DEGENERATE``.
+    ``start`` is the model the step started from: the worst-explained samples are
+    those of lowest ``log p(x_i)`` under it (computed only when a re-seed happens,
+    inside a ``lax.cond``). A re-seeded step reports no degeneracy and
+    ``can_stop=False`` (its jump in likelihood must not be read as convergence);
+    past the budget the step's report passes through, so the run ends
+    ``DEGENERATE``.
     """
     j = info.degenerate
     go = (j >= 0) & (used < budget)
-    new = jax.lax.cond(
-        go,
-        lambda: reseed_component(
+
+    def reseed():
+        log_prob = logsumexp(weighted_log_prob(start, x), axis=-1)
+        return reseed_component(
             gmm, jnp.maximum(j, 0), log_prob, x, sample_weight, reg_covar
-        ),
-        lambda: gmm,
-    )
+        )
+
+    new = jax.lax.cond(go, reseed, lambda: gmm)
     info = StepInfo(
         info.log_likelihood, jnp.where(go, -1, j).astype(jnp.int32), info.can_stop & ~go
     )
@@ -574,13 +775,11 @@ class EM:
 
     def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
         """One EM iteration (and a re-seed if needed); ``(EMState, StepInfo)``."""
-        gmm, info, log_prob = _em_update(
-            state.gmm, x, sample_weight, self.reg_covar, beta
-        )
+        gmm, info = _em_update(state.gmm, x, sample_weight, self.reg_covar, beta)
         gmm, info, used = _reseed_step(
+            state.gmm,
             gmm,
             info,
-            log_prob,
             x,
             sample_weight,
             self.reg_covar,

@@ -25,7 +25,9 @@ class Status(enum.IntEnum):
         NONFINITE: a step produced a non-finite log-likelihood or parameters; the
             result holds the last finite parameters.
         DEGENERATE: a component emptied or its covariance collapsed (onto a point,
-            a line or a plane); ``FitResult.degenerate_component`` says which.
+            a line or a plane); ``FitResult.degenerate_component`` says which. It
+            takes precedence over ``NONFINITE`` when the collapse made the step
+            non-finite (the result then holds the last finite parameters).
 
     Example:
         >>> import gmmjax
@@ -152,9 +154,10 @@ def _advance(fitter, loop: _Loop, x, w, total, tol, max_steps) -> _Loop:
     mean_ll = info.log_likelihood / total
     finite = jnp.isfinite(info.log_likelihood) & _all_finite(state)
     converged = info.can_stop & (jnp.abs(mean_ll - loop.previous) < tol)
+    # a collapse is the cause when it also makes the step non-finite: name it
     status = jnp.select(
-        [~finite, info.degenerate >= 0, converged, n_steps >= max_steps],
-        [Status.NONFINITE, Status.DEGENERATE, Status.CONVERGED, Status.MAX_STEPS],
+        [info.degenerate >= 0, ~finite, converged, n_steps >= max_steps],
+        [Status.DEGENERATE, Status.NONFINITE, Status.CONVERGED, Status.MAX_STEPS],
         _RUNNING,
     ).astype(jnp.int32)
     # a non-finite step is not taken: the result keeps the last finite parameters

@@ -89,8 +89,9 @@ def multistart(
     own run ends). ``batch_size`` bounds memory: starts are processed
     ``batch_size`` at a time (``lax.map`` over chunks), so at most
     ``batch_size x n x k`` responsibilities exist at once. Results do not depend
-    on ``batch_size``. The initial covariances get the fitter's ``reg_covar``
-    when it has one (``1e-6`` otherwise), as in scikit-learn.
+    on ``batch_size``, only speed and memory do. The initial covariances get the
+    fitter's ``reg_covar`` when it has one (``1e-6`` otherwise), as in
+    scikit-learn.
 
     Args:
         fitter: a fitter pytree, e.g. :class:`gmmjax.EM`.
@@ -104,8 +105,10 @@ def multistart(
         max_steps: the step budget of every run (an integer >= 0).
         tol: convergence threshold on the change in mean log-likelihood (>= 0).
         sample_weight: optional ``(n,)`` non-negative weights.
-        batch_size: optional number of starts fitted together (>= 1); ``None``
-            fits all ``n_init`` at once.
+        batch_size: optional number of starts fitted together (>= 1). ``None``
+            chooses: on CPU, batches whose ``batch_size x n x k`` responsibilities
+            fit in a core's cache (about ``2**16`` numbers), which is faster than
+            one huge batch; on accelerators, all ``n_init`` at once.
 
     Returns:
         A :class:`FitResult` whose every leaf has a leading ``(b,)`` axis:
@@ -127,7 +130,6 @@ def multistart(
     n_init = check_positive_int(n_init, "n_init")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
-        batch_size = min(batch_size, n_init)
     covariance_type = check_covariance_type(covariance_type)
     if not isinstance(init, str) or init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
@@ -141,6 +143,9 @@ def multistart(
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
     keys = check_key(key)
+    if batch_size is None:
+        batch_size = _auto_batch_size(x.shape[0], n_components)
+    batch_size = None if batch_size >= n_init else batch_size
     init_reg_covar = getattr(fitter, "reg_covar", _INIT_REG_COVAR)
     return _multistart(
         fitter,
@@ -155,6 +160,21 @@ def multistart(
         init=init,
         batch_size=batch_size,
     )
+
+
+# On CPU a batch of restarts works best when its responsibilities, about
+# 2**16 numbers (512 KiB in float64), stay in the core's cache: measured on the
+# issue-11 cases, 1,000 restarts of K=5, N=2,000 ran 1.5x faster in batches of 5
+# than all at once. Accelerators want every restart at once.
+_CACHE_ELEMENTS = 2**16
+
+
+def _auto_batch_size(n: int, k: int, backend: str | None = None) -> int:
+    """The restarts :func:`multistart` fits together when ``batch_size=None``:
+    a cache-sized batch on CPU, unbounded elsewhere."""
+    if (backend or jax.default_backend()) != "cpu":
+        return 2**31 - 1
+    return max(1, _CACHE_ELEMENTS // (n * k))
 
 
 @jax.jit
