@@ -15,7 +15,7 @@ RNG = np.random.default_rng(3)
 BLOB = RNG.normal(size=(60, 2))
 T = RNG.normal(size=30)
 # 30 points exactly on the line y = 2 x + 1 around (8, 9): rank one
-LINE = [*np.column_stack([T, 2 * T + 1]), 8.0, 8.0]
+LINE = np.column_stack([T, 2 * T + 1]) + np.array([8.0, 8.0])
 ON_A_LINE = np.concatenate([BLOB, LINE])
 START = gmmjax.GMM.from_natural(
     [0.6, 0.4], [[0.0, 0.0], [8.0, 9.0]], np.stack([np.eye(2)] * 2)

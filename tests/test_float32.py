@@ -21,7 +21,9 @@ from sklearn import datasets as skdatasets
 import gmmjax
 
 RNG = np.random.default_rng(7)
-BLOBS = np.concatenate([RNG.normal(size=(60, 2)), [*RNG.normal(size=(60, 2)), 4, 0]])
+BLOBS = np.concatenate(
+    [RNG.normal(size=(60, 2)), RNG.normal(size=(60, 2)) + np.array([4.0, 0.0])]
+)
 
 # (120, 2) fixtures with k = 2, stacked to be fitted in one vmapped call
 SYNTHETIC = {
