@@ -9,7 +9,12 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ._gmm import GMM
-from ._validation import check_data, check_positive_int, check_sample_weight
+from ._validation import (
+    check_data,
+    check_key,
+    check_positive_int,
+    check_sample_weight,
+)
 
 
 def check_gmm(gmm) -> GMM:
@@ -225,6 +230,7 @@ def sample(key, gmm: GMM, n: int):
         >>> x.shape, labels.shape
         ((100, 1), (100,))
     """
+    check_key(key)
     check_gmm(gmm)
     n = check_positive_int(n, "n")
     key_z, key_x = jax.random.split(key)

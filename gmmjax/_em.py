@@ -23,6 +23,7 @@ from ._density import (
 )
 from ._gmm import GMM, pack_cholesky
 from ._validation import (
+    check_count,
     check_covariance_type,
     check_data,
     check_nonnegative_scalar,
@@ -58,10 +59,12 @@ class StepInfo(NamedTuple):
 
 
 class EMState(NamedTuple):
-    """What EM carries from one step to the next: just the model.
+    """What EM carries from one step to the next: the model and the re-seed count.
 
     Attributes:
         gmm: the current :class:`GMM`.
+        n_reseeds: ``()`` int32, how many components have been re-seeded so far
+            (see ``EM(max_reseeds=...)``).
 
     Example:
         >>> import jax, gmmjax
@@ -73,6 +76,7 @@ class EMState(NamedTuple):
     """
 
     gmm: GMM
+    n_reseeds: jax.Array | int = 0
 
 
 def e_step(gmm: GMM, x, *, beta=1.0):
@@ -138,7 +142,7 @@ def _e_step(gmm: GMM, x, beta):
 class _Moments(NamedTuple):
     gmm: GMM
     counts: jax.Array  # (k,) effective counts without the floor
-    spread: jax.Array  # (k,) trace of each component's scatter / count, before reg
+    spread: jax.Array  # (k,) smallest variance / its rounding level (smallest_variance)
 
 
 def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-6):
@@ -330,7 +334,9 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
             cov = scatter / nk[:, None, None]
         else:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
+        spread = smallest_variance(
+            nk, mc, center, scatter / nk[:, None, None], covariance_type
+        )
     elif d <= SMALL_D:
         delta = xc.T - mc[:, :, None]
         cov = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
@@ -338,10 +344,11 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
         # scikit-learn's expansion as one (k, n) @ (n, d) product, around the
         # center; clamp the rounding of a vanishing variance at zero
         cov = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
-    if covariance_type in ("diag", "spherical"):
-        spread = jnp.sum(cov, axis=-1)
-        if covariance_type == "spherical":
-            cov = jnp.mean(cov, axis=-1)
+    if covariance_type == "diag":
+        spread = smallest_variance(nk, mc, center, cov, covariance_type)
+    elif covariance_type == "spherical":
+        spread = smallest_variance(nk, mc, center, jnp.sum(cov, -1), covariance_type)
+        cov = jnp.mean(cov, axis=-1)
     gmm = _model(nk, mc + center, cov, reg_covar, covariance_type)
     return _Moments(gmm, counts, spread)
 
@@ -476,16 +483,17 @@ def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
             cov = scatter / nk[:, None, None]
         else:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
+        second = scatter / nk[:, None, None]
     else:
         mean_square = stats[:, :q] / nk[:, None]
         if covariance_type == "diag":
             cov = jnp.maximum(mean_square - shrink * mc**2, 0.0)
-            spread = jnp.sum(cov, axis=-1)
+            second = cov
         else:
             total = mean_square[:, 0] - shrink[:, 0] * jnp.sum(mc**2, axis=-1)
-            spread = jnp.maximum(total, 0.0)
-            cov = spread / d
+            second = jnp.maximum(total, 0.0)
+            cov = second / d
+    spread = smallest_variance(nk, mc, c, second, covariance_type, expanded=True)
     gmm = _model(nk, mc + c, cov, reg_covar, covariance_type)
     return _Moments(gmm, counts, spread)
 
@@ -500,24 +508,101 @@ def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
     return _expanded_moments(stats, c, reg_covar, gmm.covariance_type), ll
 
 
+def smallest_variance(nk, mc, center, second, covariance_type, expanded=False):
+    """Each component's smallest variance before ``reg_covar``, in units of the
+    data's variance and of its own rounding level: ``(k,)``, collapsed when ``<= 1``.
+
+    Per feature ``f`` the data variance ``V_f`` comes from the moments by the law of
+    total variance, ``V_f = sum_j pi_j (Sigma_j,ff + (m_jf - m_f)^2)`` (exact when
+    the responsibilities sum to one; ``O(k d)``, no pass over the data). With
+    ``D = diag(V)`` the standardized smallest variance ``s_j`` is
+
+    - ``full``: ``lambda_min(D^-1/2 Sigma_j D^-1/2)``, the variance along the
+      component's thinnest direction, so a component that collapses onto a line
+      or a plane is caught, not only one that collapses onto a point;
+    - ``tied``: the same for the pooled covariance, shared by all components;
+    - ``diag``: ``min_f Sigma_j,ff / V_f``;
+    - ``spherical``: ``tr(Sigma_j) / sum_f V_f``.
+
+    It is divided by the level rounding alone can produce: with the offset
+    ``o_j = max_f (m_jf - c_f)^2 / V_f`` of the component from the M step's center
+    ``c``, ``t_j = 100 eps^2 (1 + o_j)`` for the centered two-pass moments (what a
+    point collapse leaves), ``10 eps (1 + o_j)`` for the expanded ones
+    (``expanded=True``: ``E[x^2] - m^2`` loses ``eps o_j``), plus
+    ``2 d eps lambda_max`` for the eigenvalues of ``full``/``tied``. So a tight
+    but real cluster, far thinner than the data, is not mistaken for a collapse,
+    in float32 as in float64. A feature whose data variance is at the rounding
+    level of its magnitude (``V_f <= (10 eps m_f)^2``, a constant column) is left
+    out: a component cannot be thinner than data without spread there, and
+    ``reg_covar`` alone sets the model's variance along it. When no feature varies
+    (all points equal) every component is collapsed (the statistic is 0). The cost
+    is ``O(k d^3)`` (a ``(k, d, d)`` symmetric eigenvalue problem) for ``full``.
+
+    Args:
+        nk: ``(k,)`` (floored) effective counts.
+        mc: ``(k, d)`` means, shifted by ``center``.
+        center: ``(d,)`` the shift of the data in the M step.
+        second: before ``reg_covar``: ``(k, d, d)`` covariances for ``full`` and
+            ``tied`` (before pooling), ``(k, d)`` variances for ``diag``, ``(k,)``
+            total variances (traces) for ``spherical``.
+        covariance_type: the model's covariance type.
+        expanded: whether the moments come from the expanded square.
+
+    Returns:
+        ``(k,)`` ``s_j / t_j``.
+    """
+    eps = jnp.finfo(mc.dtype).eps
+    k, d = mc.shape
+    share = nk / jnp.sum(nk)
+    mean = share @ mc
+    between = share @ (mc - mean) ** 2
+    magnitude = (10 * eps * (mean + center)) ** 2
+    if covariance_type == "spherical":
+        total = share @ second + jnp.sum(between)
+        varies = (total > jnp.sum(magnitude))[None]
+        scale = jnp.where(varies, total, 1.0)
+        offset = jnp.sum(mc**2, axis=-1) / scale
+        stat = second / scale
+        level = 0.0
+    else:
+        full = second.ndim == 3
+        var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
+        data_var = share @ var + between
+        varies = data_var > magnitude
+        scale = jnp.where(varies, data_var, 1.0)
+        offset = jnp.max(jnp.where(varies, mc**2 / scale, 0.0), axis=-1)
+        if covariance_type == "diag":
+            stat = jnp.min(jnp.where(varies, var / scale, jnp.inf), axis=-1)
+            level = 0.0
+        else:
+            if covariance_type == "tied":
+                second = jnp.einsum("k,kde->de", share, second)[None]
+                offset = jnp.max(offset)
+            root = jnp.sqrt(scale)
+            both = varies[:, None] & varies[None, :]
+            eye = jnp.eye(d, dtype=mc.dtype)
+            standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
+            eig = jnp.linalg.eigvalsh(standard)
+            level = 2 * d * eps * jnp.abs(eig[..., -1])
+            stat = eig[..., 0]
+    rounding = 10 * eps if expanded else 100 * eps**2
+    level = level + rounding * (1 + offset)
+    stat = jnp.broadcast_to(stat / level, (k,))
+    return jnp.where(jnp.any(varies), stat, 0.0)
+
+
 def degenerate_component(counts, spread, x, sample_weight):
     """Index of the first empty or collapsed component, ``-1`` if there is none.
 
     A component is *empty* when it holds less than a thousandth of an average
-    sample's weight, and *collapsed* when the trace of its scatter (before
-    ``reg_covar``) is below the rounding level of the data: ``10 eps`` times the
-    total variance plus ``100 eps^2`` times the squared magnitude of the data.
+    sample's weight, and *collapsed* when its smallest variance before
+    ``reg_covar`` is at the rounding level (``spread <= 1``, see
+    :func:`smallest_variance`). A ``tied`` model collapses as a whole and reports
+    component 0.
     """
-    dtype = x.dtype
-    eps = jnp.finfo(dtype).eps
     n = x.shape[0]
-    if sample_weight is None:
-        sample_weight = jnp.ones(n, dtype)
-    total = jnp.sum(sample_weight)
-    mean = sample_weight @ x / total
-    variance = jnp.sum(sample_weight @ (x - mean) ** 2) / total
-    floor = 10 * eps * variance + 100 * eps**2 * jnp.sum(mean**2)
-    bad = (counts < 1e-3 * total / n) | (spread <= floor)
+    total = n if sample_weight is None else jnp.sum(sample_weight)
+    bad = (counts < 1e-3 * total / n) | (spread <= 1)
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
@@ -575,6 +660,99 @@ def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
     return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
 
 
+def data_variance(x, sample_weight):
+    """Per-feature (weighted) variance of the data, ``(d,)``, with a fallback for
+    features that do not vary: the mean variance of the others, else 1.
+
+    The fallback keeps a re-seeded component's covariance positive definite even
+    without ``reg_covar`` (a constant column, all points equal).
+    """
+    eps = jnp.finfo(x.dtype).eps
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
+    mean = w @ x / jnp.sum(w)
+    var = w @ (x - mean) ** 2 / jnp.sum(w)
+    varies = var > (10 * eps * mean) ** 2
+    count = jnp.sum(varies)
+    typical = jnp.sum(jnp.where(varies, var, 0.0)) / jnp.maximum(count, 1)
+    return jnp.where(varies, var, jnp.where(count > 0, typical, 1.0))
+
+
+def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
+    """Restart component ``j`` at the worst-explained sample.
+
+    The new mean is the sample with the lowest ``log p(x_i)`` (among samples of
+    positive weight), the new weight ``1 / k`` (the others are scaled to make room),
+    and the new covariance ``diag(V) / k + reg_covar I`` with ``V`` the data's
+    per-feature variance (:func:`data_variance`): a component about as wide as a
+    ``k``-th of the data, wide enough to gather points again. A ``tied``
+    covariance is shared and kept. Jittable, ``j`` may be traced.
+
+    Args:
+        gmm: the model after an M step.
+        j: ``()`` the component to restart.
+        log_prob: ``(n,)`` ``log p(x_i)`` (of the model the step started from).
+        x: ``(n, d)`` data.
+        sample_weight: ``(n,)`` weights or ``None``.
+        reg_covar: the fitter's ``reg_covar``.
+
+    Returns:
+        The model with component ``j`` replaced.
+    """
+    dtype = x.dtype
+    k = gmm.n_components
+    fit = (
+        log_prob
+        if sample_weight is None
+        else jnp.where(sample_weight > 0, log_prob, jnp.inf)
+    )
+    worst = jnp.argmin(jnp.where(jnp.isnan(fit), jnp.inf, fit))
+    var = data_variance(x, sample_weight) / k + reg_covar
+    here = jnp.arange(k) == j
+    log_w = gmm.log_weights.astype(dtype)
+    rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
+    if k > 1:
+        scaled = log_w + math.log1p(-1 / k) - rest
+    else:
+        scaled = log_w
+    logits = jnp.where(here, -math.log(k), scaled)
+    means = jnp.where(here[:, None], x[worst], gmm.means)
+    log_diag, off_diag = gmm.log_diag, gmm.off_diag
+    ctype = gmm.covariance_type
+    if ctype in ("full", "diag"):
+        log_diag = jnp.where(here[:, None], -0.5 * jnp.log(var), log_diag)
+    elif ctype == "spherical":
+        log_diag = jnp.where(here, -0.5 * jnp.log(jnp.mean(var)), log_diag)
+    if ctype == "full":
+        off_diag = jnp.where(here[:, None], 0.0, off_diag)
+    return GMM(logits, means, log_diag, off_diag, ctype)
+
+
+def _reseed_step(start, gmm, info, x, sample_weight, reg_covar, used, budget):
+    """Re-seed the component ``info.degenerate`` reports while the budget lasts.
+
+    ``start`` is the model the step started from: the worst-explained samples are
+    those of lowest ``log p(x_i)`` under it (computed only when a re-seed happens,
+    inside a ``lax.cond``). A re-seeded step reports no degeneracy and
+    ``can_stop=False`` (its jump in likelihood must not be read as convergence);
+    past the budget the step's report passes through, so the run ends
+    ``DEGENERATE``.
+    """
+    j = info.degenerate
+    go = (j >= 0) & (used < budget)
+
+    def reseed():
+        log_prob = logsumexp(weighted_log_prob(start, x), axis=-1)
+        return reseed_component(
+            gmm, jnp.maximum(j, 0), log_prob, x, sample_weight, reg_covar
+        )
+
+    new = jax.lax.cond(go, reseed, lambda: gmm)
+    info = StepInfo(
+        info.log_likelihood, jnp.where(go, -1, j).astype(jnp.int32), info.can_stop & ~go
+    )
+    return new, info, used + go.astype(jnp.int32)
+
+
 @jax.jit
 def _em_step_jit(gmm, x, sample_weight, reg_covar, beta):
     return _em_update(gmm, x, sample_weight, reg_covar, beta)[0]
@@ -618,10 +796,24 @@ class EM:
     does not recompile. Use it with :func:`gmmjax.fit`, :func:`gmmjax.fit_trace` or
     :func:`gmmjax.multistart`.
 
+    With ``max_reseeds > 0`` a component that empties or collapses (see
+    :func:`gmmjax.fit`'s ``DEGENERATE`` status) is re-seeded instead of ending the
+    run: it restarts at the worst-explained sample (lowest ``log p(x_i)``) with
+    weight ``1 / k`` and covariance ``diag(V) / k + reg_covar I`` (``V`` the data's
+    per-feature variance), and EM continues. Each re-seed uses one of
+    ``max_reseeds``; once they are spent the next degeneracy ends the run with
+    ``DEGENERATE``, as without re-seeding. A re-seed step may lower the
+    log-likelihood (EM is monotone between re-seeds) and never counts as
+    convergence. Everything stays inside the compiled loop (a ``lax.cond``), so
+    re-seeding is jittable and vmappable (:func:`gmmjax.multistart`).
+
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in
             the M step (scikit-learn's convention), keeping covariances positive
             definite.
+        max_reseeds: the number of re-seeds a run may use (an integer >= 0,
+            traced: a new value does not recompile); ``0`` (default) never
+            re-seeds.
 
     Example:
         >>> import jax, gmmjax
@@ -630,22 +822,47 @@ class EM:
         >>> result = gmmjax.fit(gmmjax.EM(reg_covar=1e-6), gmm0, x)
         >>> gmmjax.Status(int(result.status)).name
         'CONVERGED'
+
+        A third component started far from the data empties at once; re-seeding
+        moves it to the worst-explained sample and the run converges.
+
+        >>> g0 = gmmjax.GMM.from_natural(
+        ...     [0.4, 0.4, 0.2], [[2.0, 55.0], [4.5, 80.0], [50.0, 300.0]],
+        ...     [[0.1, 30.0]] * 3, covariance_type="diag")
+        >>> gmmjax.fit(gmmjax.EM(), g0, x).status_name
+        'DEGENERATE'
+        >>> gmmjax.fit(gmmjax.EM(max_reseeds=2), g0, x).status_name
+        'CONVERGED'
     """
 
     reg_covar: float | jax.Array = 1e-6
+    max_reseeds: int | jax.Array = 0
 
     def check(self) -> None:
         """Validate the hyperparameters (called by the drivers at the API edge)."""
         check_nonnegative_scalar(self.reg_covar, "reg_covar")
+        check_count(self.max_reseeds, "max_reseeds")
 
     def init(self, gmm: GMM, x, *, sample_weight=None) -> EMState:
-        """Start state: the initial model."""
-        return EMState(gmm)
+        """Start state: the initial model, no re-seed used."""
+        return EMState(gmm, jnp.asarray(0, jnp.int32))
 
     def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
-        """One EM iteration; returns ``(EMState, StepInfo)``."""
+        """One EM iteration (and a re-seed if needed); ``(EMState, StepInfo)``."""
         gmm, info = _em_update(state.gmm, x, sample_weight, self.reg_covar, beta)
-        return EMState(gmm), info
+        gmm, info, used = _reseed_step(
+            state.gmm,
+            gmm,
+            info,
+            x,
+            sample_weight,
+            self.reg_covar,
+            jnp.asarray(state.n_reseeds, jnp.int32),
+            self.max_reseeds,
+        )
+        return EMState(gmm, used), info
 
 
-jax.tree_util.register_dataclass(EM, data_fields=["reg_covar"], meta_fields=[])
+jax.tree_util.register_dataclass(
+    EM, data_fields=["reg_covar", "max_reseeds"], meta_fields=[]
+)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._gmm import GMM
-from ._validation import check_nonnegative_scalar, concrete
+from ._validation import check_count, check_nonnegative_scalar
 
 
 class Status(enum.IntEnum):
@@ -24,10 +24,10 @@ class Status(enum.IntEnum):
         MAX_STEPS: the step budget ran out first (always the case with ``tol=0``).
         NONFINITE: a step produced a non-finite log-likelihood or parameters; the
             result holds the last finite parameters.
-        DEGENERATE: a component emptied or its covariance collapsed onto a point;
-            ``FitResult.degenerate_component`` says which. It takes precedence
-            over ``NONFINITE`` when the collapse made the step non-finite (the
-            result then holds the last finite parameters).
+        DEGENERATE: a component emptied or its covariance collapsed (onto a point,
+            a line or a plane); ``FitResult.degenerate_component`` says which. It
+            takes precedence over ``NONFINITE`` when the collapse made the step
+            non-finite (the result then holds the last finite parameters).
 
     Example:
         >>> import gmmjax
@@ -114,17 +114,7 @@ def check_fitter(fitter) -> None:
 
 def check_steps(value, name: str):
     """An integer step count >= 0; a traced integer is accepted inside jit."""
-    v = concrete(value)
-    if v is None:
-        return value
-    if isinstance(value, (bool, np.bool_)) or not (
-        isinstance(value, numbers.Integral)
-        or (v.ndim == 0 and np.issubdtype(v.dtype, np.integer))
-    ):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {int(v)}")
-    return value
+    return check_count(value, name)
 
 
 def prepare_fit(fitter, gmm0, x, sample_weight):
@@ -212,9 +202,13 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     ``W = sum_i w_i`` (``n`` without weights) the run has **converged** after step
     ``t >= 2`` when ``|L(theta_{t-1}) - L(theta_{t-2})| / W < tol`` — scikit-learn's
     rule on the change in mean log-likelihood, so ``n_steps`` equals its ``n_iter_``
-    and ``tol=0`` runs exactly ``max_steps`` steps. A step whose log-likelihood or
-    parameters are not finite ends the run with ``NONFINITE`` (its parameters are
-    discarded); a component that empties or collapses ends it with ``DEGENERATE``.
+    and ``tol=0`` runs exactly ``max_steps`` steps. In float32 the mean
+    log-likelihood ``l`` is resolved to about ``eps |l| ~ 1e-7 |l|``: a finer
+    ``tol`` may end with ``MAX_STEPS`` while the parameters still improve (EM
+    being monotone); pick ``tol`` above that level for float32 data. A step whose
+    log-likelihood or parameters are not finite ends the run with ``NONFINITE``
+    (its parameters are discarded); a component that empties or collapses ends it
+    with ``DEGENERATE``.
     Nothing is raised inside ``jit``; ``tol``, ``max_steps`` and the fitter's
     hyperparameters are traced, so new values do not recompile.
 

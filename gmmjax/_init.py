@@ -13,6 +13,7 @@ from ._gmm import GMM
 from ._validation import (
     check_covariance_type,
     check_data,
+    check_key,
     check_nonnegative_scalar,
     check_positive_int,
     check_sample_weight,
@@ -176,8 +177,9 @@ def init_gmm(
         >>> gmm.means.shape, gmm.covariances.shape
         ((3, 2), (3, 2))
     """
+    check_key(key)
     covariance_type = check_covariance_type(covariance_type)
-    if method not in INIT_METHODS:
+    if not isinstance(method, str) or method not in INIT_METHODS:
         raise ValueError(f"method must be one of {INIT_METHODS}, got {method!r}")
     n_components = check_positive_int(n_components, "n_components")
     x = check_data(x)

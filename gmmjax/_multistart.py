@@ -12,6 +12,7 @@ from ._init import INIT_METHODS, _init_gmm
 from ._validation import (
     check_covariance_type,
     check_data,
+    check_key,
     check_nonnegative_scalar,
     check_positive_int,
     check_sample_weight,
@@ -141,7 +142,7 @@ def multistart(
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
-    keys = _check_key(key)
+    keys = check_key(key)
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], n_components)
     batch_size = None if batch_size >= n_init else batch_size
@@ -174,23 +175,6 @@ def _auto_batch_size(n: int, k: int, backend: str | None = None) -> int:
     if (backend or jax.default_backend()) != "cpu":
         return 2**31 - 1
     return max(1, _CACHE_ELEMENTS // (n * k))
-
-
-def _check_key(key):
-    if not isinstance(key, jax.Array):
-        raise TypeError(
-            f"key must be a jax.random key, e.g. jax.random.key(0); "
-            f"got {type(key).__name__}"
-        )
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key must be a single key, got shape {key.shape}")
-    elif key.shape != (2,) or key.dtype != jnp.uint32:
-        raise TypeError(
-            "key must be a jax.random key, e.g. jax.random.key(0); "
-            f"got an array of shape {key.shape} and dtype {key.dtype}"
-        )
-    return key
 
 
 @jax.jit

@@ -125,3 +125,38 @@ def check_nonnegative_scalar(value, name: str):
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v}")
     return value
+
+
+def check_count(value, name: str):
+    """An integer >= 0 (a Python or NumPy integer, or a 0-d integer array); a traced
+    value is accepted inside ``jit``."""
+    v = concrete(value)
+    if v is None:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not (
+        isinstance(value, numbers.Integral)
+        or (v.ndim == 0 and np.issubdtype(v.dtype, np.integer))
+    ):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(v)}")
+    return value
+
+
+def check_key(key):
+    """A single ``jax.random`` key: a new-style key of shape ``()`` or a raw
+    ``uint32`` key of shape ``(2,)``."""
+    if not isinstance(key, jax.Array):
+        raise TypeError(
+            f"key must be a jax.random key, e.g. jax.random.key(0); "
+            f"got {type(key).__name__}"
+        )
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be a single key, got shape {key.shape}")
+    elif key.shape != (2,) or key.dtype != jnp.uint32:
+        raise TypeError(
+            "key must be a jax.random key, e.g. jax.random.key(0); "
+            f"got an array of shape {key.shape} and dtype {key.dtype}"
+        )
+    return key

@@ -14,6 +14,13 @@ class CLIError(Exception):
     """A user-facing error: printed on one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage block is left to ``--help``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def load_data(path: str | None) -> np.ndarray:
     """Read ``(n, d)`` data from a CSV (header detected) or ``.npy`` file; the bundled
     Old Faithful data when ``path`` is ``None``."""
@@ -92,6 +99,7 @@ def _cmd_fit(args) -> int:
         raise CLIError(f"--max-steps must be >= 0, got {args.max_steps}")
     if not (args.tol >= 0 and args.reg_covar >= 0):
         raise CLIError("--tol and --reg-covar must be >= 0")
+    fitter = _make_fitter(args)
     key = jax.random.key(args.seed)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
         key, np.arange(args.n_init, dtype=np.uint32)
@@ -105,7 +113,6 @@ def _cmd_fit(args) -> int:
             method="kmeans++",
         )
     )(keys)
-    fitter = _make_fitter(args)
     show = args.progress or sys.stderr.isatty()
     # only EM's state is its model, so only EM can be resumed chunk by chunk
     chunked = show and args.method == "em"
@@ -154,11 +161,17 @@ def _make_fitter(args):
         raise CLIError(f"--anneal-start must be in (0, 1], got {args.anneal_start}")
     if args.anneal_steps < 1:
         raise CLIError(f"--anneal-steps must be >= 1, got {args.anneal_steps}")
+    if args.max_reseeds < 0:
+        raise CLIError(f"--max-reseeds must be >= 0, got {args.max_reseeds}")
+    if args.max_reseeds > 0 and args.method in ("adam", "lbfgs"):
+        raise CLIError(
+            f"--max-reseeds needs --method em or anneal, got --method {args.method}"
+        )
     if args.method == "adam":
         return gmmjax.GradientFitter(optax.adam, learning_rate=args.learning_rate)
     if args.method == "lbfgs":
         return gmmjax.GradientFitter(optax.lbfgs())
-    em = gmmjax.EM(reg_covar=args.reg_covar)
+    em = gmmjax.EM(reg_covar=args.reg_covar, max_reseeds=args.max_reseeds)
     if args.method == "anneal":
         schedule = optax.linear_schedule(args.anneal_start, 1.0, args.anneal_steps)
         return gmmjax.Annealed(em, schedule)
@@ -318,7 +331,11 @@ def _print_summary(s: dict) -> None:
         print(f"steps: {s['n_steps']}")
         print(f"status: {s['status']}")
         if s["degenerate_component"] >= 0:
-            print(f"degenerate component: {s['degenerate_component']}")
+            print(
+                f"degenerate component: {s['degenerate_component']} (it emptied or "
+                "collapsed; try a larger --reg-covar, a smaller -k, or "
+                "--max-reseeds N to re-seed it)"
+            )
         if s["n_init"] > 1:
             lls = np.asarray(s["restarts"]["log_likelihoods"])
             ok = sum(v == "CONVERGED" for v in s["restarts"]["statuses"])
@@ -433,9 +450,7 @@ def _cmd_study_saddle(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gmmjax", description="Gaussian mixture models in JAX."
-    )
+    parser = _Parser(prog="gmmjax", description="Gaussian mixture models in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a mixture to data and print it")
     fit.add_argument(
@@ -465,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(_METHODS),
         help="em, adam or lbfgs (optax, on the unconstrained parameters), or "
         "anneal (EM with a linear beta schedule); default: em",
+    )
+    fit.add_argument(
+        "--max-reseeds",
+        type=int,
+        default=0,
+        help="re-seed a component that empties or collapses, at most this many "
+        "times per run (EM and anneal; default: 0, stop with status DEGENERATE)",
     )
     fit.add_argument(
         "--learning-rate", type=float, default=0.01, help="Adam's step size"
@@ -555,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as err:
-        print(f"gmmjax: error: {err}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError) as err:
+        # the library's own checks name the bad value; a user needs that line,
+        # not a traceback
+        message = " ".join(str(err).split())
+        print(f"gmmjax: error: {message}", file=sys.stderr)
         return 2

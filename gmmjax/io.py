@@ -59,6 +59,7 @@ def save(path, gmm: GMM) -> None:
         >>> back.covariance_type, [round(float(w), 2) for w in back.weights]
         ('spherical', [0.4, 0.6])
     """
+    _check_path(path)
     check_gmm(gmm)
     arrays = {}
     for name in _LEAVES:
@@ -112,7 +113,7 @@ def load(path) -> GMM:
         >>> [round(float(v), 3) for v in io.load(path).covariances[0].ravel()]
         [2.0, 0.5, 0.5, 1.0]
     """
-    name = os.fspath(path)
+    name = os.fsdecode(_check_path(path))
     if not os.path.isfile(name):
         raise FileNotFoundError(f"no such model file: {name}")
     try:
@@ -160,6 +161,14 @@ def load(path) -> GMM:
         leaves["off_diag"],
         ctype,
     )
+
+
+def _check_path(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"path must be a str or os.PathLike file path, got {type(path).__name__}"
+        )
+    return os.fspath(path)
 
 
 def _read_metadata(name: str, raw: np.ndarray) -> dict:

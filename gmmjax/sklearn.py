@@ -156,6 +156,41 @@ def _check_number(value, name):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
+def _degeneracy(est, j: int, X, w) -> str:
+    """What happened to component ``j`` of a fitted estimator: emptied, or
+    collapsed (and how thin, relative to the data's per-feature variance)."""
+    weights = np.asarray(est.weights_, np.float64)
+    n = X.shape[0]
+    if weights[j] * n < 1e-3:
+        return (
+            f"component {j} emptied (it holds {weights[j] * n:.2g} samples' worth "
+            "of weight)"
+        )
+    w = np.ones(n) if w is None else np.asarray(w, np.float64)
+    x = np.asarray(X, np.float64)
+    mean = w @ x / w.sum()
+    var = w @ (x - mean) ** 2 / w.sum()
+    scale = np.sqrt(np.where(var > 0, var, 1.0))
+    cov = np.asarray(est.covariances_, np.float64)
+    ctype = est.covariance_type
+    if ctype == "tied":
+        thin = np.linalg.eigvalsh(cov / np.outer(scale, scale))[0]
+        return (
+            "the tied covariance collapsed: its variance along its thinnest "
+            f"direction is {thin:.2g} times the data's"
+        )
+    if ctype == "full":
+        thin = np.linalg.eigvalsh(cov[j] / np.outer(scale, scale))[0]
+    elif ctype == "diag":
+        thin = np.min(cov[j] / scale**2)
+    else:
+        thin = cov[j] / np.mean(scale**2)
+    return (
+        f"component {j} collapsed: its variance along its thinnest direction is "
+        f"{thin:.2g} times the data's (at the rounding level before reg_covar)"
+    )
+
+
 def _upper_cholesky_of(precisions):
     """Upper-triangular ``P`` with ``P P^T = precisions`` (batched ``(..., d, d)``).
 
@@ -234,6 +269,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
       :class:`gmmjax.GradientFitter` instead of EM;
     - ``anneal=``: wrap the fitter in :class:`gmmjax.Annealed` with a ``beta``
       schedule (deterministic annealing);
+    - ``max_reseeds=``: re-seed components that empty or collapse instead of
+      stopping (:class:`gmmjax.EM`);
     - :meth:`diagnose`: whether the fitted point is a maximum or a saddle;
     - attributes ``gmm_`` (the fitted :class:`gmmjax.GMM`), ``status_`` (how the
       chosen run ended), ``degenerate_component_`` and
@@ -276,6 +313,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             rising to 1, e.g. ``optax.linear_schedule(0.1, 1.0, 50)``): the fitter
             is wrapped in :class:`gmmjax.Annealed` (deterministic annealing); the
             convergence test applies once ``beta`` reaches 1.
+        max_reseeds: how many times a run may re-seed a component that emptied
+            or collapsed (at the worst-explained sample, see :class:`gmmjax.EM`)
+            instead of stopping; ``0`` (default) stops with a warning. EM only.
 
     Attributes:
         weights_: ``(k,)`` mixing weights.
@@ -334,6 +374,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         optimizer=None,
         anneal=None,
+        max_reseeds=0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -351,6 +392,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.optimizer = optimizer
         self.anneal = anneal
+        self.max_reseeds = max_reseeds
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
@@ -378,6 +420,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "optimizer must be None (EM) or an optax.GradientTransformation, "
                 f"e.g. optax.adam(1e-2); got {type(self.optimizer).__name__}"
             )
+        _check_int(self.max_reseeds, "max_reseeds", 0)
+        if self.optimizer is not None and self.max_reseeds > 0:
+            raise ValueError(
+                "max_reseeds needs the EM fitter (optimizer=None); got "
+                f"max_reseeds={self.max_reseeds} with an optimizer"
+            )
         if self.anneal is not None and not callable(self.anneal):
             raise TypeError(
                 "anneal must be None or a schedule step -> beta, e.g. "
@@ -386,7 +434,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _fitter(self):
         if self.optimizer is None:
-            fitter = EM(reg_covar=self.reg_covar)
+            fitter = EM(reg_covar=self.reg_covar, max_reseeds=self.max_reseeds)
         else:
             fitter = GradientFitter(self.optimizer)
         if self.anneal is not None:
@@ -473,13 +521,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"lower bound {bound:.5f}"
             )
 
-    def _warn(self):
+    def _warn(self, X, w):
         if self.status_ == "DEGENERATE":
+            what = _degeneracy(self, self.degenerate_component_, X, w)
+            spent = (
+                f"; its max_reseeds={self.max_reseeds} re-seeds were spent"
+                if self.max_reseeds > 0
+                else ""
+            )
             warnings.warn(
-                f"the best run stopped at step {self.n_iter_}: component "
-                f"{self.degenerate_component_} emptied or collapsed onto a point "
-                "(status DEGENERATE). Try fewer components, a larger reg_covar or "
-                "more restarts.",
+                f"{what}; the best run stopped there (status DEGENERATE at step "
+                f"{self.n_iter_}{spent}). Increase reg_covar (now {self.reg_covar:g}), "
+                "reduce n_components, or set max_reseeds > 0 to re-seed such "
+                "components at the worst-explained samples.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -556,7 +610,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             float(self.lower_bounds_[-1]) if self.n_iter_ > 0 else -np.inf
         )
         self.restart_log_likelihoods_ = np.asarray(result.log_likelihood)
-        self._warn()
+        self._warn(X, w)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
