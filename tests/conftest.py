@@ -1,6 +1,39 @@
-import jax
-import numpy as np
-import pytest
+import atexit
+import os
+import shutil
+import tempfile
+
+
+def _share_test_run_settings() -> None:
+    """Settings of the whole test run, made before numpy or jax is imported.
+
+    Environment variables, so that the pytest-xdist workers and the subprocesses
+    that the tests start inherit them from the process that loads this file first.
+
+    - One thread for OpenBLAS and OpenMP: the references (scikit-learn, scipy)
+      work on tiny arrays, and with one pytest worker per core, extra BLAS and
+      OpenMP threads only spin and wait (scikit-learn's k-means fits took ten
+      times the CPU time with them). Results do not depend on it.
+    - A JAX compilation cache in a fresh temporary directory, shared by the
+      workers and subprocesses of this one run (and removed at its end): a
+      function compiled by one process is loaded by the others. Nothing is kept
+      from one run to the next.
+    """
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        path = tempfile.mkdtemp(prefix="gmmjax-tests-jax-cache-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+_share_test_run_settings()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

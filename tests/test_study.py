@@ -19,6 +19,11 @@ from gmmjax._study_report import FIGURES
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The tests of the study's output share one run of it: with --dist loadgroup they
+# go to one xdist worker, which runs the module fixture once, not once per worker.
+SHARES_QUICK_STUDY = pytest.mark.xdist_group("quick_study")
+
+
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("saddle")
@@ -36,6 +41,7 @@ def quick_study(tmp_path_factory):
     return out, proc.stdout, json.loads((out / "results.json").read_text())
 
 
+@SHARES_QUICK_STUDY
 def test_command_writes_report_and_figures(quick_study):
     out, stdout, results = quick_study
     assert "report.md" in stdout
@@ -50,6 +56,7 @@ def test_command_writes_report_and_figures(quick_study):
     assert f"{results['wall_time_s']:.1f} s wall" in report
 
 
+@SHARES_QUICK_STUDY
 def test_study_numbers(quick_study):
     _, _, r = quick_study
     np.testing.assert_allclose(r["saddle"]["hessian"], [[0, 0], [0, -4]], atol=1e-12)
