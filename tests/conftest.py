@@ -1,7 +1,13 @@
 import atexit
+import json
 import os
 import shutil
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
 
 
 def _share_test_run_settings() -> None:
@@ -70,3 +76,28 @@ def full_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+def once_per_run(tmp_path_factory, name: str, produce):
+    """``(directory, value)`` of ``produce(directory)``, computed once per test run.
+
+    For an expensive module fixture (a subprocess of a minute): pytest-xdist
+    runs a module fixture once per worker that runs one of its tests, so the first
+    worker computes it (under a file lock) into a directory shared by the workers
+    of this run, and the others wait and read its JSON-able value. Without xdist,
+    or where file locks are not available, it is computed as usual.
+    """
+    shared = fcntl is not None and "PYTEST_XDIST_WORKER" in os.environ
+    if not shared:
+        directory = tmp_path_factory.mktemp(name)
+        return directory, produce(directory)
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by workers
+    directory, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return directory, json.loads(done.read_text())
+        directory.mkdir(exist_ok=True)
+        value = produce(directory)
+        done.write_text(json.dumps(value))
+        return directory, value

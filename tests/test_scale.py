@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, once_per_run
 
 import gmmjax
 
@@ -62,13 +62,7 @@ def start(x, k, ctype="full"):
 # ------------------------------------------------------------------ several devices
 
 
-# The tests of the 4-device subprocess share one run of it: with --dist loadgroup
-# they go to one xdist worker, which runs the module fixture once, not once per worker.
-SHARES_SHARDED = pytest.mark.xdist_group("sharded")
-
-
-@pytest.fixture(scope="module")
-def sharded():
+def run_sharded_script(_) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     env["JAX_PLATFORMS"] = "cpu"
@@ -85,13 +79,17 @@ def sharded():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@SHARES_SHARDED
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    # one run for all xdist workers (about a minute of CPU time)
+    return once_per_run(tmp_path_factory, "sharded", run_sharded_script)[1]
+
+
 def test_shard_places_rows_on_four_devices(sharded):
     assert sharded["n_devices"] == 4
     assert sharded["shard"] == {"devices": 4, "shard_rows": [100]}
 
 
-@SHARES_SHARDED
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
 def test_sharded_fit_equals_single_device(sharded, ctype):
     res = sharded["fit"][ctype]
@@ -102,18 +100,15 @@ def test_sharded_fit_equals_single_device(sharded, ctype):
     assert res["out_devices"] == 4
 
 
-@SHARES_SHARDED
 def test_kmeans_plusplus_on_sharded_data(sharded):
     assert sharded["init"] < SHARD_TOL
 
 
-@SHARES_SHARDED
 def test_sharded_step_reduces_across_devices(sharded):
     # partial sums on each device, combined by an all-reduce; the data never gathered
     assert sharded["hlo"] == {"all_reduce": True, "all_gather": False}
 
 
-@SHARES_SHARDED
 def test_padded_shards_equal_unpadded_fit(sharded):
     res = sharded["padded"]
     assert res["rows"] == 400
@@ -122,7 +117,6 @@ def test_padded_shards_equal_unpadded_fit(sharded):
     assert "shard_padded" in sharded["odd_error"]
 
 
-@SHARES_SHARDED
 def test_restarts_on_a_2d_mesh_equal_a_loop(sharded):
     res = sharded["restarts"]
     assert res["restart_spec"] == ["restarts", None, None]
@@ -172,14 +166,12 @@ def test_two_processes_fit_one_global_array():
     assert results[0]["ll"][0] == results[1]["ll"][0]
 
 
-@SHARES_SHARDED
 def test_sharded_multistart_equals_unsharded(sharded):
     res = sharded["multistart"]
     assert res["gmm"] < SHARD_TOL and res["ll_rel"] < SHARD_TOL
     assert res["steps"][0] == res["steps"][1]
 
 
-@SHARES_SHARDED
 def test_estimator_fits_sharded_input(sharded):
     res = sharded["estimator"]
     assert res["means"] < SHARD_TOL and res["covariances"] < SHARD_TOL

@@ -69,9 +69,6 @@ def separated_mixture(rng, k, n=420):
     return centers[labels] + rng.normal(size=(n, 2)) * scales[labels]
 
 
-# the three cases share their compiled fits (same n, same grid): with --dist
-# loadgroup they run on one xdist worker, which compiles them once
-@pytest.mark.xdist_group("generating_k")
 @pytest.mark.parametrize("k", [2, 4, 6])
 def test_select_finds_the_generating_k(k, rng):
     x = separated_mixture(rng, k)

@@ -214,11 +214,6 @@ def test_core_package_does_not_import_sklearn():
 FAITHFUL = gmmjax_faithful()
 
 
-# The tests from the reference fit share it: with --dist loadgroup they go to one
-# xdist worker, which runs the module fixture once, not once per worker.
-SHARES_EM_FAITHFUL = pytest.mark.xdist_group("em_faithful")
-
-
 @pytest.fixture(scope="module")
 def em_faithful():
     return GaussianMixture(2, tol=1e-10, max_iter=2000, random_state=0).fit(FAITHFUL)
@@ -233,7 +228,6 @@ def _perturbed_start(em):
     )
 
 
-@SHARES_EM_FAITHFUL
 def test_optax_optimizer_reaches_the_em_optimum(em_faithful):
     gm = GaussianMixture(
         2,
@@ -251,7 +245,6 @@ def test_optax_optimizer_reaches_the_em_optimum(em_faithful):
     np.testing.assert_allclose(gm.means_, em_faithful.means_, rtol=1e-4)
 
 
-@SHARES_EM_FAITHFUL
 def test_annealed_fit_reaches_the_em_optimum(em_faithful):
     steps = 20
     gm = GaussianMixture(
@@ -272,7 +265,6 @@ def test_annealed_fit_reaches_the_em_optimum(em_faithful):
         GaussianMixture(2, optimizer="adam").fit(FAITHFUL)
 
 
-@SHARES_EM_FAITHFUL
 def test_diagnose_tells_a_maximum_from_a_saddle(em_faithful):
     assert em_faithful.diagnose(FAITHFUL).kind == "maximum"
     # both components on the single-Gaussian fit: EM stays there (a fixed point),

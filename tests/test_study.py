@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import once_per_run
 
 from gmmjax import _study as S
 from gmmjax import toy
@@ -19,14 +20,7 @@ from gmmjax._study_report import FIGURES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The tests of the study's output share one run of it: with --dist loadgroup they
-# go to one xdist worker, which runs the module fixture once, not once per worker.
-SHARES_QUICK_STUDY = pytest.mark.xdist_group("quick_study")
-
-
-@pytest.fixture(scope="module")
-def quick_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("saddle")
+def run_quick_study(out: Path) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = ["study", "saddle", "--out", str(out), "--quick"]
     proc = subprocess.run(
@@ -38,10 +32,16 @@ def quick_study(tmp_path_factory):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout, json.loads((out / "results.json").read_text())
+    return proc.stdout
 
 
-@SHARES_QUICK_STUDY
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    # one run for all xdist workers (about a minute of CPU time)
+    out, stdout = once_per_run(tmp_path_factory, "saddle", run_quick_study)
+    return out, stdout, json.loads((out / "results.json").read_text())
+
+
 def test_command_writes_report_and_figures(quick_study):
     out, stdout, results = quick_study
     assert "report.md" in stdout
@@ -56,7 +56,6 @@ def test_command_writes_report_and_figures(quick_study):
     assert f"{results['wall_time_s']:.1f} s wall" in report
 
 
-@SHARES_QUICK_STUDY
 def test_study_numbers(quick_study):
     _, _, r = quick_study
     np.testing.assert_allclose(r["saddle"]["hessian"], [[0, 0], [0, -4]], atol=1e-12)
