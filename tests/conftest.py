@@ -1,6 +1,44 @@
-import jax
-import numpy as np
-import pytest
+import atexit
+import json
+import os
+import shutil
+import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
+
+
+def _share_test_run_settings() -> None:
+    """Settings of the whole test run, made before numpy or jax is imported.
+
+    Environment variables, so that the pytest-xdist workers and the subprocesses
+    that the tests start inherit them from the process that loads this file first.
+
+    - One thread for OpenBLAS and OpenMP: the references (scikit-learn, scipy)
+      work on tiny arrays, and with one pytest worker per core, extra BLAS and
+      OpenMP threads only spin and wait (scikit-learn's k-means fits took ten
+      times the CPU time with them). At most rounding in the references changes.
+    - A JAX compilation cache in a fresh temporary directory, shared by the
+      workers and subprocesses of this one run (and removed at its end): a
+      function compiled by one process is loaded by the others. Nothing is kept
+      from one run to the next. JAX stores only compilations of over a second
+      (its default): writing the many small ones costs more than it saves.
+    """
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        path = tempfile.mkdtemp(prefix="gmmjax-tests-jax-cache-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+
+
+_share_test_run_settings()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -38,3 +76,28 @@ def full_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+def once_per_run(tmp_path_factory, name: str, produce):
+    """``(directory, value)`` of ``produce(directory)``, computed once per test run.
+
+    For an expensive module fixture (a subprocess of a minute): pytest-xdist
+    runs a module fixture once per worker that runs one of its tests, so the first
+    worker computes it (under a file lock) into a directory shared by the workers
+    of this run, and the others wait and read its JSON-able value. Without xdist,
+    or where file locks are not available, it is computed as usual.
+    """
+    shared = fcntl is not None and "PYTEST_XDIST_WORKER" in os.environ
+    if not shared:
+        directory = tmp_path_factory.mktemp(name)
+        return directory, produce(directory)
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by workers
+    directory, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return directory, json.loads(done.read_text())
+        directory.mkdir(exist_ok=True)
+        value = produce(directory)
+        done.write_text(json.dumps(value))
+        return directory, value

@@ -28,10 +28,21 @@ def test_fit_bundled_data():
     assert "weights" in out.stdout and "means" in out.stdout
     assert "status: CONVERGED" in out.stdout and "steps:" in out.stdout
     assert "model: 2 components" in out.stdout
+    assert "diagnosis: maximum" in out.stdout
 
 
 def test_fit_options():
-    out = run("fit", "-k", "3", "--covariance-type", "tied", "--max-steps", "5")
+    # the Hessian diagnosis is checked in test_fit_bundled_data
+    out = run(
+        "fit",
+        "-k",
+        "3",
+        "--covariance-type",
+        "tied",
+        "--max-steps",
+        "5",
+        "--no-diagnosis",
+    )
     assert out.returncode == 0, out.stderr
     assert "3 components" in out.stdout and "'tied'" in out.stdout
     assert "steps: 5" in out.stdout
@@ -48,7 +59,7 @@ def test_fit_csv_with_header(tmp_path):
     path = tmp_path / "data.csv"
     rows = "\n".join(f"{a},{b}" for a, b in rng.normal(size=(50, 2)))
     path.write_text("a,b\n" + rows + "\n")
-    out = run("fit", str(path))
+    out = run("fit", str(path), "--no-diagnosis")
     assert out.returncode == 0, out.stderr
     assert "50 samples, 2 features" in out.stdout
 

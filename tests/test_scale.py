@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, once_per_run
 
 import gmmjax
 
@@ -62,8 +62,7 @@ def start(x, k, ctype="full"):
 # ------------------------------------------------------------------ several devices
 
 
-@pytest.fixture(scope="module")
-def sharded():
+def run_sharded_script(_) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     env["JAX_PLATFORMS"] = "cpu"
@@ -78,6 +77,12 @@ def sharded():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    # one run for all xdist workers (about a minute of CPU time)
+    return once_per_run(tmp_path_factory, "sharded", run_sharded_script)[1]
 
 
 def test_shard_places_rows_on_four_devices(sharded):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import once_per_run
 
 from gmmjax import _study as S
 from gmmjax import toy
@@ -19,9 +20,7 @@ from gmmjax._study_report import FIGURES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def quick_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("saddle")
+def run_quick_study(out: Path) -> str:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = ["study", "saddle", "--out", str(out), "--quick"]
     proc = subprocess.run(
@@ -33,7 +32,14 @@ def quick_study(tmp_path_factory):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout, json.loads((out / "results.json").read_text())
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    # one run for all xdist workers (about a minute of CPU time)
+    out, stdout = once_per_run(tmp_path_factory, "saddle", run_quick_study)
+    return out, stdout, json.loads((out / "results.json").read_text())
 
 
 def test_command_writes_report_and_figures(quick_study):
