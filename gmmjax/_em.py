@@ -248,24 +248,34 @@ def _split_rows(arrays, rows: int):
     return jax.tree_util.tree_map(head, arrays), tail
 
 
-def _sum_rows(fn, arrays, rows: int):
-    """``fn(*arrays)`` for a ``fn`` that sums over rows, run ``rows`` rows at a
-    time (``lax.scan``) and summed; ``None`` entries of ``arrays`` pass through."""
+def _scan_rows(fn, arrays, rows: int):
+    """Run ``fn(*arrays) -> (total, per_row)`` ``rows`` rows at a time.
+
+    ``total`` (a pytree) sums over rows and is added up over the chunks;
+    ``per_row`` (an array with one entry per row, or ``None``) is concatenated.
+    ``None`` entries of ``arrays`` pass through.
+    """
     n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
     if n <= rows:
         return fn(*arrays)
     head, tail = _split_rows(arrays, rows)
 
     def body(total, block):
-        return jax.tree_util.tree_map(jnp.add, total, fn(*block)), None
+        part, per_row = fn(*block)
+        return jax.tree_util.tree_map(jnp.add, total, part), per_row
 
     first = jax.tree_util.tree_map(lambda a: a[0], head)
-    shapes = jax.eval_shape(fn, *first)
+    shapes = jax.eval_shape(fn, *first)[0]
     zero = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), shapes)
-    total, _ = jax.lax.scan(body, zero, head)
+    total, per_row = jax.lax.scan(body, zero, head)
+    if per_row is not None:
+        per_row = per_row.reshape(-1, *per_row.shape[2:])
     if tail is not None:
-        total = jax.tree_util.tree_map(jnp.add, total, fn(*tail))
-    return total
+        part, tail_rows = fn(*tail)
+        total = jax.tree_util.tree_map(jnp.add, total, part)
+        if per_row is not None:
+            per_row = jnp.concatenate([per_row, tail_rows])
+    return total, per_row
 
 
 def _map_rows(fn, x, rows: int):
@@ -304,9 +314,9 @@ def _scatter(xc, resp, mc):
     def part(xs, rs):
         w = (rs[:, :, None] * (xs[:, None, :] - mc)).reshape(-1, k * d)
         # (d, n) @ (n, k d): the data operand transposed is the fast layout on CPU
-        return xs.T @ w, jnp.sum(w, axis=0)
+        return (xs.T @ w, jnp.sum(w, axis=0)), None
 
-    s, wsum = _sum_rows(part, (xc, resp), _chunk_rows(k * d))
+    (s, wsum), _ = _scan_rows(part, (xc, resp), _chunk_rows(k * d))
     s = jnp.moveaxis(s.reshape(d, k, d), 1, 0) - mc[:, :, None] * wsum.reshape(k, 1, d)
     return 0.5 * (s + jnp.swapaxes(s, -1, -2))
 
@@ -436,7 +446,8 @@ def _coefficients(gmm: GMM, c, dtype):
 
 
 def _expanded_statistics(coef, c, x, w, beta, covariance_type):
-    """``(R^T F_w (k, p), sum_i w_i log p(x_i))`` over samples, chunk by chunk."""
+    """``((R^T F_w (k, p), sum_i w_i log p(x_i)), log p(x_i) (n,))``, chunk by
+    chunk."""
     k, p = coef.shape
 
     def chunk(xs, ws):
@@ -445,11 +456,11 @@ def _expanded_statistics(coef, c, x, w, beta, covariance_type):
         # run along contiguous rows of samples (k is often tiny)
         resp, log_prob = _posteriors(coef @ f.T, beta, axis=0)
         if ws is None:
-            return resp @ f, jnp.sum(log_prob)
+            return (resp @ f, jnp.sum(log_prob)), log_prob
         ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
-        return resp @ (f * ws[:, None]), ll
+        return (resp @ (f * ws[:, None]), ll), log_prob
 
-    return _sum_rows(chunk, (x, w), _chunk_rows(p + 2 * k))
+    return _scan_rows(chunk, (x, w), _chunk_rows(p + 2 * k))
 
 
 def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
@@ -499,13 +510,15 @@ def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
 
 
 def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step by the expanded route: ``(moments, total log-likelihood)``."""
+    """One EM step by the expanded route: ``(moments, total log-likelihood,
+    log p(x_i))``."""
     c = jax.lax.stop_gradient(jnp.mean(x, axis=0))
     coef = _coefficients(gmm, c, x.dtype)
-    stats, ll = _expanded_statistics(
+    (stats, ll), log_prob = _expanded_statistics(
         coef, c, x, sample_weight, beta, gmm.covariance_type
     )
-    return _expanded_moments(stats, c, reg_covar, gmm.covariance_type), ll
+    moments = _expanded_moments(stats, c, reg_covar, gmm.covariance_type)
+    return moments, ll, log_prob
 
 
 def smallest_variance(nk, mc, center, second, covariance_type, expanded=False):
@@ -582,13 +595,43 @@ def smallest_variance(nk, mc, center, second, covariance_type, expanded=False):
             both = varies[:, None] & varies[None, :]
             eye = jnp.eye(d, dtype=mc.dtype)
             standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
-            eig = jnp.linalg.eigvalsh(standard)
-            level = 2 * d * eps * jnp.abs(eig[..., -1])
-            stat = eig[..., 0]
+            smallest, largest = _extreme_eigenvalues(standard)
+            level = 2 * d * eps * jnp.abs(largest)
+            stat = smallest
     rounding = 10 * eps if expanded else 100 * eps**2
     level = level + rounding * (1 + offset)
     stat = jnp.broadcast_to(stat / level, (k,))
     return jnp.where(jnp.any(varies), stat, 0.0)
+
+
+def _extreme_eigenvalues(a):
+    """Smallest and largest eigenvalues of symmetric ``(..., d, d)`` matrices.
+
+    Up to :data:`SMALL_D` features in closed form (the quadratic formula; the
+    trigonometric solution of the characteristic cubic): a batched LAPACK call
+    on tiny matrices costs far more than the arithmetic, above all under
+    ``vmap`` (restarts). Both are accurate to ``eps`` times the largest
+    eigenvalue, the resolution :func:`smallest_variance` allows for.
+    """
+    d = a.shape[-1]
+    if d > SMALL_D:
+        eig = jnp.linalg.eigvalsh(a)
+        return eig[..., 0], eig[..., -1]
+    if d == 1:
+        return a[..., 0, 0], a[..., 0, 0]
+    if d == 2:
+        half = 0.5 * (a[..., 0, 0] + a[..., 1, 1])
+        radius = jnp.hypot(0.5 * (a[..., 0, 0] - a[..., 1, 1]), a[..., 0, 1])
+        return half - radius, half + radius
+    mean = jnp.trace(a, axis1=-2, axis2=-1) / 3
+    shifted = a - mean[..., None, None] * jnp.eye(3, dtype=a.dtype)
+    scale = jnp.sqrt(jnp.sum(shifted**2, axis=(-2, -1)) / 6)
+    safe = jnp.where(scale > 0, scale, 1.0)
+    half_det = jnp.linalg.det(shifted / safe[..., None, None]) / 2
+    angle = jnp.arccos(jnp.clip(half_det, -1.0, 1.0)) / 3
+    largest = mean + 2 * scale * jnp.cos(angle)
+    smallest = mean + 2 * scale * jnp.cos(angle + 2 * math.pi / 3)
+    return smallest, largest
 
 
 def degenerate_component(counts, spread, x, sample_weight):
@@ -607,7 +650,8 @@ def degenerate_component(counts, spread, x, sample_weight):
 
 
 def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step by the centered two-pass route: ``(moments, log-likelihood)``."""
+    """One EM step by the centered two-pass route: ``(moments, log-likelihood,
+    log p(x_i))``."""
     k, d = gmm.means.shape
     joint = _map_rows(partial(weighted_log_prob, gmm), x, _chunk_rows(k * d))
     resp, log_prob = _posteriors(joint, beta)
@@ -620,7 +664,7 @@ def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
     # into every reduction of the M step and recompute them there
     resp = jax.lax.optimization_barrier(resp)
     moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
-    return moments, ll
+    return moments, ll, log_prob
 
 
 # float32 expands the square while the rounding it amplifies stays below this
@@ -643,21 +687,24 @@ def _expansion_is_accurate(gmm: GMM, x):
 
 
 def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step. float64 always expands the square (see above); float32
-    expands it unless :func:`_expansion_is_accurate` says that would cost digits.
-    Under ``vmap`` a per-lane choice evaluates both routes."""
+    """One EM step: ``(gmm, StepInfo, log p(x_i) of the starting model)``.
+
+    float64 always expands the square (see above); float32 expands it unless
+    :func:`_expansion_is_accurate` says that would cost digits. Under ``vmap`` a
+    per-lane choice evaluates both routes.
+    """
     args = (gmm, x, sample_weight, reg_covar, beta)
     if x.dtype == jnp.float64:
-        moments, ll = _expanded_update(*args)
+        moments, ll, log_prob = _expanded_update(*args)
     else:
-        moments, ll = jax.lax.cond(
+        moments, ll, log_prob = jax.lax.cond(
             _expansion_is_accurate(gmm, x),
             _expanded_update,
             _two_pass_update,
             *args,
         )
     degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
-    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True))
+    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
 
 
 def data_variance(x, sample_weight):
@@ -727,12 +774,12 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
     return GMM(logits, means, log_diag, off_diag, ctype)
 
 
-def _reseed_step(start, gmm, info, x, sample_weight, reg_covar, used, budget):
+def _reseed_step(log_prob, gmm, info, x, sample_weight, reg_covar, used, budget):
     """Re-seed the component ``info.degenerate`` reports while the budget lasts.
 
-    ``start`` is the model the step started from: the worst-explained samples are
-    those of lowest ``log p(x_i)`` under it (computed only when a re-seed happens,
-    inside a ``lax.cond``). A re-seeded step reports no degeneracy and
+    ``log_prob`` is ``log p(x_i)`` under the model the step started from, which
+    the E step computed anyway: the worst-explained samples are those where it is
+    lowest. A re-seeded step reports no degeneracy and
     ``can_stop=False`` (its jump in likelihood must not be read as convergence);
     past the budget the step's report passes through, so the run ends
     ``DEGENERATE``.
@@ -741,7 +788,6 @@ def _reseed_step(start, gmm, info, x, sample_weight, reg_covar, used, budget):
     go = (j >= 0) & (used < budget)
 
     def reseed():
-        log_prob = logsumexp(weighted_log_prob(start, x), axis=-1)
         return reseed_component(
             gmm, jnp.maximum(j, 0), log_prob, x, sample_weight, reg_covar
         )
@@ -849,9 +895,11 @@ class EM:
 
     def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
         """One EM iteration (and a re-seed if needed); ``(EMState, StepInfo)``."""
-        gmm, info = _em_update(state.gmm, x, sample_weight, self.reg_covar, beta)
+        gmm, info, log_prob = _em_update(
+            state.gmm, x, sample_weight, self.reg_covar, beta
+        )
         gmm, info, used = _reseed_step(
-            state.gmm,
+            log_prob,
             gmm,
             info,
             x,

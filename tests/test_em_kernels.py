@@ -22,8 +22,8 @@ def _start(x, k, ctype):
 
 
 def _step(route, gmm, x, w=None):
-    moments, ll = route(gmm, x, w, 1e-6, 1.0)
-    return moments.gmm, moments.counts, ll
+    moments, ll, log_prob = route(gmm, x, w, 1e-6, 1.0)
+    return moments.gmm, moments.counts, ll, log_prob
 
 
 def _assert_models_close(a, b, rtol):
@@ -45,6 +45,7 @@ def test_expanded_step_equals_two_pass_in_float64(rng, covariance_type):
         _assert_models_close(expanded[0], two_pass[0], 1e-9)
         np.testing.assert_allclose(expanded[1], two_pass[1], rtol=1e-12)
         np.testing.assert_allclose(expanded[2], two_pass[2], rtol=1e-12)
+        np.testing.assert_allclose(expanded[3], two_pass[3], rtol=1e-12)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -63,6 +64,7 @@ def test_chunked_step_equals_one_pass(rng, monkeypatch, covariance_type):
         chunked = _step(route, gmm, x, w)
         _assert_models_close(chunked[0], reference[0], 1e-10)
         np.testing.assert_allclose(chunked[2], reference[2], rtol=1e-12)
+        np.testing.assert_allclose(chunked[3], reference[3], rtol=1e-12)
 
 
 def _mean_ll_after(x, k, ctype, dtype, steps=60):
@@ -101,3 +103,20 @@ def test_float32_step_is_jittable_and_vmappable_over_models(rng):
         alone = gmmjax.em_step(jax.tree_util.tree_map(lambda a, i=i: a[i], gmms), x)
         lane = jax.tree_util.tree_map(lambda a, i=i: a[i], stepped)
         _assert_models_close(lane, alone, 1e-5)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_extreme_eigenvalues_match_numpy(rng, d):
+    # closed forms up to d = 3, LAPACK beyond; rank-one and scaled-identity
+    # matrices are the edge cases of the quadratic and cubic formulas
+    a = rng.normal(size=(40, d, d))
+    a = a @ np.swapaxes(a, -1, -2)
+    a[0] = np.outer(np.arange(1.0, d + 1), np.arange(1.0, d + 1))
+    a[1] = 2.0 * np.eye(d)
+    smallest, largest = _em._extreme_eigenvalues(jnp.asarray(a))
+    eig = np.linalg.eigvalsh(a)
+    # accurate to a few tens of eps of the largest eigenvalue (the cubic's
+    # trigonometric solution cancels for the smallest)
+    tol = 64 * np.finfo(np.float64).eps * eig[:, -1]
+    assert np.all(np.abs(np.asarray(smallest) - eig[:, 0]) <= tol)
+    assert np.all(np.abs(np.asarray(largest) - eig[:, -1]) <= tol)
