@@ -28,11 +28,16 @@ def test_collapse_onto_a_line_is_caught(reg_covar):
     assert result.status_name == "DEGENERATE"
     assert int(result.degenerate_component) == 1
     assert np.isfinite(float(result.log_likelihood))
-    # the trace of that component's covariance is of the order of the data's
-    # variance: a trace test (the previous criterion) could not see the collapse
-    cov = np.asarray(result.gmm.covariances[1])
-    assert np.trace(cov) > 0.1 * ON_A_LINE.var(axis=0).sum()
-    assert np.linalg.eigvalsh(cov)[0] < 1e-5
+    # the captured points have a large trace but no width: a trace test (the
+    # previous criterion) could not see this collapse
+    line_cov = np.cov(LINE.T)
+    assert np.trace(line_cov) > 0.1 * ON_A_LINE.var(axis=0).sum()
+    assert np.linalg.eigvalsh(line_cov)[0] < 1e-10
+    if reg_covar > 0:
+        # the returned step's covariance is that of the line plus reg_covar (with
+        # reg_covar=0 the step is not finite and the last finite model is kept)
+        cov = np.asarray(result.gmm.covariances[1])
+        assert np.linalg.eigvalsh(cov)[0] < 1e-5
 
 
 def test_smallest_variance_is_the_standardized_eigenvalue():
