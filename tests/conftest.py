@@ -1,8 +1,6 @@
-import atexit
+import gc
 import json
 import os
-import shutil
-import tempfile
 
 try:
     import fcntl
@@ -20,18 +18,12 @@ def _share_test_run_settings() -> None:
       work on tiny arrays, and with one pytest worker per core, extra BLAS and
       OpenMP threads only spin and wait (scikit-learn's k-means fits took ten
       times the CPU time with them). At most rounding in the references changes.
-    - A JAX compilation cache in a fresh temporary directory, shared by the
-      workers and subprocesses of this one run (and removed at its end): a
-      function compiled by one process is loaded by the others. Nothing is kept
-      from one run to the next. JAX stores only compilations of over a second
-      (its default): writing the many small ones costs more than it saves.
+
+    No JAX compilation cache is shared between the workers: two workers
+    compiling into one cache directory aborted a worker during compilation.
     """
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        path = tempfile.mkdtemp(prefix="gmmjax-tests-jax-cache-")
-        atexit.register(shutil.rmtree, path, ignore_errors=True)
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
 
 
 _share_test_run_settings()
@@ -101,3 +93,18 @@ def once_per_run(tmp_path_factory, name: str, produce):
         value = produce(directory)
         done.write_text(json.dumps(value))
         return directory, value
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compiled executables after every test module.
+
+    A pytest worker that compiles thousands of programs (the bad-input and
+    property batteries compile a new shape per case) keeps every executable's
+    code mapped; full runs then crashed inside XLA's compiler after a few
+    hundred tests. Clearing the caches between modules bounds that, at the cost
+    of recompiling what two modules share.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
