@@ -853,13 +853,18 @@ class EM:
     convergence. Everything stays inside the compiled loop (a ``lax.cond``), so
     re-seeding is jittable and vmappable (:func:`gmmjax.multistart`).
 
+    ``max_reseeds`` is a traced leaf, so a new budget does not recompile, except
+    for the Python integer ``0`` (the default): that budget is static and compiles
+    a step without the re-seed code, which compiles about a fifth faster and, under
+    ``vmap``, runs faster (a per-lane ``lax.cond`` evaluates both branches).
+
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in
             the M step (scikit-learn's convention), keeping covariances positive
             definite.
         max_reseeds: the number of re-seeds a run may use (an integer >= 0,
             traced: a new value does not recompile); ``0`` (default) never
-            re-seeds.
+            re-seeds, and as a Python integer is static (see above).
 
     Example:
         >>> import jax, gmmjax
@@ -898,6 +903,8 @@ class EM:
         gmm, info, log_prob = _em_update(
             state.gmm, x, sample_weight, self.reg_covar, beta
         )
+        if _never(self.max_reseeds):
+            return EMState(gmm, state.n_reseeds), info
         gmm, info, used = _reseed_step(
             log_prob,
             gmm,
@@ -911,6 +918,27 @@ class EM:
         return EMState(gmm, used), info
 
 
-jax.tree_util.register_dataclass(
-    EM, data_fields=["reg_covar", "max_reseeds"], meta_fields=[]
-)
+def _never(max_reseeds) -> bool:
+    """Whether a re-seed budget is the static ``0``: a Python (or NumPy) integer,
+    not an array."""
+    return (
+        isinstance(max_reseeds, (int, np.integer))
+        and not isinstance(max_reseeds, bool)
+        and max_reseeds == 0
+    )
+
+
+def _flatten_em(em: EM):
+    # a budget of 0 goes into the static part (see EM's docstring)
+    if _never(em.max_reseeds):
+        return (em.reg_covar,), True
+    return (em.reg_covar, em.max_reseeds), False
+
+
+def _unflatten_em(never: bool, leaves) -> EM:
+    if never:
+        return EM(reg_covar=leaves[0])
+    return EM(reg_covar=leaves[0], max_reseeds=leaves[1])
+
+
+jax.tree_util.register_pytree_node(EM, _flatten_em, _unflatten_em)

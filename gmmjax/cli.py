@@ -569,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     saddle.add_argument("--seed", type=int, default=0, help="seed of the noisy runs")
     saddle.set_defaults(func=_cmd_study_saddle)
+    # name the studies, not the destination, when none is given
+    studies.metavar = "{" + ",".join(studies.choices) + "}"
     return parser
 
 

@@ -92,6 +92,26 @@ def test_reseed_rescues_an_emptied_component():
     assert float(reseeded.log_likelihood) > float(plain.log_likelihood)
 
 
+def test_a_static_zero_budget_compiles_no_reseeding_and_changes_nothing():
+    static, traced = gmmjax.EM(), gmmjax.EM(max_reseeds=jnp.asarray(0))
+    # the Python 0 is static (not a leaf); an array budget stays traced
+    assert len(jax.tree_util.tree_leaves(static)) == 1
+    assert len(jax.tree_util.tree_leaves(traced)) == 2
+    leaves, tree = jax.tree_util.tree_flatten(gmmjax.EM(reg_covar=1e-3))
+    assert jax.tree_util.tree_unflatten(tree, leaves) == gmmjax.EM(reg_covar=1e-3)
+
+    def fit(fitter):
+        return gmmjax.fit(fitter, FAR, FAITHFUL, max_steps=200)
+
+    a, b = fit(static), fit(traced)
+    assert a.status_name == b.status_name == "DEGENERATE"
+    assert int(a.n_steps) == int(b.n_steps)
+    assert float(a.log_likelihood) == float(b.log_likelihood)
+    # the static budget's program has no re-seed branch: it is smaller
+    hlo = [jax.jit(fit).lower(f).as_text() for f in (static, traced)]
+    assert hlo[0].count("\n") < 0.9 * hlo[1].count("\n")
+
+
 def test_reseed_component_puts_it_on_the_worst_point():
     x = jnp.asarray(FAITHFUL)
     log_prob = gmmjax.log_prob(FAR, x)
