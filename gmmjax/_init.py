@@ -21,6 +21,33 @@ from ._validation import (
 
 INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data")
 
+# Up to this many draws, sampling without replacement picks the largest keys one
+# at a time (k passes over the n keys) instead of sorting them: under vmap the
+# sort of every lane's n keys cost a tenth of 1,000 restarts of K=3, N=200.
+_FEW_DRAWS = 16
+
+
+def _choice_without_replacement(key, p, k: int):
+    """``k`` distinct indices drawn with probabilities ``p`` (``(n,)``, summing to
+    1): ``jax.random.choice(key, n, (k,), replace=False, p=p)``, the same indices.
+
+    Both use the Gumbel top-k trick: the ``k`` largest of ``log p_i + G_i`` with
+    i.i.d. Gumbel ``G_i``, in decreasing order, ties to the lower index (zero
+    weights, ``-inf``, come last).
+    """
+    g = jax.random.gumbel(key, p.shape, p.dtype) + jnp.log(p)
+    if k > _FEW_DRAWS:
+        return jax.lax.top_k(g, k)[1]
+    idx = jnp.arange(p.shape[0])
+    taken = jnp.zeros(p.shape, bool)
+    out = []
+    for _ in range(k):
+        score = jnp.where(taken, -jnp.inf, g)
+        i = jnp.argmax((score == jnp.max(score)) & ~taken)
+        out.append(i)
+        taken = taken | (idx == i)
+    return jnp.stack(out)
+
 
 def _sq_distances(x, centers):
     """``(n, k)`` squared Euclidean distances, from one matrix product."""
@@ -120,7 +147,7 @@ def _init_gmm(key, x, w, reg_covar, *, n_components, covariance_type, method):
     else:
         if method == "random_from_data":
             p = weights / jnp.sum(weights)
-            idx = jax.random.choice(key, n, (n_components,), replace=False, p=p)
+            idx = _choice_without_replacement(key, p, n_components)
             centers = x[idx]
         else:
             centers = kmeans_plusplus(key, x, n_components, w)

@@ -120,3 +120,50 @@ def test_extreme_eigenvalues_match_numpy(rng, d):
     tol = 64 * np.finfo(np.float64).eps * eig[:, -1]
     assert np.all(np.abs(np.asarray(smallest) - eig[:, 0]) <= tol)
     assert np.all(np.abs(np.asarray(largest) - eig[:, -1]) <= tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, n", [(1, 5), (3, 199), (8, 64), (9, 1000), (40, 199)])
+def test_posteriors_match_scipy_for_unrolled_and_reduced_components(dtype, k, n):
+    """Up to 8 components the E step reduces over them slice by slice, beyond with
+    reductions; both give scipy's softmax and logsumexp, and the summed
+    log-density (from block products) equals the sum of the per-sample ones."""
+    from scipy.special import logsumexp, softmax
+
+    rng = np.random.default_rng(k * 1000 + n)
+    # the references see the same (rounded) inputs
+    joint = (rng.normal(scale=30.0, size=(k, n)) - 50.0).astype(dtype).astype(float)
+    eps = np.finfo(dtype).eps
+    scale = np.max(np.abs(joint))
+    for axis, a in [(0, joint), (-1, joint.T)]:
+        resp, log_prob, total = _em._posteriors(jnp.asarray(a, dtype), 1.0, axis)
+        # exp(a - max) carries the rounding of a - max, eps |a|
+        np.testing.assert_allclose(resp, softmax(a, axis=axis), atol=4 * eps * scale)
+        expected = logsumexp(a, axis=axis)
+        np.testing.assert_allclose(log_prob, expected, rtol=0, atol=4 * eps * scale)
+        # the error of a sum of n terms of size |log p|: n eps max |log p|
+        bound = 4 * n * eps * np.max(np.abs(expected))
+        assert abs(float(total) - np.sum(expected)) <= bound
+    tempered, _, _ = _em._posteriors(jnp.asarray(joint, dtype), 0.25, 0)
+    want = softmax(0.25 * joint, axis=0)
+    np.testing.assert_allclose(tempered, want, atol=4 * eps * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [2, 3, 50, 10**6])
+def test_sum_log_matches_exact_sums_and_propagates_non_finite_values(dtype, k):
+    import math
+
+    rng = np.random.default_rng(k)
+    for n in [1, 64, 65, 4097]:
+        # the worst case for the block products: every value at the top, k
+        t = np.where(rng.random(n) < 0.5, float(k), 1 + (k - 1) * rng.random(n))
+        t = t.astype(dtype)
+        exact = math.fsum(math.log(float(v)) for v in t)
+        got = float(_em._sum_log(jnp.asarray(t), k))
+        assert np.isfinite(got)
+        assert abs(got - exact) <= 4 * n * np.finfo(dtype).eps * max(1, math.log(k))
+    t = jnp.ones(200, dtype)
+    assert float(_em._sum_log(t.at[7].set(0.0), k)) == -np.inf
+    assert float(_em._sum_log(t.at[150].set(np.inf), k)) == np.inf
+    assert np.isnan(float(_em._sum_log(t.at[199].set(np.nan), k)))

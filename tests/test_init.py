@@ -81,3 +81,23 @@ def test_bad_arguments():
         gmmjax.init_gmm(key, X, n_components=2, covariance_type="banana")
     with pytest.raises(ValueError, match="2-D"):
         gmmjax.init_gmm(key, X[:, 0], n_components=2)
+
+
+@pytest.mark.parametrize("n, k", [(5, 5), (200, 3), (40, 16), (40, 17), (1000, 30)])
+def test_drawing_without_replacement_equals_jax_random_choice(n, k):
+    """Few draws take the largest Gumbel keys one at a time, many sort them; both
+    are ``jax.random.choice(replace=False, p=p)`` index for index, zero weights
+    (last in line, ties to the lower index) and vmap included."""
+    from gmmjax._init import _choice_without_replacement
+
+    rng = np.random.default_rng(n + k)
+    keys = jax.random.split(jax.random.key(n), 8)
+    for zeros in sorted({0, 1, n - k + 1, n - 1} - {n}):
+        w = rng.random(n)
+        w[rng.permutation(n)[:zeros]] = 0.0
+        p = w / w.sum()
+        batch = jax.vmap(lambda key, p=p: _choice_without_replacement(key, p, k))(keys)
+        for key, got in zip(keys, np.asarray(batch), strict=True):
+            want = jax.random.choice(key, n, (k,), replace=False, p=p)
+            np.testing.assert_array_equal(got, want)
+            assert len(set(got.tolist())) == k
