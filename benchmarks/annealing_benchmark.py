@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import jax
+from _common import load_average, machine_info
 
 jax.config.update("jax_enable_x64", True)
 
@@ -167,18 +166,7 @@ def main():
             "dtype": "float64",
         },
         "settings": settings,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "optax": optax.__version__,
-            "numpy": np.__version__,
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-        },
-        "load_average_at_start": os.getloadavg(),
+        "machine": machine_info("optax"),
         "results": {},
     }
     results = {}
@@ -221,7 +209,7 @@ def main():
             flush=True,
         )
     out["best_mean_log_likelihood"] = best / n
-    out["load_average_at_end"] = os.getloadavg()
+    out["machine"]["load_average_at_end"] = load_average()
     name = "annealing_quick.json" if args.quick else "annealing.json"
     path = Path(__file__).parent / "results" / name
     path.parent.mkdir(parents=True, exist_ok=True)

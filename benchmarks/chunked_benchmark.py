@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import threading
 import time
 
 import numpy as np
+from _common import machine_info
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "chunked.json"
@@ -201,23 +201,6 @@ def run_child(args, mode: str, path: pathlib.Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict:
-    import jax
-
-    with open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) * 1024
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "memory_gb": round(mem / 2**30, 1),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "devices": [str(d) for d in jax.devices()],
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -274,7 +257,7 @@ def main() -> None:
             "memmap_peak_anon_within_budget": runs["memmap"]["peak_anon_growth_mb"]
             < args.budget_mb,
         },
-        "machine": machine(),
+        "machine": machine_info(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,14 +40,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import jax
+from _common import machine_info as common_machine_info
 
 jax.config.update("jax_enable_x64", True)
 
@@ -93,37 +92,23 @@ def median_time(fn, repeats):
 
 
 def machine_info():
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "load_average": list(os.getloadavg()),
-        "gmmx": "not installed: skipped"
+    """The common record plus what this benchmark compares against: gmmx (not
+    timed) and the BLAS threads scikit-learn runs with."""
+    info = common_machine_info("scikit-learn")
+    info["gmmx"] = (
+        "not installed: skipped"
         if importlib.util.find_spec("gmmx") is None
-        else "installed, not timed",
-    }
+        else "installed, not timed"
+    )
     try:
-        import jaxlib
-
-        info["jaxlib"] = jaxlib.__version__
-    except ImportError:
-        pass
-    try:
-        import sklearn
         import threadpoolctl
 
-        info["sklearn"] = sklearn.__version__
         info["blas"] = [
             {key: p.get(key) for key in ("internal_api", "num_threads", "version")}
             for p in threadpoolctl.threadpool_info()
         ]
     except ImportError:
-        info["sklearn"] = None
+        info["blas"] = None
     return info
 
 

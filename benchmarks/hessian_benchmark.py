@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import jax
+from _common import load_average, machine_info
 
 jax.config.update("jax_enable_x64", True)
 
@@ -122,22 +121,12 @@ def run_size(n, out):
 def main():
     out = {
         "problem": {"K": K, "D": D, "N": N, "N_small": N_SMALL, "dtype": "float64"},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-        },
-        "load_average_at_start": os.getloadavg(),
+        "machine": machine_info(),
         "results": [],
     }
     for n in (N_SMALL, N):
         run_size(n, out)
-    out["machine"]["load_average_at_end"] = os.getloadavg()
+    out["machine"]["load_average_at_end"] = load_average()
     best = min((r for r in out["results"] if r["n"] == N), key=lambda r: r["median_s"])
     out["fastest_at_N"] = best
     path = Path(__file__).parent / "results" / "hessian.json"

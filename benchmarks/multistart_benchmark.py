@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +38,8 @@ import time
 import tracemalloc
 import warnings
 from pathlib import Path
+
+from _common import machine_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -225,30 +226,8 @@ def run_case(name: str, spec: dict, repeats: int, sklearn_inits: int) -> dict:
 
 
 def environment() -> dict:
-    import jax
-    import jaxlib
-    import numpy as np
-    import sklearn
-
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
     return {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "devices": [str(dev) for dev in jax.devices()],
-            "load_average_at_start": load,
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__,
-        },
+        "machine": machine_info("scikit-learn"),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dtype": "float64",
         "covariance_type": "full",
