@@ -449,13 +449,27 @@ def _cmd_study_saddle(args) -> int:
     return 0
 
 
+def _add_data(parser) -> None:
+    parser.add_argument(
+        "data", nargs="?", help="CSV or .npy file (default: bundled Old Faithful)"
+    )
+
+
+def _add_run_options(parser, seed_help: str) -> None:
+    """The options every fitting command shares: budget, tolerance, floor, seed."""
+    parser.add_argument("--max-steps", type=int, default=500, help="EM step budget")
+    parser.add_argument(
+        "--tol", type=float, default=1e-6, help="tolerance on the mean log-likelihood"
+    )
+    parser.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gmmjax", description="Gaussian mixture models in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a mixture to data and print it")
-    fit.add_argument(
-        "data", nargs="?", help="CSV or .npy file (default: bundled Old Faithful)"
-    )
+    _add_data(fit)
     fit.add_argument(
         "-k", "--n-components", type=int, default=2, help="number of components"
     )
@@ -465,12 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["full", "diag", "spherical", "tied"],
         help="covariance structure (default: full)",
     )
-    fit.add_argument("--max-steps", type=int, default=500, help="EM step budget")
-    fit.add_argument(
-        "--tol", type=float, default=1e-6, help="tolerance on the mean log-likelihood"
-    )
-    fit.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
-    fit.add_argument("--seed", type=int, default=0, help="random seed of the start")
+    _add_run_options(fit, "random seed of the start")
     fit.add_argument(
         "--n-init", type=int, default=1, help="restarts, fitted as one batch"
     )
@@ -518,9 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
         "select",
         help="fit a grid of mixtures and choose one by BIC or AIC",
     )
-    select.add_argument(
-        "data", nargs="?", help="CSV or .npy file (default: bundled Old Faithful)"
-    )
+    _add_data(select)
     select.add_argument(
         "--criterion",
         default="bic",
@@ -549,12 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["kmeans++", "kmeans", "random", "random_from_data"],
         help="initialization of the restarts (default: kmeans++)",
     )
-    select.add_argument("--max-steps", type=int, default=500, help="EM step budget")
-    select.add_argument(
-        "--tol", type=float, default=1e-6, help="tolerance on the mean log-likelihood"
-    )
-    select.add_argument("--reg-covar", type=float, default=1e-6, help="variance floor")
-    select.add_argument("--seed", type=int, default=0, help="random seed of the starts")
+    _add_run_options(select, "random seed of the starts")
     select.set_defaults(func=_cmd_select)
     study = sub.add_parser("study", help="reproducible studies with figures")
     studies = study.add_subparsers(dest="study", required=True)
