@@ -140,7 +140,7 @@ def _posteriors(joint, beta, axis=-1):
     (plain EM) the ``n k`` exponentials are computed once and shared.
 
     Returns:
-        ``(resp, log_prob, total)``: the responsibilities (``joint``'s shape),
+        ``(resp, log_prob, ll)``: the responsibilities (``joint``'s shape),
         ``log p(x_i)`` (``axis`` dropped) and ``sum_i log p(x_i)``, computed by
         :func:`_sum_log` from ``m`` and ``t`` (far fewer logarithms than ``n``).
     """
@@ -503,9 +503,9 @@ def _expanded_statistics(coef, c, x, w, beta, covariance_type):
         f = _features(xs - c, covariance_type)
         # components first, samples last: the reductions over components then
         # run along contiguous rows of samples (k is often tiny)
-        resp, log_prob, total = _posteriors(coef @ f.T, beta, axis=0)
+        resp, log_prob, ll = _posteriors(coef @ f.T, beta, axis=0)
         if ws is None:
-            return (resp @ f, total), log_prob
+            return (resp @ f, ll), log_prob
         ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
         return (resp @ (f * ws[:, None]), ll), log_prob
 
