@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ._gmm import GMM
+from ._linalg import inverse_lower
 from ._validation import (
     check_data,
     check_key,
@@ -242,13 +243,10 @@ def sample(key, gmm: GMM, n: int):
         if ctype == "spherical":
             scale = scale[:, None]
         return gmm.means[labels] + z * scale[labels], labels
-    # x - mu = P^{-T} z has covariance (P P^T)^{-1}; solve against P^T (lower)
-    prec = gmm.precisions_cholesky
+    # x - mu = P^{-T} z has covariance (P P^T)^{-1}
+    root = inverse_lower(jnp.swapaxes(gmm.precisions_cholesky, -1, -2))
     if ctype == "tied":
-        noise = jax.scipy.linalg.solve_triangular(prec.T, z.T, lower=True).T
+        noise = z @ root.T
     else:
-        solve = jax.vmap(
-            lambda p, v: jax.scipy.linalg.solve_triangular(p.T, v, lower=True)
-        )
-        noise = solve(prec[labels], z)
+        noise = jnp.einsum("nde,ne->nd", root[labels], z)
     return gmm.means[labels] + noise, labels

@@ -10,9 +10,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
+from ._degeneracy import (
+    Spread,
+    degenerate_component,
+    reseed_component,
+    smallest_variance,
+)
 from ._density import (
     SMALL_D,
     center,
@@ -22,6 +27,7 @@ from ._density import (
     weighted_log_prob,
 )
 from ._gmm import GMM, pack_cholesky
+from ._linalg import cholesky, inverse_lower
 from ._validation import (
     check_count,
     check_covariance_type,
@@ -191,7 +197,7 @@ def _e_step(gmm: GMM, x, beta):
 class _Moments(NamedTuple):
     gmm: GMM
     counts: jax.Array  # (k,) effective counts without the floor
-    spread: jax.Array  # (k,) smallest variance / its rounding level (smallest_variance)
+    spread: Spread  # (k,) thinnest variance and its rounding level
 
 
 def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-6):
@@ -237,37 +243,11 @@ def _precision_cholesky(cov):
     """``(log_diag, off_diag)`` of the precision Cholesky factor of ``(..., d, d)``
     covariances.
 
-    With ``cov = L L^T`` (lower ``L``) the precision factor is ``P = L^{-T}``. Up to
-    :data:`SMALL_D` features both steps are written out entry by entry: batched
-    LAPACK calls on tiny matrices cost far more than the arithmetic, above all
-    under ``vmap``. A non-positive-definite input gives NaN either way.
+    With ``cov = L L^T`` (lower ``L``) the precision factor is ``P = L^{-T}``, both
+    computed without LAPACK (see :mod:`gmmjax._linalg`). A non-positive-definite
+    input gives NaN.
     """
-    d = cov.shape[-1]
-    if d > SMALL_D:
-        chol = jnp.linalg.cholesky(cov)
-        eye = jnp.broadcast_to(jnp.eye(d, dtype=cov.dtype), chol.shape)
-        prec_chol = jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
-        return pack_cholesky(prec_chol)
-    low = {}
-    for j in range(d):
-        diag = cov[..., j, j] - sum(low[j, m] ** 2 for m in range(j))
-        low[j, j] = jnp.sqrt(diag)
-        for i in range(j + 1, d):
-            dot = sum(low[i, m] * low[j, m] for m in range(j))
-            low[i, j] = (cov[..., i, j] - dot) / low[j, j]
-    # inv = L^{-1} by forward substitution; P = inv^T, so P[r, c] = inv[c, r]
-    inv = {}
-    for i in range(d):
-        inv[i, i] = 1 / low[i, i]
-        for j in range(i):
-            acc = sum(low[i, m] * inv[m, j] for m in range(j, i))
-            inv[i, j] = -acc * inv[i, i]
-    log_diag = -jnp.log(jnp.stack([low[i, i] for i in range(d)], axis=-1))
-    rows, cols = np.triu_indices(d, 1)
-    off = [inv[int(c), int(r)] for r, c in zip(rows, cols, strict=True)]
-    shape = (*cov.shape[:-2], 0)
-    off_diag = jnp.stack(off, axis=-1) if off else jnp.zeros(shape, cov.dtype)
-    return log_diag, off_diag
+    return pack_cholesky(jnp.swapaxes(inverse_lower(cholesky(cov)), -1, -2))
 
 
 # Rows per chunk of the sample-wise work: chunks keep the working set of the
@@ -394,7 +374,12 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
         else:
             cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
         spread = smallest_variance(
-            nk, mc, center, scatter / nk[:, None, None], covariance_type
+            nk,
+            mc + center,
+            center,
+            scatter / nk[:, None, None],
+            covariance_type,
+            reg_covar,
         )
     elif d <= SMALL_D:
         delta = xc.T - mc[:, :, None]
@@ -404,9 +389,13 @@ def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
         # center; clamp the rounding of a vanishing variance at zero
         cov = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
     if covariance_type == "diag":
-        spread = smallest_variance(nk, mc, center, cov, covariance_type)
+        spread = smallest_variance(
+            nk, mc + center, center, cov, covariance_type, reg_covar
+        )
     elif covariance_type == "spherical":
-        spread = smallest_variance(nk, mc, center, jnp.sum(cov, -1), covariance_type)
+        spread = smallest_variance(
+            nk, mc + center, center, jnp.sum(cov, -1), covariance_type, reg_covar
+        )
         cov = jnp.mean(cov, axis=-1)
     gmm = _model(nk, mc + center, cov, reg_covar, covariance_type)
     return _Moments(gmm, counts, spread)
@@ -553,7 +542,9 @@ def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
             total = mean_square[:, 0] - shrink[:, 0] * jnp.sum(mc**2, axis=-1)
             second = jnp.maximum(total, 0.0)
             cov = second / d
-    spread = smallest_variance(nk, mc, c, second, covariance_type, expanded=True)
+    spread = smallest_variance(
+        nk, mc + c, c, second, covariance_type, reg_covar, expanded=True
+    )
     gmm = _model(nk, mc + c, cov, reg_covar, covariance_type)
     return _Moments(gmm, counts, spread)
 
@@ -568,134 +559,6 @@ def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
     )
     moments = _expanded_moments(stats, c, reg_covar, gmm.covariance_type)
     return moments, ll, log_prob
-
-
-def smallest_variance(nk, mc, center, second, covariance_type, expanded=False):
-    """Each component's smallest variance before ``reg_covar``, in units of the
-    data's variance and of its own rounding level: ``(k,)``, collapsed when ``<= 1``.
-
-    Per feature ``f`` the data variance ``V_f`` comes from the moments by the law of
-    total variance, ``V_f = sum_j pi_j (Sigma_j,ff + (m_jf - m_f)^2)`` (exact when
-    the responsibilities sum to one; ``O(k d)``, no pass over the data). With
-    ``D = diag(V)`` the standardized smallest variance ``s_j`` is
-
-    - ``full``: ``lambda_min(D^-1/2 Sigma_j D^-1/2)``, the variance along the
-      component's thinnest direction, so a component that collapses onto a line
-      or a plane is caught, not only one that collapses onto a point;
-    - ``tied``: the same for the pooled covariance, shared by all components;
-    - ``diag``: ``min_f Sigma_j,ff / V_f``;
-    - ``spherical``: ``tr(Sigma_j) / sum_f V_f``.
-
-    It is divided by the level rounding alone can produce: with the offset
-    ``o_j = max_f (m_jf - c_f)^2 / V_f`` of the component from the M step's center
-    ``c``, ``t_j = 100 eps^2 (1 + o_j)`` for the centered two-pass moments (what a
-    point collapse leaves), ``10 eps (1 + o_j)`` for the expanded ones
-    (``expanded=True``: ``E[x^2] - m^2`` loses ``eps o_j``), plus
-    ``2 d eps lambda_max`` for the eigenvalues of ``full``/``tied``. So a tight
-    but real cluster, far thinner than the data, is not mistaken for a collapse,
-    in float32 as in float64. A feature whose data variance is at the rounding
-    level of its magnitude (``V_f <= (10 eps m_f)^2``, a constant column) is left
-    out: a component cannot be thinner than data without spread there, and
-    ``reg_covar`` alone sets the model's variance along it. When no feature varies
-    (all points equal) every component is collapsed (the statistic is 0). The cost
-    is ``O(k d^3)`` (a ``(k, d, d)`` symmetric eigenvalue problem) for ``full``.
-
-    Args:
-        nk: ``(k,)`` (floored) effective counts.
-        mc: ``(k, d)`` means, shifted by ``center``.
-        center: ``(d,)`` the shift of the data in the M step.
-        second: before ``reg_covar``: ``(k, d, d)`` covariances for ``full`` and
-            ``tied`` (before pooling), ``(k, d)`` variances for ``diag``, ``(k,)``
-            total variances (traces) for ``spherical``.
-        covariance_type: the model's covariance type.
-        expanded: whether the moments come from the expanded square.
-
-    Returns:
-        ``(k,)`` ``s_j / t_j``.
-    """
-    eps = jnp.finfo(mc.dtype).eps
-    k, d = mc.shape
-    share = nk / jnp.sum(nk)
-    mean = share @ mc
-    between = share @ (mc - mean) ** 2
-    magnitude = (10 * eps * (mean + center)) ** 2
-    if covariance_type == "spherical":
-        total = share @ second + jnp.sum(between)
-        varies = (total > jnp.sum(magnitude))[None]
-        scale = jnp.where(varies, total, 1.0)
-        offset = jnp.sum(mc**2, axis=-1) / scale
-        stat = second / scale
-        level = 0.0
-    else:
-        full = second.ndim == 3
-        var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
-        data_var = share @ var + between
-        varies = data_var > magnitude
-        scale = jnp.where(varies, data_var, 1.0)
-        offset = jnp.max(jnp.where(varies, mc**2 / scale, 0.0), axis=-1)
-        if covariance_type == "diag":
-            stat = jnp.min(jnp.where(varies, var / scale, jnp.inf), axis=-1)
-            level = 0.0
-        else:
-            if covariance_type == "tied":
-                second = jnp.einsum("k,kde->de", share, second)[None]
-                offset = jnp.max(offset)
-            root = jnp.sqrt(scale)
-            both = varies[:, None] & varies[None, :]
-            eye = jnp.eye(d, dtype=mc.dtype)
-            standard = jnp.where(both, second / (root[:, None] * root[None, :]), eye)
-            smallest, largest = _extreme_eigenvalues(standard)
-            level = 2 * d * eps * jnp.abs(largest)
-            stat = smallest
-    rounding = 10 * eps if expanded else 100 * eps**2
-    level = level + rounding * (1 + offset)
-    stat = jnp.broadcast_to(stat / level, (k,))
-    return jnp.where(jnp.any(varies), stat, 0.0)
-
-
-def _extreme_eigenvalues(a):
-    """Smallest and largest eigenvalues of symmetric ``(..., d, d)`` matrices.
-
-    Up to :data:`SMALL_D` features in closed form (the quadratic formula; the
-    trigonometric solution of the characteristic cubic): a batched LAPACK call
-    on tiny matrices costs far more than the arithmetic, above all under
-    ``vmap`` (restarts). Both are accurate to ``eps`` times the largest
-    eigenvalue, the resolution :func:`smallest_variance` allows for.
-    """
-    d = a.shape[-1]
-    if d > SMALL_D:
-        eig = jnp.linalg.eigvalsh(a)
-        return eig[..., 0], eig[..., -1]
-    if d == 1:
-        return a[..., 0, 0], a[..., 0, 0]
-    if d == 2:
-        half = 0.5 * (a[..., 0, 0] + a[..., 1, 1])
-        radius = jnp.hypot(0.5 * (a[..., 0, 0] - a[..., 1, 1]), a[..., 0, 1])
-        return half - radius, half + radius
-    mean = jnp.trace(a, axis1=-2, axis2=-1) / 3
-    shifted = a - mean[..., None, None] * jnp.eye(3, dtype=a.dtype)
-    scale = jnp.sqrt(jnp.sum(shifted**2, axis=(-2, -1)) / 6)
-    safe = jnp.where(scale > 0, scale, 1.0)
-    half_det = jnp.linalg.det(shifted / safe[..., None, None]) / 2
-    angle = jnp.arccos(jnp.clip(half_det, -1.0, 1.0)) / 3
-    largest = mean + 2 * scale * jnp.cos(angle)
-    smallest = mean + 2 * scale * jnp.cos(angle + 2 * math.pi / 3)
-    return smallest, largest
-
-
-def degenerate_component(counts, spread, x, sample_weight):
-    """Index of the first empty or collapsed component, ``-1`` if there is none.
-
-    A component is *empty* when it holds less than a thousandth of an average
-    sample's weight, and *collapsed* when its smallest variance before
-    ``reg_covar`` is at the rounding level (``spread <= 1``, see
-    :func:`smallest_variance`). A ``tied`` model collapses as a whole and reports
-    component 0.
-    """
-    n = x.shape[0]
-    total = n if sample_weight is None else jnp.sum(sample_weight)
-    bad = (counts < 1e-3 * total / n) | (spread <= 1)
-    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
 def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
@@ -750,75 +613,10 @@ def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
             _two_pass_update,
             *args,
         )
-    degenerate = degenerate_component(moments.counts, moments.spread, x, sample_weight)
+    n = x.shape[0]
+    total = n if sample_weight is None else jnp.sum(sample_weight)
+    degenerate = degenerate_component(moments.counts, moments.spread, n, total)
     return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
-
-
-def data_variance(x, sample_weight):
-    """Per-feature (weighted) variance of the data, ``(d,)``, with a fallback for
-    features that do not vary: the mean variance of the others, else 1.
-
-    The fallback keeps a re-seeded component's covariance positive definite even
-    without ``reg_covar`` (a constant column, all points equal).
-    """
-    eps = jnp.finfo(x.dtype).eps
-    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
-    mean = w @ x / jnp.sum(w)
-    var = w @ (x - mean) ** 2 / jnp.sum(w)
-    varies = var > (10 * eps * mean) ** 2
-    count = jnp.sum(varies)
-    typical = jnp.sum(jnp.where(varies, var, 0.0)) / jnp.maximum(count, 1)
-    return jnp.where(varies, var, jnp.where(count > 0, typical, 1.0))
-
-
-def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
-    """Restart component ``j`` at the worst-explained sample.
-
-    The new mean is the sample with the lowest ``log p(x_i)`` (among samples of
-    positive weight), the new weight ``1 / k`` (the others are scaled to make room),
-    and the new covariance ``diag(V) / k + reg_covar I`` with ``V`` the data's
-    per-feature variance (:func:`data_variance`): a component about as wide as a
-    ``k``-th of the data, wide enough to gather points again. A ``tied``
-    covariance is shared and kept. Jittable, ``j`` may be traced.
-
-    Args:
-        gmm: the model after an M step.
-        j: ``()`` the component to restart.
-        log_prob: ``(n,)`` ``log p(x_i)`` (of the model the step started from).
-        x: ``(n, d)`` data.
-        sample_weight: ``(n,)`` weights or ``None``.
-        reg_covar: the fitter's ``reg_covar``.
-
-    Returns:
-        The model with component ``j`` replaced.
-    """
-    dtype = x.dtype
-    k = gmm.n_components
-    fit = (
-        log_prob
-        if sample_weight is None
-        else jnp.where(sample_weight > 0, log_prob, jnp.inf)
-    )
-    worst = jnp.argmin(jnp.where(jnp.isnan(fit), jnp.inf, fit))
-    var = data_variance(x, sample_weight) / k + reg_covar
-    here = jnp.arange(k) == j
-    log_w = gmm.log_weights.astype(dtype)
-    rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
-    if k > 1:
-        scaled = log_w + math.log1p(-1 / k) - rest
-    else:
-        scaled = log_w
-    logits = jnp.where(here, -math.log(k), scaled)
-    means = jnp.where(here[:, None], x[worst], gmm.means)
-    log_diag, off_diag = gmm.log_diag, gmm.off_diag
-    ctype = gmm.covariance_type
-    if ctype in ("full", "diag"):
-        log_diag = jnp.where(here[:, None], -0.5 * jnp.log(var), log_diag)
-    elif ctype == "spherical":
-        log_diag = jnp.where(here, -0.5 * jnp.log(jnp.mean(var)), log_diag)
-    if ctype == "full":
-        off_diag = jnp.where(here[:, None], 0.0, off_diag)
-    return GMM(logits, means, log_diag, off_diag, ctype)
 
 
 def _reseed_step(log_prob, gmm, info, x, sample_weight, reg_covar, used, budget):

@@ -7,8 +7,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 
+from ._linalg import cholesky, inverse_lower
 from ._validation import (
     as_float_array,
     check_covariance_type,
@@ -118,9 +118,7 @@ class GMM:
         _check_covariance_values(covariances, covariance_type)
         logits = jnp.log(weights)
         if covariance_type in ("full", "tied"):
-            chol = jnp.linalg.cholesky(covariances)
-            eye = jnp.broadcast_to(jnp.eye(d, dtype=chol.dtype), chol.shape)
-            prec_chol = jnp.swapaxes(solve_triangular(chol, eye, lower=True), -1, -2)
+            prec_chol = jnp.swapaxes(inverse_lower(cholesky(covariances)), -1, -2)
             log_diag, off_diag = pack_cholesky(prec_chol)
         else:
             log_diag, off_diag = -0.5 * jnp.log(covariances), None
@@ -226,10 +224,9 @@ class GMM:
     def covariances(self) -> jax.Array:
         """Covariances in natural form, shaped as in :meth:`from_natural`."""
         if self.covariance_type in ("full", "tied"):
-            p = self.precisions_cholesky
-            eye = jnp.broadcast_to(jnp.eye(self.n_features, dtype=p.dtype), p.shape)
-            u = solve_triangular(p, eye, lower=False)
-            return jnp.swapaxes(u, -1, -2) @ u
+            # Sigma = (P P^T)^-1 = M M^T with the lower M = (P^T)^-1
+            m = inverse_lower(jnp.swapaxes(self.precisions_cholesky, -1, -2))
+            return m @ jnp.swapaxes(m, -1, -2)
         return jnp.exp(-2.0 * self.log_diag)
 
 

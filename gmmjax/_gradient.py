@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from jax.scipy.special import logsumexp
 
+from ._degeneracy import degenerate_component, model_spread
 from ._density import weighted_log_prob
 from ._em import StepInfo
 from ._gmm import GMM
@@ -72,33 +73,16 @@ def tempered_log_likelihood(gmm: GMM, x, sample_weight=None, beta=1.0):
 def collapsed_component(gmm: GMM, x, sample_weight=None) -> jax.Array:
     """Index of the first empty or collapsed component of ``gmm``, ``-1`` if none.
 
-    A component is *empty* when its weight falls below ``1e-3 / n`` (a thousandth
-    of one average sample, as for EM) and *collapsed* when some diagonal entry of its
-    precision Cholesky factor satisfies ``P_ll^2 > 1 / floor``. Since
-    ``lambda_max(Sigma^-1) >= (P P^T)_ll >= P_ll^2``, that implies a direction of
-    variance below ``floor = 10 eps tr(Cov(x)) + 100 eps^2 |mean(x)|^2``, the
-    rounding level of the data used by EM's check. It is a sufficient test read off
-    ``log_diag``: a collapse visible only through the off-diagonal entries shows
-    up a little later as a non-finite log-likelihood instead.
+    EM's rule (:func:`gmmjax._degeneracy.degenerate_component`) read off the model
+    itself: a component is *empty* when its weight falls below ``1e-3 / n`` (a
+    thousandth of one average sample) and *collapsed* when its variance along its
+    thinnest direction, in units of the data's variance, is at the rounding level
+    (:func:`gmmjax._degeneracy.model_spread`).
     """
-    dtype = x.dtype
-    eps = jnp.finfo(dtype).eps
     n = x.shape[0]
-    w = jnp.ones(n, dtype) if sample_weight is None else sample_weight
-    total = jnp.sum(w)
-    mean = w @ x / total
-    variance = jnp.sum(w @ (x - mean) ** 2) / total
-    floor = 10 * eps * variance + 100 * eps**2 * jnp.sum(mean**2)
-    k = gmm.n_components
-    log_diag = gmm.log_diag
-    if gmm.covariance_type in ("full", "diag"):
-        log_diag = jnp.max(log_diag, axis=-1)
-    elif gmm.covariance_type == "tied":
-        log_diag = jnp.broadcast_to(jnp.max(log_diag), (k,))
-    collapsed = 2 * log_diag > -jnp.log(floor)
-    empty = gmm.weights < 1e-3 / n
-    bad = collapsed | empty
-    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
+    total = n if sample_weight is None else jnp.sum(sample_weight)
+    spread = model_spread(gmm, x, sample_weight)
+    return degenerate_component(gmm.weights * total, spread, n, total)
 
 
 class GradientFitter:

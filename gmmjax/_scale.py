@@ -53,6 +53,7 @@ from jax.scipy.special import logsumexp
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ._degeneracy import degenerate_component, smallest_variance
 from ._density import check_gmm, prepare, weighted_log_prob
 from ._em import _model
 from ._fit import FitResult, Status, check_steps
@@ -285,7 +286,7 @@ def _moments(x, wr, centers, covariance_type) -> _Moments:
 
 
 def _recenter(moments: _Moments, centers):
-    """Floored counts, new means and the scatter about them.
+    """Floored counts ``(k,)``, new means ``(k, d)`` and the scatter about them.
 
     With ``N_j`` the count, ``s_j`` and ``S_j`` the first and second moments about
     ``c_j`` and ``N'_j = N_j + 10 eps``, the mean is
@@ -305,11 +306,30 @@ def _recenter(moments: _Moments, centers):
         scatter = (
             second - cross - jnp.swapaxes(cross, -1, -2) + counts[:, None, None] * outer
         )
-        spread = jnp.trace(scatter, axis1=-2, axis2=-1) / nk
     else:
         scatter = second - 2 * first * delta + counts[:, None] * delta**2
-        spread = jnp.sum(scatter, axis=-1) / nk
-    return nk, centers + delta, scatter, spread
+    return nk, centers + delta, scatter
+
+
+def _degenerate(counts, nk, means, scatter, centers, reg_covar, covariance_type, n):
+    """:func:`gmmjax._degeneracy.degenerate_component` of the M step from
+    ``counts`` (their sum is the total weight of ``n`` samples) and the scatter
+    about ``means``, corrected from the moments about ``centers``.
+
+    The correction cancels terms of size ``(mu_j - c_j)^2`` the way an expanded
+    square ``E[x^2] - m^2`` does about ``c_j``: the rounding level of expanded
+    moments centered on ``c_j``.
+    """
+    if covariance_type in ("full", "tied"):
+        second = scatter / nk[:, None, None]
+    elif covariance_type == "diag":
+        second = scatter / nk[:, None]
+    else:
+        second = jnp.sum(scatter, axis=-1) / nk
+    spread = smallest_variance(
+        nk, means, centers, second, covariance_type, reg_covar, expanded=True
+    )
+    return degenerate_component(counts, spread, n, jnp.sum(counts))
 
 
 def _gmm_from_scatter(nk, means, scatter, reg_covar, covariance_type) -> GMM:
@@ -357,8 +377,6 @@ class _Pass(NamedTuple):
     log_likelihood: jax.Array  # () sum_i w_i log p(x_i)
     weight: jax.Array  # () sum_i w_i
     moments: _Moments
-    data_first: jax.Array  # (d,) sum_i w_i (x_i - c), c fixed for the whole fit
-    data_second: jax.Array  # (d,) sum_i w_i (x_i - c)^2
 
 
 def _empty_pass(gmm: GMM, dtype) -> _Pass:
@@ -368,50 +386,36 @@ def _empty_pass(gmm: GMM, dtype) -> _Pass:
     moments = _Moments(
         jnp.zeros(k, dtype), jnp.zeros((k, d), dtype), jnp.zeros(second, dtype)
     )
-    return _Pass(zero, zero, moments, jnp.zeros(d, dtype), jnp.zeros(d, dtype))
+    return _Pass(zero, zero, moments)
 
 
 @jax.jit
-def _accumulate(acc: _Pass, gmm: GMM, center, x, w) -> _Pass:
+def _accumulate(acc: _Pass, gmm: GMM, x, w) -> _Pass:
     wr, log_prob = _posterior_weights(gmm, x, w)
-    dx = x - center
     chunk = _Pass(
-        w @ log_prob,
-        jnp.sum(w),
-        _moments(x, wr, gmm.means, gmm.covariance_type),
-        w @ dx,
-        w @ dx**2,
+        w @ log_prob, jnp.sum(w), _moments(x, wr, gmm.means, gmm.covariance_type)
     )
     return jax.tree_util.tree_map(jnp.add, acc, chunk)
 
 
-def _degenerate(counts, spread, acc: _Pass, center, n):
-    """:func:`gmmjax._em.degenerate_component` from accumulated data moments."""
-    eps = jnp.finfo(counts.dtype).eps
-    total = acc.weight
-    shift = acc.data_first / total
-    mean = center + shift
-    variance = jnp.sum(acc.data_second / total - shift**2)
-    floor = 10 * eps * variance + 100 * eps**2 * jnp.sum(mean**2)
-    bad = (counts < 1e-3 * total / n) | (spread <= floor)
-    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
-
-
 @jax.jit
 def _em_from_pass(
-    acc: _Pass, gmm: GMM, center, n, previous, n_steps, max_steps, tol, reg_covar
+    acc: _Pass, gmm: GMM, n, previous, n_steps, max_steps, tol, reg_covar
 ):
     """The M step of one pass and the driver's bookkeeping (as in ``gmmjax.fit``)."""
-    nk, means, scatter, spread = _recenter(acc.moments, gmm.means)
-    new = _gmm_from_scatter(nk, means, scatter, reg_covar, gmm.covariance_type)
-    degenerate = _degenerate(acc.moments.counts, spread, acc, center, n)
+    ctype = gmm.covariance_type
+    nk, means, scatter = _recenter(acc.moments, gmm.means)
+    new = _gmm_from_scatter(nk, means, scatter, reg_covar, ctype)
+    counts = acc.moments.counts
+    degenerate = _degenerate(counts, nk, means, scatter, gmm.means, reg_covar, ctype, n)
     n_steps = n_steps + 1
     mean_ll = acc.log_likelihood / acc.weight
     finite = jnp.isfinite(acc.log_likelihood) & _all_finite(new)
     converged = jnp.abs(mean_ll - previous) < tol
+    # gmmjax.fit's ranking: a collapse that made the step non-finite is named
     status = jnp.select(
-        [~finite, degenerate >= 0, converged, n_steps >= max_steps],
-        [Status.NONFINITE, Status.DEGENERATE, Status.CONVERGED, Status.MAX_STEPS],
+        [degenerate >= 0, ~finite, converged, n_steps >= max_steps],
+        [Status.DEGENERATE, Status.NONFINITE, Status.CONVERGED, Status.MAX_STEPS],
         _RUNNING,
     ).astype(jnp.int32)
     gmm = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, gmm)
@@ -540,12 +544,12 @@ def _chunks(blocks: Iterator, chunk_size: int, d: int, dtype, check: bool):
         yield x, w, filled
 
 
-def _sweep(blocks, gmm: GMM, center, chunk_size, dtype, check):
+def _sweep(blocks, gmm: GMM, chunk_size, dtype, check):
     """One pass over the data at ``gmm``: the accumulated sums and the row count."""
     acc = _empty_pass(gmm, dtype)
     n = 0
     for x, w, rows in _chunks(blocks(), chunk_size, gmm.n_features, dtype, check):
-        previous, acc = acc, _accumulate(acc, gmm, center, x, w)
+        previous, acc = acc, _accumulate(acc, gmm, x, w)
         # dispatch is asynchronous: without a wait the host would read ahead and
         # queue every chunk; waiting for the previous one keeps two in flight
         jax.block_until_ready(previous)
@@ -637,8 +641,6 @@ def fit_em_chunked(
     blocks, data_dtype = _blocks_of(data, sample_weight)
     dtype = jnp.result_type(gmm0.dtype, jax.dtypes.canonicalize_dtype(data_dtype))
     gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), gmm0)
-    # a fixed center for the data's own moments (the empty-component threshold)
-    center = gmm.weights @ gmm.means
     max_steps = jnp.asarray(int(max_steps), jnp.int32)
     tol = jnp.asarray(tol, dtype)
     reg_covar = jnp.asarray(reg_covar, dtype)
@@ -648,13 +650,13 @@ def fit_em_chunked(
     status = Status.MAX_STEPS if int(max_steps) == 0 else _RUNNING
     check = True
     while status == _RUNNING:
-        acc, n = _sweep(blocks, gmm, center, chunk_size, dtype, check)
+        acc, n = _sweep(blocks, gmm, chunk_size, dtype, check)
         check = False
         gmm, previous, n_steps, status, degenerate = _em_from_pass(
-            acc, gmm, center, n, previous, n_steps, max_steps, tol, reg_covar
+            acc, gmm, n, previous, n_steps, max_steps, tol, reg_covar
         )
         status = int(status)
-    acc, _ = _sweep(blocks, gmm, center, chunk_size, dtype, check)
+    acc, _ = _sweep(blocks, gmm, chunk_size, dtype, check)
     return FitResult(
         gmm, acc.log_likelihood, n_steps, jnp.asarray(status, jnp.int32), degenerate
     )
@@ -699,6 +701,10 @@ class OnlineEMInfo(NamedTuple):
         step_size: ``()`` the step size ``rho_t`` used.
         finite: ``()`` bool; ``False`` when the update gave non-finite values and
             was rejected (the state is returned unchanged).
+        degenerate: ``()`` int32, the first component of the updated model that
+            is empty (its running share below a thousandth of one sample of the
+            minibatch) or collapsed (as in :func:`gmmjax.fit`'s ``DEGENERATE``),
+            ``-1`` if none.
 
     Example:
         >>> import jax, gmmjax
@@ -706,13 +712,14 @@ class OnlineEMInfo(NamedTuple):
         >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
         >>> online = gmmjax.OnlineEM(alpha=0.6)
         >>> state, info = online.update(online.init(gmm), x[:100])
-        >>> float(info.step_size), bool(info.finite)
-        (1.0, True)
+        >>> float(info.step_size), bool(info.finite), int(info.degenerate)
+        (1.0, True, -1)
     """
 
     log_likelihood: jax.Array
     step_size: jax.Array
     finite: jax.Array
+    degenerate: jax.Array
 
 
 def _stats_of(gmm: GMM):
@@ -741,17 +748,28 @@ def _online_update(fitter, state: OnlineEMState, x, w):
         rho * batch.first,
         (1 - rho) * state.scatter + rho * batch.second,
     )
-    nk, means, scatter, _ = _recenter(running, gmm.means)
+    ctype = gmm.covariance_type
+    nk, means, scatter = _recenter(running, gmm.means)
     new = OnlineEMState(
-        _gmm_from_scatter(nk, means, scatter, fitter.reg_covar, gmm.covariance_type),
+        _gmm_from_scatter(nk, means, scatter, fitter.reg_covar, ctype),
         running.counts,
         scatter,
         state.count + 1,
     )
+    degenerate = _degenerate(
+        running.counts,
+        nk,
+        means,
+        scatter,
+        gmm.means,
+        fitter.reg_covar,
+        ctype,
+        x.shape[0],
+    )
     ll = w @ log_prob / total
     finite = jnp.isfinite(ll) & _all_finite(new)
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return state, OnlineEMInfo(ll, rho, finite)
+    return state, OnlineEMInfo(ll, rho, finite, degenerate)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

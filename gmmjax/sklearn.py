@@ -29,6 +29,7 @@ from sklearn.utils.validation import (
 )
 
 from ._anneal import Annealed
+from ._degeneracy import empty_components, model_spread
 from ._density import sample, total_log_likelihood, weighted_log_prob
 from ._em import EM
 from ._fit import (
@@ -156,38 +157,31 @@ def _check_number(value, name):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-def _degeneracy(est, j: int, X, w) -> str:
-    """What happened to component ``j`` of a fitted estimator: emptied, or
-    collapsed (and how thin, relative to the data's per-feature variance)."""
-    weights = np.asarray(est.weights_, np.float64)
+def _describe_degeneracy(est, j: int, X, w) -> str:
+    """What happened to component ``j`` of a fitted estimator, by the fit's own
+    rule (:mod:`gmmjax._degeneracy`): emptied, or collapsed (and how thin its
+    fitted covariance is, ``reg_covar`` included, relative to the data)."""
     n = X.shape[0]
-    if weights[j] * n < 1e-3:
+    total = n if w is None else float(np.sum(w))
+    counts = np.asarray(est.weights_, np.float64) * total
+    if empty_components(counts, n, total)[j]:
         return (
-            f"component {j} emptied (it holds {weights[j] * n:.2g} samples' worth "
-            "of weight)"
+            f"component {j} emptied (it holds {counts[j]:.2g} samples' worth of weight)"
         )
-    w = np.ones(n) if w is None else np.asarray(w, np.float64)
-    x = np.asarray(X, np.float64)
-    mean = w @ x / w.sum()
-    var = w @ (x - mean) ** 2 / w.sum()
-    scale = np.sqrt(np.where(var > 0, var, 1.0))
-    cov = np.asarray(est.covariances_, np.float64)
-    ctype = est.covariance_type
-    if ctype == "tied":
-        thin = np.linalg.eigvalsh(cov / np.outer(scale, scale))[0]
-        return (
-            "the tied covariance collapsed: its variance along its thinnest "
-            f"direction is {thin:.2g} times the data's"
+    with jax.enable_x64(True):
+        spread = model_spread(
+            est.gmm_, jnp.asarray(X), None if w is None else jnp.asarray(w)
         )
-    if ctype == "full":
-        thin = np.linalg.eigvalsh(cov[j] / np.outer(scale, scale))[0]
-    elif ctype == "diag":
-        thin = np.min(cov[j] / scale**2)
-    else:
-        thin = cov[j] / np.mean(scale**2)
+        thin = float(spread.variance[j])
+    what = (
+        "the tied covariance collapsed"
+        if est.covariance_type == "tied"
+        else f"component {j} collapsed"
+    )
     return (
-        f"component {j} collapsed: its variance along its thinnest direction is "
-        f"{thin:.2g} times the data's (at the rounding level before reg_covar)"
+        f"{what}: along its thinnest direction its variance, reg_covar included, "
+        "fell to the rounding level of the step's moments (in the returned model "
+        f"it is {thin:.2g} times the data's variance there)"
     )
 
 
@@ -523,7 +517,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _warn(self, X, w):
         if self.status_ == "DEGENERATE":
-            what = _degeneracy(self, self.degenerate_component_, X, w)
+            what = _describe_degeneracy(self, self.degenerate_component_, X, w)
             spent = (
                 f"; its max_reseeds={self.max_reseeds} re-seeds were spent"
                 if self.max_reseeds > 0
@@ -632,8 +626,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Whether the fitted parameters are a local maximum of the likelihood of
         ``X``, a saddle, or not yet converged (see :func:`gmmjax.diagnose`).
 
-        The exact gradient and Hessian of the total log-likelihood are taken in the
-        natural parameters; positive Hessian eigenvalues are uphill directions.
+        The exact gradient and Hessian of the mean log-likelihood are taken in the
+        natural parameters in the data's standardized units; positive Hessian
+        eigenvalues are uphill directions.
 
         Args:
             X: ``(n, d)`` data, normally the training data.

@@ -199,9 +199,11 @@ def test_all_points_equal_is_degenerate_not_nan(covariance_type):
 
 
 def test_more_components_than_distinct_points():
+    # without reg_covar, components on a point of zero variance collapse (with it,
+    # the variance reg_covar holds them up, as in scikit-learn)
     x = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 10, axis=0)
     gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=3, method="random")
-    result = gmmjax.fit(gmmjax.EM(), gmm0, x)
+    result = gmmjax.fit(gmmjax.EM(reg_covar=0.0), gmm0, x)
     assert np.isfinite(float(result.log_likelihood))
     assert result.status_name == "DEGENERATE"
 

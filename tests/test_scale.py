@@ -295,6 +295,42 @@ def test_chunked_status_semantics_match_fit():
         )
 
 
+def test_chunked_and_online_em_share_the_collapse_rule():
+    # the first cluster's members all have feature 1 exactly 0 and lie far from
+    # the second: its component's variance there is reg_covar alone. reg_covar
+    # holds it far above rounding: no collapse, and chunked EM equals EM in
+    # memory. In memory, float64 expands the square about the data's mean, which
+    # resolves that variance only to 10 eps (mu - c)^2 ~ 1e-12, 1e-6 relative to
+    # reg_covar: hence a looser tolerance than CHUNK_TOL (measured: 4e-7).
+    # Shapes as in the test above (shared programs).
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [
+            np.column_stack([rng.normal(size=100), np.zeros(100)]),
+            rng.normal([50.0, 30.0], 1.0, size=(100, 2)),
+        ]
+    )
+    gmm0 = gmmjax.GMM.from_natural(
+        [0.5, 0.5], [[0.0, 0.0], [50.0, 30.0]], np.stack([np.eye(2)] * 2)
+    )
+    ref = _in_memory(gmm0, x, max_steps=10)
+    assert ref.status_name == "CONVERGED"
+    _assert_same(ref, gmmjax.fit_em_chunked(gmm0, x, chunk_size=64, max_steps=10), 1e-5)
+    # without reg_covar the component collapses: every variant names it. The
+    # chunked step is also non-finite (its variance is exactly 0, where the
+    # expanded one in memory keeps rounding noise): DEGENERATE ranks first, as in
+    # gmmjax.fit; the last finite parameters then differ, the verdicts do not
+    ref = _in_memory(gmm0, x, max_steps=10, reg_covar=0.0)
+    got = gmmjax.fit_em_chunked(gmm0, x, chunk_size=64, max_steps=10, reg_covar=0.0)
+    for result in (ref, got):
+        assert result.status_name == "DEGENERATE"
+        assert (int(result.n_steps), int(result.degenerate_component)) == (1, 0)
+    for reg_covar, component in ((1e-6, -1), (0.0, 0)):
+        online = gmmjax.OnlineEM(reg_covar=reg_covar)
+        _, info = online.update(online.init(gmm0), x)
+        assert int(info.degenerate) == component
+
+
 def test_chunked_compiles_one_chunk_shape(tmp_path):
     x = mixture_data(250, d=2, seed=5)
     gmm0 = start(x, 2, "diag")

@@ -281,4 +281,5 @@ def test_diagnose_tells_a_maximum_from_a_saddle(em_faithful):
     assert gm.converged_
     diagnosis = gm.diagnose(FAITHFUL)
     assert diagnosis.kind == "saddle"
-    assert np.max(np.asarray(diagnosis.eigenvalues)) > 1.0
+    # standardized, per-sample curvature: the uphill direction is clearly nonzero
+    assert np.max(np.asarray(diagnosis.eigenvalues)) > 0.1

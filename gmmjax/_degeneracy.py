@@ -1,0 +1,331 @@
+"""The one definition of an emptied or collapsed component, and re-seeding.
+
+Every EM variant (in memory, chunked, online) and the estimator's warning read
+degeneracy through :func:`smallest_variance` (from an M step's moments) or
+:func:`model_spread` (from a model and its data), which share one statistic, and
+:func:`degenerate_component`, which applies one rule to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._density import SMALL_D
+from ._gmm import GMM
+from ._linalg import extreme_eigenvalues
+
+__all__ = [
+    "Spread",
+    "data_variance",
+    "degenerate_component",
+    "empty_components",
+    "model_spread",
+    "reseed_component",
+    "smallest_variance",
+]
+
+
+class Spread(NamedTuple):
+    """Each component's thinnest variance and the level rounding can produce.
+
+    Both are in units of the data's variance (see :func:`smallest_variance`); a
+    component is collapsed when ``variance <= level``.
+
+    Attributes:
+        variance: ``(k,)`` standardized variance along the thinnest direction,
+            ``reg_covar`` included.
+        level: ``(k,)`` the rounding level of that variance, in the same units.
+    """
+
+    variance: jax.Array
+    level: jax.Array
+
+
+def _spread(cov, means, center, data_mean, data_var, covariance_type, rounding):
+    """:class:`Spread` of covariances ``cov`` (``reg_covar`` included) against the
+    data's mean ``(d,)`` and variance (``(d,)``; its sum over features for
+    ``spherical``). ``center`` (``(d,)`` or ``(k, d)``) is where the moments were
+    taken, ``rounding`` their relative rounding level (see
+    :func:`smallest_variance`)."""
+    eps = jnp.finfo(means.dtype).eps
+    k, d = means.shape
+    magnitude = (10 * eps * data_mean) ** 2
+    offset = (means - center) ** 2
+    eig_level = 0.0
+    if covariance_type == "spherical":
+        varies = (data_var > jnp.sum(magnitude))[None]
+        total = jnp.where(varies[0], data_var, 1.0)
+        offset = jnp.sum(offset, axis=-1) / total
+        variance = d * cov / total
+    else:
+        varies = data_var > magnitude
+        scale = jnp.where(varies, data_var, 1.0)
+        offset = jnp.max(jnp.where(varies, offset / scale, 0.0), axis=-1)
+        if covariance_type == "diag":
+            variance = jnp.min(jnp.where(varies, cov / scale, jnp.inf), axis=-1)
+        else:
+            if covariance_type == "tied":
+                cov = cov[None]
+                offset = jnp.max(offset)
+            root = jnp.sqrt(scale)
+            both = varies[:, None] & varies[None, :]
+            eye = jnp.eye(d, dtype=means.dtype)
+            standard = jnp.where(both, cov / (root[:, None] * root[None, :]), eye)
+            variance, largest = _extreme_eigenvalues(standard)
+            eig_level = 2 * d * eps * jnp.abs(largest)
+    level = eig_level + rounding * (1 + offset)
+    variance = jnp.where(jnp.any(varies), variance, 0.0)
+    return Spread(jnp.broadcast_to(variance, (k,)), jnp.broadcast_to(level, (k,)))
+
+
+def smallest_variance(
+    nk, means, center, second, covariance_type, reg_covar, *, expanded=False
+) -> Spread:
+    """Each component's variance along its thinnest direction, ``reg_covar``
+    included, in units of the data's variance, and its rounding level.
+
+    A component is *collapsed* when ``reg_covar`` cannot hold its variance up:
+    along some direction in which the data spread, its variance **after**
+    ``reg_covar`` is at the level rounding alone produces in the moments of the
+    step. Only then can the likelihood grow without bound (``reg_covar = 0``) or
+    be set by rounding noise. A component whose members share one value of a
+    feature (integer pixels, ties) has variance exactly ``reg_covar`` along it;
+    held far above the rounding level, that is a bounded maximum of the
+    regularized likelihood (scikit-learn's), not a collapse.
+
+    Per feature ``f`` the data variance ``V_f`` comes from the moments by the law
+    of total variance, ``V_f = sum_j pi_j (S_j,ff + (m_jf - m_f)^2)`` with ``S_j``
+    the covariance before ``reg_covar`` (exact when the responsibilities sum to
+    one; ``O(k d)``, no pass over the data). With ``D = diag(V)``,
+    ``Sigma_j = S_j + r I`` (``r = reg_covar``) the standardized variance is
+
+    - ``full``: ``s_j = lambda_min(D^-1/2 Sigma_j D^-1/2)``, the variance along
+      the component's thinnest direction, so a collapse onto a line or a plane is
+      caught, not only one onto a point;
+    - ``tied``: the same for the pooled covariance, shared by all components;
+    - ``diag``: ``s_j = min_f Sigma_j,ff / V_f``;
+    - ``spherical``: ``s_j = (tr S_j + d r) / sum_f V_f``.
+
+    Its rounding level: with the offset ``o_j = max_f (m_jf - c_f)^2 / V_f`` of
+    the component from the center ``c`` of the moments,
+    ``t_j = 100 eps^2 (1 + o_j)`` for centered two-pass moments (what a point
+    collapse leaves), ``10 eps (1 + o_j)`` for expanded ones (``expanded=True``:
+    ``E[x^2] - m^2`` loses ``eps o_j``), plus ``2 d eps lambda_max`` for the
+    eigenvalues of ``full``/``tied``. The component is collapsed when
+    ``s_j <= t_j``. A feature whose data variance is at the rounding level of its
+    magnitude (``V_f <= (10 eps m_f)^2``, a constant column) is left out: the data
+    have no spread to collapse from there. When no feature varies (all points
+    equal) every component is collapsed (``s_j = 0``). The cost is ``O(k d^3)``
+    (a ``(k, d, d)`` symmetric eigenvalue problem) for ``full``.
+
+    Args:
+        nk: ``(k,)`` (floored) effective counts.
+        means: ``(k, d)`` the new means.
+        center: ``(d,)`` the point the moments were taken about, or ``(k, d)``
+            one per component.
+        second: before ``reg_covar``: ``(k, d, d)`` covariances for ``full`` and
+            ``tied`` (before pooling), ``(k, d)`` variances for ``diag``, ``(k,)``
+            total variances (traces) for ``spherical``.
+        covariance_type: the model's covariance type.
+        reg_covar: the value the M step adds to every variance.
+        expanded: whether the moments come from an expanded square.
+
+    Returns:
+        The :class:`Spread` ``(s_j, t_j)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gmmjax._degeneracy import smallest_variance
+        >>> nk = jnp.array([5.0, 5.0])
+        >>> means = jnp.array([[0.0, 0.0], [4.0, 0.0]])
+        >>> second = jnp.array([[1.0, 1.0], [1.0, 0.0]])  # flat along feature 1
+        >>> spread = smallest_variance(nk, means, jnp.zeros(2), second, "diag", 0.0)
+        >>> (spread.variance <= spread.level).tolist()
+        [False, True]
+        >>> spread = smallest_variance(nk, means, jnp.zeros(2), second, "diag", 1e-6)
+        >>> (spread.variance <= spread.level).tolist()
+        [False, False]
+    """
+    eps = jnp.finfo(means.dtype).eps
+    share = nk / jnp.sum(nk)
+    data_mean = share @ means
+    between = share @ (means - data_mean) ** 2
+    rounding = 10 * eps if expanded else 100 * eps**2
+    if covariance_type == "spherical":
+        d = means.shape[1]
+        data_var = share @ second + jnp.sum(between)
+        cov = second / d + reg_covar
+    else:
+        full = second.ndim == 3
+        var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
+        data_var = share @ var + between
+        if covariance_type == "tied":
+            second = jnp.einsum("k,kde->de", share, second)
+        if full:
+            second = second + reg_covar * jnp.eye(means.shape[1], dtype=means.dtype)
+        else:
+            second = second + reg_covar
+        cov = second
+    return _spread(cov, means, center, data_mean, data_var, covariance_type, rounding)
+
+
+def model_spread(gmm: GMM, x, sample_weight=None) -> Spread:
+    """:func:`smallest_variance`'s statistic for a model and its data.
+
+    The covariances are the model's (``reg_covar`` included), the data's mean and
+    per-feature variance are taken from ``x`` directly, and the rounding level is
+    that of expanded moments about the data's mean (``10 eps (1 + o_j)``). The
+    estimator's warning reads a degenerate fit's numbers through it.
+
+    Args:
+        gmm: the model.
+        x: ``(n, d)`` data.
+        sample_weight: optional ``(n,)`` weights.
+
+    Returns:
+        The :class:`Spread` of every component.
+    """
+    x = jnp.asarray(x)
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
+    data_mean = w @ x / jnp.sum(w)
+    data_var = w @ (x - data_mean) ** 2 / jnp.sum(w)
+    ctype = gmm.covariance_type
+    if ctype == "spherical":
+        data_var = jnp.sum(data_var)
+    eps = jnp.finfo(x.dtype).eps
+    means = gmm.means.astype(x.dtype)
+    cov = gmm.covariances.astype(x.dtype)
+    return _spread(cov, means, data_mean, data_mean, data_var, ctype, 10 * eps)
+
+
+def _extreme_eigenvalues(a):
+    """Smallest and largest eigenvalues of symmetric ``(..., d, d)`` matrices.
+
+    Up to :data:`SMALL_D` features in closed form (the quadratic formula; the
+    trigonometric solution of the characteristic cubic): a batched LAPACK call
+    on tiny matrices costs far more than the arithmetic, above all under
+    ``vmap`` (restarts). Both are accurate to ``eps`` times the largest
+    eigenvalue, the resolution :func:`smallest_variance` allows for.
+    """
+    d = a.shape[-1]
+    if d > SMALL_D:
+        return extreme_eigenvalues(a)
+    if d == 1:
+        return a[..., 0, 0], a[..., 0, 0]
+    if d == 2:
+        half = 0.5 * (a[..., 0, 0] + a[..., 1, 1])
+        radius = jnp.hypot(0.5 * (a[..., 0, 0] - a[..., 1, 1]), a[..., 0, 1])
+        return half - radius, half + radius
+    mean = jnp.trace(a, axis1=-2, axis2=-1) / 3
+    shifted = a - mean[..., None, None] * jnp.eye(3, dtype=a.dtype)
+    scale = jnp.sqrt(jnp.sum(shifted**2, axis=(-2, -1)) / 6)
+    safe = jnp.where(scale > 0, scale, 1.0)
+    half_det = jnp.linalg.det(shifted / safe[..., None, None]) / 2
+    angle = jnp.arccos(jnp.clip(half_det, -1.0, 1.0)) / 3
+    largest = mean + 2 * scale * jnp.cos(angle)
+    smallest = mean + 2 * scale * jnp.cos(angle + 2 * math.pi / 3)
+    return smallest, largest
+
+
+def empty_components(counts, n, total):
+    """``(k,)`` bool: components holding less than a thousandth of an average
+    sample's weight, ``counts < 1e-3 total / n``.
+
+    Args:
+        counts: ``(k,)`` effective counts ``sum_i w_i r_ij`` (without a floor).
+        n: the number of samples.
+        total: ``sum_i w_i`` (``n`` without weights).
+    """
+    return counts < 1e-3 * total / n
+
+
+def degenerate_component(counts, spread: Spread, n, total):
+    """Index of the first empty or collapsed component, ``-1`` if there is none.
+
+    A component is *empty* by :func:`empty_components` and *collapsed* when its
+    standardized variance, ``reg_covar`` included, is at its rounding level
+    (``spread.variance <= spread.level``, see :func:`smallest_variance`). A
+    ``tied`` model collapses as a whole and reports component 0.
+
+    Args:
+        counts: ``(k,)`` effective counts (without a floor).
+        spread: the components' :class:`Spread`.
+        n: the number of samples.
+        total: ``sum_i w_i`` (``n`` without weights).
+
+    Returns:
+        ``()`` int32.
+    """
+    bad = empty_components(counts, n, total) | (spread.variance <= spread.level)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
+
+
+def data_variance(x, sample_weight):
+    """Per-feature (weighted) variance of the data, ``(d,)``, with a fallback for
+    features that do not vary: the mean variance of the others, else 1.
+
+    The fallback keeps a re-seeded component's covariance positive definite even
+    without ``reg_covar`` (a constant column, all points equal).
+    """
+    eps = jnp.finfo(x.dtype).eps
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
+    mean = w @ x / jnp.sum(w)
+    var = w @ (x - mean) ** 2 / jnp.sum(w)
+    varies = var > (10 * eps * mean) ** 2
+    count = jnp.sum(varies)
+    typical = jnp.sum(jnp.where(varies, var, 0.0)) / jnp.maximum(count, 1)
+    return jnp.where(varies, var, jnp.where(count > 0, typical, 1.0))
+
+
+def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
+    """Restart component ``j`` at the worst-explained sample.
+
+    The new mean is the sample with the lowest ``log p(x_i)`` (among samples of
+    positive weight), the new weight ``1 / k`` (the others are scaled to make room),
+    and the new covariance ``diag(V) / k + reg_covar I`` with ``V`` the data's
+    per-feature variance (:func:`data_variance`): a component about as wide as a
+    ``k``-th of the data, wide enough to gather points again. A ``tied``
+    covariance is shared and kept. Jittable, ``j`` may be traced.
+
+    Args:
+        gmm: the model after an M step.
+        j: ``()`` the component to restart.
+        log_prob: ``(n,)`` ``log p(x_i)`` (of the model the step started from).
+        x: ``(n, d)`` data.
+        sample_weight: ``(n,)`` weights or ``None``.
+        reg_covar: the fitter's ``reg_covar``.
+
+    Returns:
+        The model with component ``j`` replaced.
+    """
+    dtype = x.dtype
+    k = gmm.n_components
+    fit = (
+        log_prob
+        if sample_weight is None
+        else jnp.where(sample_weight > 0, log_prob, jnp.inf)
+    )
+    worst = jnp.argmin(jnp.where(jnp.isnan(fit), jnp.inf, fit))
+    var = data_variance(x, sample_weight) / k + reg_covar
+    here = jnp.arange(k) == j
+    log_w = gmm.log_weights.astype(dtype)
+    rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
+    if k > 1:
+        scaled = log_w + math.log1p(-1 / k) - rest
+    else:
+        scaled = log_w
+    logits = jnp.where(here, -math.log(k), scaled)
+    means = jnp.where(here[:, None], x[worst], gmm.means)
+    log_diag, off_diag = gmm.log_diag, gmm.off_diag
+    ctype = gmm.covariance_type
+    if ctype in ("full", "diag"):
+        log_diag = jnp.where(here[:, None], -0.5 * jnp.log(var), log_diag)
+    elif ctype == "spherical":
+        log_diag = jnp.where(here, -0.5 * jnp.log(jnp.mean(var)), log_diag)
+    if ctype == "full":
+        off_diag = jnp.where(here[:, None], 0.0, off_diag)
+    return GMM(logits, means, log_diag, off_diag, ctype)
