@@ -7,6 +7,9 @@ so value checks are skipped there; shape checks still run because shapes are sta
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +39,40 @@ def check_covariance_type(covariance_type) -> str:
     return covariance_type
 
 
+_downcast_warned = False
+
+
+def _warn_float64_downcast(name: str) -> None:
+    """Warn, once per process, that float64 input will be computed in float32."""
+    global _downcast_warned
+    if _downcast_warned:
+        return
+    _downcast_warned = True
+    warnings.warn(
+        f"{name} is float64 but JAX's 64-bit mode is off, so gmmjax computes in "
+        "float32 (about 7 significant digits); for float64 run "
+        'jax.config.update("jax_enable_x64", True) before creating arrays. '
+        "This warning is shown once.",
+        UserWarning,
+        stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+    """``stacklevel`` that points a warning at the first frame outside gmmjax."""
+    package = os.path.dirname(__file__)
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == package:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def as_float_array(a, name: str, dtype=None):
-    """Convert ``a`` to a floating JAX array, rejecting non-numeric input."""
+    """Convert ``a`` to a floating JAX array, rejecting non-numeric input.
+
+    Float64 NumPy input while JAX's 64-bit mode is off becomes float32 (JAX's
+    default); the first time that happens a warning says so.
+    """
     if isinstance(a, (str, bytes)) or a is None:
         raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}")
     if not isinstance(a, jax.Array):
@@ -51,6 +86,8 @@ def as_float_array(a, name: str, dtype=None):
             raise TypeError(f"{name} must be an array of numbers, got dtype {a.dtype}")
         if np.iscomplexobj(a):
             raise TypeError(f"{name} must be real, got dtype {a.dtype}")
+        if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+            _warn_float64_downcast(name)
     elif jnp.iscomplexobj(a):
         raise TypeError(f"{name} must be real, got dtype {a.dtype}")
     a = jnp.asarray(a)

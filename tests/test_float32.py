@@ -12,6 +12,8 @@ are compared only for the degenerate fixtures. Fixtures of one shape are fitted
 together under ``vmap`` (one compiled fit per dtype and covariance type).
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ import pytest
 from sklearn import datasets as skdatasets
 
 import gmmjax
+from gmmjax import _validation
 
 RNG = np.random.default_rng(7)
 BLOBS = np.concatenate(
@@ -99,3 +102,29 @@ def test_real_datasets(name):
     r64, r32 = fit_both(x, k, "full")
     assert np.all(relative_gap(r64, r32, x.shape[1]) <= 1e-4)
     assert int(r64.status[0]) == gmmjax.Status.CONVERGED
+
+
+def test_float64_input_without_x64_warns_once_and_runs_in_float32(monkeypatch):
+    """What a user without x64 gets: float64 data computed in float32, said once."""
+    monkeypatch.setattr(_validation, "_downcast_warned", False)
+    gmm = gmmjax.GMM.from_natural(
+        np.array([1.0], np.float32),
+        np.zeros((1, 2), np.float32),
+        np.ones((1, 2), np.float32),
+        covariance_type="diag",
+    )
+    with jax.enable_x64(False):
+        with pytest.warns(UserWarning, match="64-bit mode is off") as record:
+            ll = gmmjax.log_likelihood(gmm, BLOBS)
+        assert ll.dtype == jnp.float32
+        assert "x is float64" in str(record[0].message)
+        assert record[0].filename == __file__  # points at the user's call
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gmmjax.log_likelihood(gmm, BLOBS)  # once per process
+    monkeypatch.setattr(_validation, "_downcast_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gmmjax.log_likelihood(gmm, BLOBS)  # x64 on: nothing is downcast
+        with jax.enable_x64(False):
+            gmmjax.log_likelihood(gmm, BLOBS.astype(np.float32))
