@@ -34,7 +34,19 @@ import numpy as np
 
 from ._density import prepare, total_log_likelihood
 from ._gmm import GMM
-from ._landscape import _analyze, _check_tol, hessian
+from ._landscape import analyze, check_tol, hessian
+
+__all__ = [
+    "Diagnosis",
+    "ObservedInformation",
+    "StandardErrors",
+    "diagnose",
+    "from_natural_vector",
+    "natural_labels",
+    "natural_vector",
+    "observed_information",
+    "standard_errors",
+]
 
 
 def natural_labels(gmm: GMM) -> tuple[str, ...]:
@@ -223,25 +235,44 @@ def standard_errors(
 
 
 class Diagnosis(NamedTuple):
-    """What kind of point a fit ended at, with the evidence.
+    """What kind of point a fit ended at, with the evidence and what to do.
+
+    The words of ``kind`` (those of :func:`gmmjax.landscape.classify`), one
+    meaning each:
+
+    - ``"maximum"``: a local maximum of the likelihood; no direction goes uphill.
+    - ``"saddle"``: a critical point with uphill directions left: the fit stalled,
+      ``escape_direction`` points uphill.
+    - ``"minimum"``: a local minimum (every direction goes uphill).
+    - ``"degenerate"``: a *degenerate critical point*: the Hessian is singular (a
+      flat direction) and derivatives up to fourth order cannot tell a maximum
+      from a saddle. Unrelated to ``Status.DEGENERATE`` (a collapsed or emptied
+      component); the command line calls it "singular Hessian".
+    - ``"not_critical"``: not yet at a critical point: a step would still gain
+      more than ``tol`` in mean log-likelihood; fit on (``advice`` says how).
+
+    Curvatures and gradients are those of the *mean* log-likelihood ``L / W``
+    (``W = sum_i w_i``, ``n`` without weights) in *standardized* natural
+    parameters: every parameter divided by the data's scale of it (see
+    :func:`diagnose`), so that they do not depend on the number of samples or on
+    the units of the features.
 
     Attributes:
-        kind: ``"maximum"`` (a local maximum of the likelihood), ``"saddle"``
-            (uphill directions remain: escape along ``escape_direction``),
-            ``"degenerate"`` (flat to fourth order: a plateau), ``"minimum"`` or
-            ``"not_critical"`` (a Newton step would still gain more than the
-            tolerance: the fit has not converged).
+        kind: one of the words above.
         log_likelihood: ``()`` total log-likelihood at the point.
-        gradient_norm: ``()`` norm of the gradient in the natural vector.
-        predicted_gain: ``()`` the change of the log-likelihood a Newton step on
-            the non-null directions predicts, ``1/2 sum_i (v_i . g)^2 / |lambda_i|``.
-        eigenvalues: ``(p,)`` Hessian eigenvalues, ascending (the top ones are the
-            evidence for a saddle).
-        escape_direction: ``(p,)`` unit ascent direction in the natural vector, or
-            ``None`` at a maximum.
+        gradient_norm: ``()`` norm of the standardized gradient of ``L / W``.
+        predicted_gain: ``()`` the gain in mean log-likelihood that one more step
+            would still make (the Newton gain of :func:`diagnose`); the point is
+            critical when it is at most ``tol``.
+        eigenvalues: ``(p,)`` eigenvalues of the standardized Hessian of
+            ``L / W``, ascending (the top ones are the evidence for a saddle).
+        escape_direction: ``(p,)`` unit ascent direction in the natural vector
+            (the standardized one mapped back), or ``None`` at a maximum.
         escape_order: derivative order of the ascent (1 gradient, 2 positive
             curvature, 3 or 4 the higher-order test); 0 without one.
         labels: ``p`` labels of the natural vector.
+        message: what ``kind`` means at this point, in words.
+        advice: what to do about it (empty at a maximum).
     """
 
     kind: str
@@ -252,43 +283,134 @@ class Diagnosis(NamedTuple):
     escape_direction: jax.Array | None
     escape_order: int
     labels: tuple[str, ...]
+    message: str
+    advice: str
 
     def __str__(self) -> str:
         top = ", ".join(f"{float(v):.4g}" for v in self.eigenvalues[::-1][:3])
         lines = [
-            f"kind: {self.kind}",
+            f"kind: {self.kind} ({self.message})",
             f"log-likelihood: {float(self.log_likelihood):.6g}",
-            f"gradient norm: {float(self.gradient_norm):.3g}",
-            f"predicted Newton gain: {float(self.predicted_gain):.3g}",
-            f"top Hessian eigenvalues: {top}",
+            f"predicted gain per sample: {float(self.predicted_gain):.3g}",
+            f"gradient norm (standardized, per sample): "
+            f"{float(self.gradient_norm):.3g}",
+            f"top Hessian eigenvalues (standardized, per sample): {top}",
         ]
         if self.escape_direction is not None:
             d = np.asarray(self.escape_direction)
             order = np.argsort(-np.abs(d))[:4]
             parts = ", ".join(f"{self.labels[i]} {d[i]:+.3f}" for i in order)
             lines.append(f"escape direction (order {self.escape_order}): {parts}")
+        if self.advice:
+            lines.append(f"advice: {self.advice}")
         return "\n".join(lines)
+
+
+def _natural_scale(gmm: GMM, x, w) -> jax.Array:
+    """``(p,)`` the data's scale of every natural parameter.
+
+    With ``s_a`` the (weighted) standard deviation of feature ``a`` (1 where a
+    feature is constant): 1 for a weight, ``s_a`` for ``means[j,a]``, ``s_a s_b``
+    for a covariance entry ``[a,b]`` and the mean of ``s_a^2`` for a spherical
+    variance. Dividing by it is fitting the data in standardized units.
+    """
+    if w is None:
+        w = jnp.ones(x.shape[0], x.dtype)
+    center = w @ x / jnp.sum(w)
+    s = jnp.sqrt(w @ (x - center) ** 2 / jnp.sum(w))
+    s = jnp.where(s > 0, s, 1.0)
+    k, d, ctype = gmm.n_components, gmm.n_features, gmm.covariance_type
+    rows, cols = np.triu_indices(d)
+    if ctype == "full":
+        cov = jnp.tile(s[rows] * s[cols], k)
+    elif ctype == "tied":
+        cov = s[rows] * s[cols]
+    elif ctype == "diag":
+        cov = jnp.tile(s**2, k)
+    else:
+        cov = jnp.full(k, jnp.mean(s**2))
+    return jnp.concatenate([jnp.ones(k - 1, x.dtype), jnp.tile(s, k), cov])
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _verdict(kind, point, gain, tol, order) -> tuple[str, str]:
+    """``(message, advice)`` of a diagnosis: what ``kind`` means here, what to do."""
+    if kind == "not_critical":
+        message = (
+            f"one Newton step would still gain {gain:.2g} in mean log-likelihood, "
+            f"more than the diagnosis' tol = {tol:g}"
+        )
+        if point.n_positive:
+            message += (
+                f"; the Hessian has {_plural(point.n_positive, 'positive eigenvalue')}"
+                ", so the fit may be crawling past a saddle"
+            )
+        advice = (
+            "fit on from this point with a smaller tolerance or more steps: the "
+            "fit's own test bounds the gain of its last step, not the gain left"
+        )
+        return message, advice
+    if kind == "maximum":
+        return "no direction goes uphill", ""
+    if kind == "saddle":
+        return (
+            f"the likelihood still rises along the escape direction, at order "
+            f"{order}: the fit stalled short of a maximum",
+            "restart from other starts, or step along escape_direction and fit on",
+        )
+    if kind == "minimum":
+        return "every direction goes uphill", "restart from other starts"
+    return (
+        f"the Hessian is singular, with {_plural(point.n_null, 'flat direction')}, "
+        "and derivatives up to fourth order cannot tell a maximum from a saddle: "
+        "a degenerate critical point, not a collapsed component",
+        "the data do not pin down every parameter here (components that "
+        "coincide, say): try fewer components or other starts",
+    )
 
 
 def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     """Say whether a fit ended at a local maximum, a saddle or a flat region.
 
-    The total log-likelihood ``L`` is analysed in the natural parameter vector (no
-    logit gauge, see the module docstring) with the machinery of
-    :func:`gmmjax.landscape.classify`: the gradient ``g``, the exact Hessian
-    (eigenpairs ``lambda_i, v_i``) and, when the Hessian is singular, the
-    fourth-order test.
+    **Coordinates.** The mean log-likelihood ``L / W`` (``W = sum_i w_i``, ``n``
+    without weights) is analysed in the standardized natural vector ``z = theta /
+    c``: each natural parameter (module docstring; no logit gauge) divided by the
+    data's scale of it, ``c = 1`` for a weight, the feature's standard deviation
+    ``s_a`` for a mean, ``s_a s_b`` for a covariance entry. Its gradient ``g``,
+    exact Hessian (eigenpairs ``lambda_i, v_i``) and, where the Hessian is
+    singular, the fourth-order test of :func:`gmmjax.landscape.classify` decide
+    the kind. In these coordinates curvatures do not grow with ``n`` and do not
+    depend on the units of the features, so the relative null test
+    ``|lambda| <= eigen_tol * max(1, max|lambda|)`` compares like with like. (Three
+    full components on Old Faithful, whose features have variances 1.3 and 185:
+    the Hessian of the total log-likelihood in the raw natural vector runs from
+    ``-2e-4`` to ``-2e4``, and at ``eigen_tol = 1e-6`` two genuine curvatures
+    counted as flat, a maximum reported as undecidable; standardized they run
+    from ``-8e-3`` to ``-2e2``.)
 
-    **Converged?** A fit stopped by a tolerance is never exactly critical, and the
-    gradient's size depends on the units of each parameter. The test is instead
-    the gain a Newton step would still make, ``1/2 sum_i (v_i . g)^2 / |lambda_i|``
-    over the non-null directions, which is unit-free and on the scale of EM's own
-    stopping rule: the point counts as converged when this gain is at most
-    ``tol * W`` (``W = sum_i w_i``, ``n`` without weights, so ``tol`` bounds the
-    gain in *mean* log-likelihood) and the gradient along null directions is at
-    most ``sqrt(tol * W)``. Otherwise the kind is ``"not_critical"`` and the
-    escape direction is the gradient. A converged point is then classified by its
-    curvature: an EM run that stalls near a saddle is reported as a saddle.
+    **Critical?** A fit stopped by a tolerance is never exactly critical. The test
+    is the gain in mean log-likelihood that one more step would still make, on the
+    quadratic model ``-1/2 sum_i |lambda_i| t_i^2 + sum_i (v_i . g) t_i`` with
+    every ``|t_i| <= 1`` (one standard deviation of the data):
+
+        gain = sum_i  (v_i . g)^2 / (2 |lambda_i|)   where |v_i . g| <= |lambda_i|,
+                      |v_i . g| - |lambda_i| / 2      elsewhere.
+
+    Near a maximum this is half the squared Newton decrement ``g^T |H|^-1 g / 2``,
+    which does not depend on how the parameters are scaled and predicts the
+    log-likelihood the fit has still to gain (on Old Faithful, within a few
+    percent); along flat directions, where the Newton step is unbounded, it is the
+    gradient's gain over one standard deviation. The point is critical when
+    ``gain <= tol``: the same number, in the same unit (mean log-likelihood), as
+    the default ``tol`` of :func:`gmmjax.fit`. That test bounds the gain of the
+    fitter's *last step*, which is smaller than the gain left when the fitter
+    crawls (EM along a flat ridge, Adam with a small learning rate), so a
+    ``CONVERGED`` fit can still be ``"not_critical"``: fit on with a smaller
+    ``tol`` (the diagnosis' ``advice`` says so). A critical point is classified by
+    its curvature: an EM run that stalls near a saddle is a saddle.
 
     Args:
         result: a fit result with a ``.gmm`` attribute (``gmmjax.FitResult``) or a
@@ -296,8 +418,9 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
         x: ``(n, d)`` data.
         sample_weight: optional ``(n,)`` non-negative weights.
         tol: bound on the predicted gain in mean log-likelihood (see above).
-        eigen_tol: eigenvalues with ``|lambda| <= eigen_tol * max|lambda|`` are
-            null (as ``tol`` of :func:`gmmjax.landscape.classify`).
+        eigen_tol: eigenvalues of the standardized Hessian with ``|lambda| <=
+            eigen_tol * max(1, max|lambda|)`` are null (``tol`` of
+            :func:`gmmjax.landscape.classify`).
 
     Returns:
         :class:`Diagnosis`; ``str(diagnosis)`` is a readable summary.
@@ -308,6 +431,17 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
         ...                               covariance_type="spherical")
         >>> gmmjax.diagnose(gmm, [[-1.0], [1.0]]).kind
         'maximum'
+
+        Off the maximum, in (mean, variance) ``g = (-1/2, 1/8)`` and ``H = [[-1,
+        1/2], [1/2, -3/4]]``, so a Newton step gains ``g^T (-H)^-1 g / 2 = 9/64``:
+
+        >>> off = gmmjax.GMM.from_natural([1.0], [[0.5]], [1.0],
+        ...                               covariance_type="spherical")
+        >>> d = gmmjax.diagnose(off, [[-1.0], [1.0]])
+        >>> d.kind, round(float(d.predicted_gain), 4)
+        ('not_critical', 0.1406)
+        >>> d.advice.startswith("fit on")
+        True
     """
     gmm = result if isinstance(result, GMM) else getattr(result, "gmm", None)
     if not isinstance(gmm, GMM):
@@ -315,36 +449,43 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
             "result must be a gmmjax.GMM or have a .gmm attribute, got "
             f"{type(result).__name__}"
         )
-    tol = _check_tol(tol, "tol")
+    tol = check_tol(tol, "tol")
     f, theta = _objective(gmm, x, sample_weight)
     x_arr, w = prepare(gmm, x, sample_weight)
-    total = x_arr.shape[0] if w is None else float(jnp.sum(w))
-    analysis = _analyze(f, theta, eigen_tol, math.inf)
+    total = x_arr.shape[0] if w is None else jnp.sum(w)
+    scale = _natural_scale(gmm, x_arr, w)
+
+    def standardized(z):
+        return f(z * scale) / total
+
+    z = theta / scale
+    analysis = analyze(standardized, z, eigen_tol, math.inf)
     point = analysis.point
-    g = jax.grad(f)(theta)
-    coef = point.eigenvectors.T @ g
-    vals = point.eigenvalues
-    thr = float(eigen_tol) * max(1.0, float(jnp.max(jnp.abs(vals))))
-    curved = jnp.abs(vals) > thr
-    safe = jnp.where(curved, jnp.abs(vals), 1.0)
-    gain = 0.5 * jnp.sum(jnp.where(curved, coef**2 / safe, 0.0))
-    null_gradient = jnp.linalg.norm(jnp.where(curved, 0.0, coef))
-    converged = float(gain) <= tol * total and float(null_gradient) <= math.sqrt(
-        tol * total
-    )
-    if converged:
+    g = jax.grad(standardized)(z)
+    coef = jnp.abs(point.eigenvectors.T @ g)
+    curv = jnp.abs(point.eigenvalues)
+    inside = coef <= curv
+    newton = coef**2 / (2.0 * jnp.where(curv > 0, curv, 1.0))
+    gain = jnp.sum(jnp.where(inside, newton, coef - 0.5 * curv))
+    if float(gain) <= tol:
         kind, escape = point.kind, analysis.escape
         escape_vec = None if escape is None else escape.direction
         order = 0 if escape is None else escape.order
     else:
-        kind, escape_vec, order = "not_critical", g / jnp.linalg.norm(g), 1
+        kind, escape_vec, order = "not_critical", g, 1
+    if escape_vec is not None:
+        escape_vec = escape_vec * scale
+        escape_vec = escape_vec / jnp.linalg.norm(escape_vec)
+    message, advice = _verdict(kind, point, float(gain), tol, order)
     return Diagnosis(
         kind=kind,
         log_likelihood=f(theta),
         gradient_norm=point.gradient_norm,
         predicted_gain=gain,
-        eigenvalues=vals,
+        eigenvalues=point.eigenvalues,
         escape_direction=escape_vec,
         escape_order=order,
         labels=natural_labels(gmm),
+        message=message,
+        advice=advice,
     )

@@ -67,6 +67,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+__all__ = [
+    "Analysis",
+    "CriticalPoint",
+    "CriticalPoints",
+    "EscapeDirection",
+    "analyze",
+    "check_tol",
+    "classify",
+    "escape_direction",
+    "find_critical_points",
+    "gradient",
+    "hessian",
+]
+
 
 def _flat(f, theta):
     flat, unravel = ravel_pytree(theta)
@@ -195,10 +209,20 @@ def _reduced(fz, x, null_basis, range_vecs, range_vals, coeffs):
 class CriticalPoint(NamedTuple):
     """Classification of a point of a scalar objective that is maximized.
 
+    The words of ``kind``, one meaning each:
+
+    - ``"not_critical"``: the gradient norm is above ``gradient_tol``.
+    - ``"maximum"``: a strict local maximum (Hessian negative definite, or singular
+      with the fourth-order test negative).
+    - ``"minimum"``: a strict local minimum (the mirror image).
+    - ``"saddle"``: ``f`` rises in some direction and falls in another, at second,
+      third or fourth order.
+    - ``"degenerate"``: a *degenerate critical point* in Morse's sense: the Hessian
+      is singular (a flat direction) and the fourth-order test cannot decide. Not
+      the mixture's ``Status.DEGENERATE`` (a collapsed component).
+
     Attributes:
-        kind: ``"maximum"``, ``"minimum"``, ``"saddle"``, ``"degenerate"`` (singular
-            Hessian that the fourth-order test cannot decide) or ``"not_critical"``
-            (gradient norm above the tolerance).
+        kind: one of the words above.
         gradient_norm: ``()`` Euclidean norm of the flat gradient.
         eigenvalues: ``(p,)`` Hessian eigenvalues, ascending.
         eigenvectors: ``(p, p)`` matching orthonormal eigenvectors (columns).
@@ -253,7 +277,9 @@ class EscapeDirection(NamedTuple):
     rate: jax.Array
 
 
-class _Analysis(NamedTuple):
+class Analysis(NamedTuple):
+    """What :func:`analyze` found: the classification and a way uphill (or None)."""
+
     point: CriticalPoint
     escape: EscapeDirection | None
 
@@ -323,14 +349,15 @@ def _climb_quartic(start, idx, coef, step, n_steps):
     return jnp.stack(ends)
 
 
-def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
+def analyze(f, theta, tol, gradient_tol) -> Analysis:
+    """:func:`classify` and :func:`escape_direction` of one point, in one pass."""
     fz, x, _ = _flat(f, theta)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"theta must hold floating arrays, got dtype {x.dtype}")
-    tol = _check_tol(tol, "tol")
+    tol = check_tol(tol, "tol")
     gradient_tol = (
-        tol if gradient_tol is None else _check_tol(gradient_tol, "gradient_tol")
+        tol if gradient_tol is None else check_tol(gradient_tol, "gradient_tol")
     )
     g, vals, vecs = _second_order(fz, x)
     gnorm = jnp.linalg.norm(g)
@@ -345,7 +372,7 @@ def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
 
     def result(kind, order, escape=None):
         point = CriticalPoint(kind, gnorm, vals, vecs, *counts, order)
-        return _Analysis(point, escape)
+        return Analysis(point, escape)
 
     second_escape = None
     if counts[0]:
@@ -401,7 +428,8 @@ def _analyze(f, theta, tol, gradient_tol) -> _Analysis:
     return result("degenerate", 0, escape)
 
 
-def _check_tol(value, name):
+def check_tol(value, name):
+    """``value`` as a float, refused unless it is a number ``>= 0``."""
     if isinstance(value, (bool, str)) or value is None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
@@ -428,6 +456,10 @@ def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
         f: scalar function of ``theta``, four times differentiable.
         theta: the point, any pytree of floating arrays (``p`` entries).
         tol: relative threshold for null eigenvalues and higher-order coefficients.
+            Relative to the largest curvature, so it compares directions with
+            each other: it means the same in every coordinate system only if the
+            parameters share a scale. A log-likelihood of data in mixed units
+            does not; :func:`gmmjax.diagnose` standardizes it first.
         gradient_tol: threshold on the gradient norm; defaults to ``tol``
             (``float("inf")`` classifies the curvature of any point).
 
@@ -443,7 +475,7 @@ def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
         >>> landscape.classify(lambda t: t[0] ** 2 - t[1] ** 2, jnp.zeros(2)).kind
         'saddle'
     """
-    return _analyze(f, theta, tol, gradient_tol).point
+    return analyze(f, theta, tol, gradient_tol).point
 
 
 def escape_direction(f, theta, *, tol=1e-6, gradient_tol=None):
@@ -481,7 +513,7 @@ def escape_direction(f, theta, *, tol=1e-6, gradient_tol=None):
         >>> [round(float(v), 6) for v in esc.direction], esc.order
         ([1.0, 0.0], 2)
     """
-    return _analyze(f, theta, tol, gradient_tol).escape
+    return analyze(f, theta, tol, gradient_tol).escape
 
 
 class CriticalPoints(NamedTuple):
@@ -623,8 +655,8 @@ def find_critical_points(
     first = jax.tree_util.tree_map(lambda leaf: leaf[0], thetas)
     _, unravel = ravel_pytree(first)
     flat = jax.vmap(lambda t: ravel_pytree(t)[0])(thetas)
-    tol = _check_tol(tol, "tol")
-    distance_tol = _check_tol(distance_tol, "distance_tol")
+    tol = check_tol(tol, "tol")
+    distance_tol = check_tol(distance_tol, "distance_tol")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
 
