@@ -179,16 +179,54 @@ def start_loop(state, dtype, running) -> _Loop:
     )
 
 
-@jax.jit
-def _fit(fitter, gmm0, x, w, max_steps, tol):
+def _progress_sender(report):
+    """A traced ``send(loop)`` that hands ``report`` on the host three ``(b,)``
+    arrays (``b = 1`` outside ``vmap``): the steps taken, the mean
+    log-likelihood of the previous step and whether the run is still going.
+
+    ``jax.debug.callback`` alone calls the host once per lane under ``vmap``;
+    the custom batching rule sends the whole batch in one call instead (nested
+    ``vmap``s flattened), so ``report`` sees every restart together.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def send(n_steps, mean_ll, running):
+        jax.debug.callback(report, n_steps.ravel(), mean_ll.ravel(), running.ravel())
+
+    @send.def_vmap
+    def send_batch(axis_size, in_batched, *args):
+        args = [
+            a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+            for a, batched in zip(args, in_batched, strict=True)
+        ]
+        send(*args)
+        return None, None
+
+    return lambda loop: send(loop.n_steps, loop.previous, loop.status == _RUNNING)
+
+
+@functools.partial(jax.jit, static_argnames=("report",))
+def _fit(fitter, gmm0, x, w, max_steps, tol, report=None):
+    """The loop of :func:`fit`. ``report``, a host function, is called with the
+    carry before every step and once at the end (see ``_progress_sender``); it
+    is static, so without it no callback is compiled."""
     total = _total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)
     start = start_loop(state, x.dtype, max_steps > 0)
-    loop = jax.lax.while_loop(
-        lambda c: c.status == _RUNNING,
-        lambda c: _advance(fitter, c, x, w, total, tol, max_steps),
-        start,
-    )
+
+    send = None if report is None else _progress_sender(report)
+
+    def body(c):
+        if send is not None:
+            # the carry, not the step's result: under vmap a finished lane's
+            # carry is its final state, while the step is computed (and
+            # discarded) for it until every lane is done
+            send(c)
+        return _advance(fitter, c, x, w, total, tol, max_steps)
+
+    loop = jax.lax.while_loop(lambda c: c.status == _RUNNING, body, start)
+    if send is not None:
+        send(loop)
     gmm = loop.state.gmm
     ll = total_log_likelihood(gmm, x, w)
     return FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate)
@@ -238,6 +276,42 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
     return _fit(fitter, gmm0, x, w, jnp.asarray(max_steps, jnp.int32), tol)
+
+
+@functools.partial(jax.jit, static_argnames=("report",))
+def _fit_batch(fitter, gmm0s, x, w, max_steps, tol, report):
+    return jax.vmap(lambda g: _fit(fitter, g, x, w, max_steps, tol, report))(gmm0s)
+
+
+def fit_batch(fitter, gmm0s: GMM, x, *, max_steps=500, tol=1e-6, report=None):
+    """:func:`fit` from each of ``b`` given starts, ``vmap``-ed in one compiled call.
+
+    ``report``, optional, is a host function ``report(n_steps, mean_ll, running)``
+    of three ``(b,)`` arrays on the CPU, called from inside the loop before every
+    step and once at the end: the steps each run has taken, the mean
+    log-likelihood of its previous step (``-inf`` before a comparable one) and
+    whether it is still going. It only observes: the results are those of
+    ``report=None``, whose program has no callback at all.
+
+    Args:
+        fitter: as in :func:`fit`.
+        gmm0s: the starts, every leaf with a leading ``(b,)`` axis.
+        x: ``(n, d)`` data.
+        max_steps: the step budget of every run.
+        tol: convergence threshold on the change in mean log-likelihood.
+        report: ``None`` or a hashable host function (it is a static argument:
+            a new one compiles a new program).
+
+    Returns:
+        A :class:`FitResult` with a leading ``(b,)`` axis on every leaf.
+    """
+    first = jax.tree_util.tree_map(lambda a: a[0], gmm0s)
+    _, x, w = prepare_fit(fitter, first, x, None)
+    check_steps(max_steps, "max_steps")
+    check_nonnegative_scalar(tol, "tol")
+    gmm0s = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), gmm0s)
+    max_steps = jnp.asarray(max_steps, jnp.int32)
+    return _fit_batch(fitter, gmm0s, x, w, max_steps, tol, report)
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps",))

@@ -257,6 +257,7 @@ def select(
     init: str = "kmeans++",
     fitter=None,
     batch_size: int | None = None,
+    progress=None,
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
 
@@ -281,6 +282,9 @@ def select(
         init: the :func:`gmmjax.init_gmm` method of the starts.
         fitter: the fitter of every run; default ``gmmjax.EM()``.
         batch_size: passed to :func:`gmmjax.multistart` to bound memory.
+        progress: optional host function ``progress(i, n_cells, k,
+            covariance_type)``, called before cell ``i`` (counted from 0, rows
+            first) of the ``n_cells`` is fitted, e.g. to draw a progress line.
 
     Returns:
         A :class:`SelectionResult` with the table and the chosen model.
@@ -308,6 +312,10 @@ def select(
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
     fitter = EM() if fitter is None else fitter
     check_fitter(fitter)
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress must be a function or None, got {type(progress).__name__}"
+        )
 
     shape = (len(candidates), len(types))
     values = np.empty(shape)
@@ -317,6 +325,8 @@ def select(
     fits = {}
     for i, k in enumerate(candidates):
         for j, ctype in enumerate(types):
+            if progress is not None:
+                progress(i * len(types) + j, values.size, k, ctype)
             runs = multistart(
                 fitter,
                 key,

@@ -20,6 +20,18 @@ from ._em import EM
 from ._fit import Status, fit, fit_trace
 from ._gradient import GradientFitter, noisy
 
+# the sections of the study, in the order they run
+STAGES = (
+    "surface",
+    "alternating",
+    "saddle",
+    "profile",
+    "gradient_field",
+    "em",
+    "comparison",
+    "annealing",
+)
+
 FIGURES = (
     "surface.png",
     "alternating.png",
@@ -732,7 +744,9 @@ def _annealing(cfg, out):
 
 
 # --------------------------------------------------------------------- the report
-def run_saddle_study(out_dir, *, quick: bool = False, seed: int = 0) -> dict:
+def run_saddle_study(
+    out_dir, *, quick: bool = False, seed: int = 0, progress=None
+) -> dict:
     """Run the saddle study and write its figures and Markdown report.
 
     Reproduces the findings of the study of the symmetric two-point model (data
@@ -751,6 +765,8 @@ def run_saddle_study(out_dir, *, quick: bool = False, seed: int = 0) -> dict:
             (created if missing).
         quick: a small grid and short budgets, for tests and smoke runs.
         seed: seed of the noisy-gradient runs.
+        progress: optional host function ``progress(i, n_stages, name)``, called
+            before stage ``i`` (from 0) of the ``n_stages`` of :data:`STAGES`.
 
     Returns:
         A JSON-serializable dict of the measured numbers, including
@@ -773,6 +789,8 @@ def run_saddle_study(out_dir, *, quick: bool = False, seed: int = 0) -> dict:
         timings = {}
 
         def timed(name, fn, *args):
+            if progress is not None:
+                progress(STAGES.index(name), len(STAGES), name)
             t, c = time.perf_counter(), time.process_time()
             value = fn(*args)
             timings[name] = [time.perf_counter() - t, time.process_time() - c]

@@ -75,6 +75,23 @@ def _check_dims(gmm_or_x_d: int, dims) -> tuple[int, int]:
     return i, j
 
 
+def _feature_names(feature_names, d: int) -> list[str]:
+    """Axis labels of the ``d`` features: ``feature_names``, else ``x0, x1, ...``."""
+    if feature_names is None:
+        return [f"x{i}" for i in range(d)]
+    names = [str(name) for name in feature_names]
+    if len(names) != d:
+        raise ValueError(
+            f"feature_names must name all {d} features, got {len(names)} names"
+        )
+    return names
+
+
+def _label_features(ax, dims, names) -> None:
+    ax.set_xlabel(names[dims[0]])
+    ax.set_ylabel(names[dims[1]])
+
+
 def marginal(gmm: GMM, dims) -> GMM:
     """The exact marginal mixture on the coordinates ``dims``.
 
@@ -164,6 +181,7 @@ def plot_mixture(
     n_sigma=(1, 2, 3),
     contours=True,
     title=None,
+    feature_names=None,
 ):
     """Data with each component's 1, 2, 3 sigma ellipses and density contours.
 
@@ -180,6 +198,8 @@ def plot_mixture(
         n_sigma: the Mahalanobis radii of the ellipses.
         contours: whether to draw log-density contours.
         title: optional axes title.
+        feature_names: optional ``d`` names for the axis labels (default
+            ``x0``, ``x1``, ...).
 
     Returns:
         The :class:`~matplotlib.figure.Figure`.
@@ -193,10 +213,11 @@ def plot_mixture(
         >>> len(fig.axes[0].patches)
         6
     """
+    names = _feature_names(feature_names, gmm.n_features)
     fig, ax = _axes(ax)
     points = None if x is None else np.asarray(x, dtype=np.float64)
     if gmm.n_features == 1:
-        _plot_density_1d(ax, gmm, points)
+        _plot_density_1d(ax, gmm, points, names[0])
     else:
         dims = _check_dims(gmm.n_features, dims)
         gmm2 = marginal(gmm, dims)
@@ -212,14 +233,13 @@ def plot_mixture(
         _draw_ellipses(ax, gmm2, n_sigma)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
-        ax.set_xlabel(f"x{dims[0]}")
-        ax.set_ylabel(f"x{dims[1]}")
+        _label_features(ax, dims, names)
     if title is not None:
         ax.set_title(title)
     return fig
 
 
-def _plot_density_1d(ax, gmm, points):
+def _plot_density_1d(ax, gmm, points, name):
     means = np.asarray(gmm.means)[:, 0]
     sd = np.sqrt(_full_covariances(gmm)[:, 0, 0])
     lo, hi = (means - 4 * sd).min(), (means + 4 * sd).max()
@@ -234,12 +254,14 @@ def _plot_density_1d(ax, gmm, points):
         comp = weights[j] * np.exp(-0.5 * ((grid - means[j]) / sd[j]) ** 2)
         comp /= sd[j] * np.sqrt(2 * np.pi)
         ax.plot(grid, comp, color=_colour(j), linestyle="--", label=f"component {j}")
-    ax.set_xlabel("x0")
+    ax.set_xlabel(name)
     ax.set_ylabel("density")
     ax.legend(loc="best", fontsize="small")
 
 
-def plot_responsibilities(gmm: GMM, x, *, ax=None, dims=(0, 1), n_sigma=(2,)):
+def plot_responsibilities(
+    gmm: GMM, x, *, ax=None, dims=(0, 1), n_sigma=(2,), feature_names=None
+):
     """Each point coloured by its responsibilities: a blend of component colours.
 
     A point whose posterior is split between components gets the mixture of their
@@ -251,6 +273,7 @@ def plot_responsibilities(gmm: GMM, x, *, ax=None, dims=(0, 1), n_sigma=(2,)):
         ax: optional matplotlib axes.
         dims: the two coordinates shown.
         n_sigma: radii of the component ellipses drawn on top.
+        feature_names: optional ``d`` names for the axis labels.
 
     Returns:
         The :class:`~matplotlib.figure.Figure`.
@@ -264,6 +287,7 @@ def plot_responsibilities(gmm: GMM, x, *, ax=None, dims=(0, 1), n_sigma=(2,)):
         >>> fig.axes[0].collections[0].get_facecolors().shape
         (3, 4)
     """
+    names = _feature_names(feature_names, gmm.n_features)
     fig, ax = _axes(ax)
     dims = _check_dims(gmm.n_features, dims)
     points = np.asarray(x, dtype=np.float64)
@@ -277,8 +301,7 @@ def plot_responsibilities(gmm: GMM, x, *, ax=None, dims=(0, 1), n_sigma=(2,)):
     lo, hi = _frame_limits(shown, gmm2, n_sigma)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
-    ax.set_xlabel(f"x{dims[0]}")
-    ax.set_ylabel(f"x{dims[1]}")
+    _label_features(ax, dims, names)
     ax.set_title("responsibilities")
     return fig
 
@@ -299,7 +322,9 @@ def _frame_steps(trace, steps):
     return steps
 
 
-def plot_em_path(trace, x, *, steps=None, ax=None, dims=(0, 1), n_sigma=(1, 2)):
+def plot_em_path(
+    trace, x, *, steps=None, ax=None, dims=(0, 1), n_sigma=(1, 2), feature_names=None
+):
     """The EM path as a sequence of frames: the model after chosen steps.
 
     Args:
@@ -310,6 +335,7 @@ def plot_em_path(trace, x, *, steps=None, ax=None, dims=(0, 1), n_sigma=(1, 2)):
         ax: optional sequence of axes, one per frame.
         dims: the two coordinates shown.
         n_sigma: ellipse radii.
+        feature_names: optional ``d`` names for the axis labels.
 
     Returns:
         The :class:`~matplotlib.figure.Figure`.
@@ -337,13 +363,29 @@ def plot_em_path(trace, x, *, steps=None, ax=None, dims=(0, 1), n_sigma=(1, 2)):
     lls = np.asarray(trace.log_likelihood)
     for a, t in zip(axes, steps, strict=True):
         plot_mixture(
-            _frame(trace, t), x, ax=a, dims=dims, n_sigma=n_sigma, contours=False
+            _frame(trace, t),
+            x,
+            ax=a,
+            dims=dims,
+            n_sigma=n_sigma,
+            contours=False,
+            feature_names=feature_names,
         )
         a.set_title(f"step {t + 1}: log L {lls[t]:.1f}", fontsize="small")
     return fig
 
 
-def animate_em(trace, x, path, *, fps=4, dims=(0, 1), n_sigma=(1, 2), steps=None):
+def animate_em(
+    trace,
+    x,
+    path,
+    *,
+    fps=4,
+    dims=(0, 1),
+    n_sigma=(1, 2),
+    steps=None,
+    feature_names=None,
+):
     """Write the EM path as an animated GIF (matplotlib's Pillow writer).
 
     Args:
@@ -354,6 +396,7 @@ def animate_em(trace, x, path, *, fps=4, dims=(0, 1), n_sigma=(1, 2), steps=None
         dims: the two coordinates shown.
         n_sigma: ellipse radii.
         steps: trace indices to animate (default: every step).
+        feature_names: optional ``d`` names for the axis labels.
 
     Returns:
         The :class:`~matplotlib.figure.Figure` of the animation (its last frame).
@@ -387,7 +430,13 @@ def animate_em(trace, x, path, *, fps=4, dims=(0, 1), n_sigma=(1, 2), steps=None
         ax.clear()
         t = steps[i]
         plot_mixture(
-            _frame(trace, t), points, ax=ax, dims=dims, n_sigma=n_sigma, contours=False
+            _frame(trace, t),
+            points,
+            ax=ax,
+            dims=dims,
+            n_sigma=n_sigma,
+            contours=False,
+            feature_names=feature_names,
         )
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
@@ -399,7 +448,7 @@ def animate_em(trace, x, path, *, fps=4, dims=(0, 1), n_sigma=(1, 2), steps=None
     return fig
 
 
-def plot_samples(x, labels, *, gmm=None, ax=None, dims=(0, 1)):
+def plot_samples(x, labels, *, gmm=None, ax=None, dims=(0, 1), feature_names=None):
     """Samples coloured by the component that generated them.
 
     Args:
@@ -408,6 +457,7 @@ def plot_samples(x, labels, *, gmm=None, ax=None, dims=(0, 1)):
         gmm: optional mixture whose 2-sigma ellipses are drawn too.
         ax: optional matplotlib axes.
         dims: the two coordinates shown (``d >= 2``).
+        feature_names: optional ``d`` names for the axis labels.
 
     Returns:
         The :class:`~matplotlib.figure.Figure`.
@@ -429,6 +479,7 @@ def plot_samples(x, labels, *, gmm=None, ax=None, dims=(0, 1)):
             f"labels must have shape ({points.shape[0]},), got {labels.shape}"
         )
     dims = _check_dims(points.shape[1], dims)
+    names = _feature_names(feature_names, points.shape[1])
     for j in np.unique(labels):
         sel = points[labels == j][:, list(dims)]
         ax.scatter(
@@ -441,8 +492,7 @@ def plot_samples(x, labels, *, gmm=None, ax=None, dims=(0, 1)):
     if gmm is not None:
         _draw_ellipses(ax, marginal(gmm, dims), (2,))
     ax.legend(loc="best", fontsize="small")
-    ax.set_xlabel(f"x{dims[0]}")
-    ax.set_ylabel(f"x{dims[1]}")
+    _label_features(ax, dims, names)
     ax.set_title("samples by component")
     return fig
 

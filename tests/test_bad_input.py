@@ -943,5 +943,6 @@ def test_cli_error_in_a_real_process(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        f"gmmjax: error: {path}: data contain NaN or infinite values"
+        f"gmmjax: error: {path}: data contain NaN or infinite values: "
+        "line 2, column 1 is nan"
     ]

@@ -1,14 +1,17 @@
 """The real ``gmmjax`` command in a subprocess."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 import gmmjax
-from gmmjax import io
+from gmmjax import _study_report, cli, io
+from gmmjax._fit import _fit_batch, fit_batch
 
 
 def run(*args, cwd=None):
@@ -151,7 +154,7 @@ def test_fit_bad_options_are_one_line_errors(tmp_path):
     out = _repo_run("fit", "--plot", bad_png, "--no-diagnosis")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    assert "cannot write the plot" in out.stderr
+    assert f"the folder {Path(bad_png).parent} does not exist" in out.stderr
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     out = _repo_run("fit", str(empty))
@@ -179,3 +182,357 @@ def test_fit_methods_agree_with_em():
         assert abs(results[method]["mean_log_likelihood"] - em) < 1e-4
     assert results["em"]["diagnosis"]["kind"] == "maximum"
     assert all(v < 0 for v in results["em"]["diagnosis"]["top_hessian_eigenvalues"])
+
+
+def _frames(err: str) -> list[str]:
+    """The states of a progress line drawn with carriage returns."""
+    return [frame.rstrip() for frame in err.rstrip("\n").split("\r")[1:]]
+
+
+def test_fit_progress_on_a_terminal_is_the_piped_run_plus_a_line(capsys, monkeypatch):
+    # spherical: the same loop as full covariances, in half the compile time
+    argv = ["fit", "--json", "--no-diagnosis", "--max-steps", "200"]
+    argv += ["--covariance-type", "spherical"]
+    assert cli.main(argv) == 0
+    piped = capsys.readouterr()
+    assert piped.err == ""  # stderr is not a terminal: no progress
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli.main(argv) == 0
+    terminal = capsys.readouterr()
+    # one compiled loop either way: the same result, bit for bit
+    assert terminal.out == piped.out
+    n_steps = json.loads(terminal.out)["n_steps"]
+    assert 2 < n_steps < 25  # converged early (the old chunks were 25 steps)
+    frames = _frames(terminal.err)
+    assert frames[0] == "fit: compiling"
+    assert frames[-1].startswith(f"fit [############] done after {n_steps} steps, ")
+    counts = [int(c) for f in frames for c in re.findall(r"(\d+)/200 steps", f)]
+    assert all(c < n_steps for c in counts)
+
+
+def test_fit_progress_hook_sees_every_restart_and_is_absent_when_off():
+    x = gmmjax.datasets.faithful()
+    # three spherical starts at data points: cheaper to build and to compile
+    # than k-means++ starts of full covariances
+    means = x[np.array([[0, 100, 200], [5, 50, 250], [10, 20, 30]])]
+    variances = np.full(3, x.var())
+    gmm0s = jax.vmap(
+        lambda m: gmmjax.GMM.from_natural(
+            np.full(3, 1 / 3), m, variances, covariance_type="spherical"
+        )
+    )(means)
+    calls = []
+
+    def report(n_steps, mean_ll, running):
+        calls.append((np.array(n_steps), np.array(mean_ll), np.array(running)))
+
+    # (that the hook only observes is the terminal test above)
+    runs = fit_batch(gmmjax.EM(), gmm0s, x, max_steps=100, report=report)
+    jax.effects_barrier()
+    n = np.asarray(runs.n_steps)
+    assert len(set(n.tolist())) > 1  # the restarts stop at different steps
+    # one call (every restart at once) before each step of the slowest restart
+    # and one at the end; a restart that stopped reports its final count
+    assert len(calls) == n.max() + 1
+    for t, (steps, mean_ll, running) in enumerate(calls):
+        np.testing.assert_array_equal(steps, np.minimum(t, n))
+        np.testing.assert_array_equal(running, t < n)
+        assert mean_ll.shape == (3,)
+    # the last report has the log-likelihood before each run's last EM step
+    assert np.all(calls[-1][1] <= np.asarray(runs.log_likelihood) / len(x))
+    # static: without a hook the program has no host callback at all
+    args = (gmmjax.EM(), gmm0s, x, None, np.int32(100), 1e-6)
+    assert "callback" not in _fit_batch.lower(*args, None).as_text()
+    assert "callback" in _fit_batch.lower(*args, report).as_text()
+
+
+def test_study_progress_per_stage(capsys, monkeypatch, tmp_path):
+    def fake_study(out, *, quick, seed, progress):
+        for i, name in enumerate(_study_report.STAGES):
+            progress(i, len(_study_report.STAGES), name)
+        return {"wall_time_s": 1.0, "cpu_time_s": 2.0}
+
+    monkeypatch.setattr(_study_report, "run_saddle_study", fake_study)
+    argv = ["study", "saddle", "--quick", "--out", str(tmp_path), "--progress"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr()
+    assert "saddle study written to" in out.out
+    frames = _frames(out.err)
+    stages = _study_report.STAGES
+    assert len(frames) == len(stages) + 1
+    for i, (frame, name) in enumerate(zip(frames, stages, strict=False)):
+        stage = f"stage {i + 1}/{len(stages)}: {name}, "
+        assert re.fullmatch(rf"study saddle \[[#.]{{12}}\] {stage}\d+\.\d s", frame)
+    assert frames[-1].startswith("study saddle [############] done, ")
+
+
+def test_fit_diagnosis_says_what_it_found_and_what_to_do(capsys):
+    # issue 22, item 3, as the user ran it (in-process, bundled Old Faithful): each
+    # verdict is a word with one meaning, a CONVERGED fit that is not yet at a
+    # critical point says so and what to do, and doing it gives a maximum
+    verdicts = {"maximum", "saddle", "minimum", "singular Hessian"}
+    not_yet = "not at a critical point yet"
+    for argv in (
+        ["--method", "adam"],
+        ["--method", "lbfgs"],
+        ["-k", "4", "--covariance-type", "tied"],
+    ):
+        assert cli.main(["fit", *argv]) == 0
+        out = capsys.readouterr().out
+        assert "status: CONVERGED" in out
+        line = next(t for t in out.splitlines() if t.startswith("diagnosis: "))
+        verdict = line.removeprefix("diagnosis: ").split(" (")[0]
+        assert verdict in verdicts | {not_yet}, line
+        if verdict == not_yet:
+            assert "would still gain" in line
+            assert "  advice: CONVERGED only means" in out and "smaller --tol" in out
+        top = re.search(r"top Hessian eigenvalues (\S+),", out)
+        if float(top.group(1)) > 0:
+            assert "1 positive eigenvalue" in line or verdict == "saddle"
+
+    assert cli.main(["fit", "-k", "3", "--json"]) == 0
+    diagnosis = json.loads(capsys.readouterr().out)["diagnosis"]
+    assert all(v < 0 for v in diagnosis["top_hessian_eigenvalues"])
+    assert diagnosis["kind"] in ("maximum", "not_critical"), diagnosis
+    if diagnosis["kind"] == "not_critical":
+        assert diagnosis["predicted_gain"] > 1e-6 and "--tol" in diagnosis["advice"]
+    assert cli.main(["fit", "-k", "3", "--tol", "1e-8", "--json"]) == 0
+    diagnosis = json.loads(capsys.readouterr().out)["diagnosis"]
+    assert diagnosis["kind"] == "maximum" and diagnosis["advice"] == "", diagnosis
+    assert diagnosis["verdict"] == "maximum" and diagnosis["predicted_gain"] < 1e-6
+
+
+# Issue 22: what a new user did, in this process. The fits share one compiled
+# program with the progress test above: Old Faithful's shape (272, 2), two
+# spherical components.
+FAITHFUL = gmmjax.datasets.faithful()
+_FIT = ["--covariance-type", "spherical", "--max-steps", "200"]
+
+
+def _main(capsys, *argv):
+    """``gmmjax.cli.main(argv)``: (exit status, stdout, stderr)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse's --help and its own errors
+        code = stop.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_output_paths_are_checked_before_the_fit(capsys, monkeypatch, tmp_path):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started its work before the check")
+
+    monkeypatch.setattr(cli, "_fit_runs", no_work)
+    monkeypatch.setattr(_study_report, "run_saddle_study", no_work)
+    missing = tmp_path / "missing"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    for argv, message in [
+        (
+            ["fit", "--save", missing / "m.npz"],
+            f"--save {missing / 'm.npz'}: the folder {missing} does not exist",
+        ),
+        (
+            ["fit", "--plot", missing / "fit.png"],
+            f"--plot {missing / 'fit.png'}: the folder {missing} does not exist",
+        ),
+        (["fit", "--save", tmp_path], f"--save {tmp_path}: is a folder, expected a "),
+        (["fit", "--plot", tmp_path / "fit.pnj"], "unknown picture format '.pnj'"),
+        (
+            ["study", "saddle", "--out", a_file / "study"],
+            f"--out {a_file / 'study'}: {a_file} is a file, expected a folder",
+        ),
+    ]:
+        code, out, err = _main(capsys, *argv)
+        assert code == 2 and out == ""
+        assert err.startswith("gmmjax: error: ") and message in err
+        assert len(err.splitlines()) == 1
+
+
+def test_the_model_is_printed_before_a_diagnosis_that_fails(capsys, monkeypatch):
+    reason = "the gradient or Hessian of f at theta is not finite"
+    printed = []
+
+    def diagnose(result, x):
+        printed.append(capsys.readouterr().out)
+        raise ValueError(reason)
+
+    monkeypatch.setattr(gmmjax, "diagnose", diagnose)
+    code, out, err = _main(capsys, "fit", *_FIT)
+    assert code == 0 and err == ""
+    # the whole model was on stdout when the diagnosis started
+    assert "means:" in printed[0] and "status: CONVERGED" in printed[0]
+    assert out == f"diagnosis: not available ({reason})\n"
+    code, out, err = _main(capsys, "fit", "--json", *_FIT)
+    result = json.loads(out)
+    assert code == 0 and err == "" and "diagnosis" not in result
+    assert result["diagnosis_unavailable"] == reason and result["usable"]
+
+
+def test_an_unusable_best_fit_is_printed_and_exits_1(capsys, tmp_path):
+    # a quarter of the points on one far point: without --reg-covar the component
+    # that takes them collapses onto it at the first step
+    x = FAITHFUL.copy()
+    x[::4] = [10.0, 150.0]
+    path = tmp_path / "far.npy"
+    np.save(path, x)
+    code, out, err = _main(capsys, "fit", path, "--reg-covar", "0", *_FIT)
+    assert code == 1
+    assert "means:" in out and "status: DEGENERATE" in out and "BIC:" in out
+    assert "diagnosis: not available (the fit is not usable)" in out
+    reason = "status DEGENERATE, component 1 emptied or collapsed"
+    assert err == f"gmmjax: error: the best fit is not usable: {reason}\n"
+    code, out, _ = _main(capsys, "fit", path, "--reg-covar", "0", "--json", *_FIT)
+    result = json.loads(out)
+    assert code == 1 and not result["usable"] and result["reason"] == reason
+
+
+def test_k_equal_to_the_number_of_points_is_refused(capsys, tmp_path):
+    path = tmp_path / "six.csv"
+    np.savetxt(path, FAITHFUL[:6], delimiter=",", header="a,b", comments="")
+    code, out, err = _main(capsys, "fit", path, "-k", "6")
+    assert code == 2 and out == ""
+    assert err == (
+        "gmmjax: error: -k must be between 1 and the number of samples (6) minus 1, "
+        "got 6 (with k = n every component holds one point)\n"
+    )
+
+
+def test_a_pandas_csv_names_the_axes_and_its_index_is_left_out(
+    capsys, monkeypatch, tmp_path
+):
+    import pandas as pd
+
+    from gmmjax import plot
+
+    path = tmp_path / "faithful.csv"
+    pd.DataFrame(FAITHFUL, columns=["eruptions", "waiting"]).to_csv(path)
+    figures = []
+    draw = plot.plot_mixture
+
+    def keep(*args, **kwargs):
+        figures.append(draw(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(plot, "plot_mixture", keep)
+    png = tmp_path / "fit.png"
+    argv = ["--json", "--no-diagnosis", *_FIT]
+    code, out, err = _main(capsys, "fit", path, *argv, "--plot", png)
+    assert code == 0
+    assert err == (
+        "gmmjax: note: left out column 1: it has no name in the header and holds 272 "
+        "distinct whole numbers, a row index such as pandas' to_csv() writes\n"
+    )
+    result = json.loads(out)
+    assert result["data"]["columns"] == ["eruptions", "waiting"]
+    assert result["data"]["left_out"] == ["column 1 (a row index)"]
+    ax = figures[0].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions", "waiting")
+    # the same fit as of the bundled data, which has no index column
+    code, out, _ = _main(capsys, "fit", *argv)
+    assert json.loads(out)["means"] == result["means"]
+
+
+def test_a_constant_column_is_named_and_left_out(capsys, tmp_path):
+    path = tmp_path / "site.csv"
+    table = np.column_stack([FAITHFUL, np.full(len(FAITHFUL), 3.0)])
+    np.savetxt(path, table, delimiter=",", header="eruptions,waiting,site", comments="")
+    code, out, err = _main(capsys, "fit", path, "--no-diagnosis", *_FIT)
+    assert code == 0
+    assert err == (
+        "gmmjax: warning: column 3 ('site') is constant (every value is 3): left out, "
+        "since a feature without spread makes the likelihood unbounded\n"
+    )
+    assert "272 samples, 2 features" in out
+    assert "left out: column 3 ('site') (constant)" in out
+    _, bundled, _ = _main(capsys, "fit", "--no-diagnosis", *_FIT)
+    assert out.splitlines()[-6:] == bundled.splitlines()[-6:]  # the same model
+    flat = tmp_path / "flat.csv"
+    flat.write_text("a,b\n1,2\n1,2\n1,2\n")
+    code, _, err = _main(capsys, "fit", flat)
+    assert code == 2 and err.endswith("every column is constant, nothing to fit\n")
+
+
+def test_csv_errors_name_the_line_the_column_and_the_delimiter(capsys, tmp_path):
+    cases = {
+        # a blank line still counts: line numbers are the file's
+        "nan.csv": (
+            "a,b\n1,2\n\n3,4\n5,nan\n",
+            "data contain NaN or infinite values: line 5, column 2 ('b') is nan",
+        ),
+        "decimal-comma.csv": (
+            "a;b\n1,5;2,5\n",
+            "line 2 is not a row of numbers: column 1 ('a') is '1,5' (fields "
+            "separated by ';'; write decimals with a point)",
+        ),
+        "empty-field.csv": (
+            "1,2\n3,\n",
+            "line 2 is not a row of numbers: column 2 is empty",
+        ),
+        "ragged.csv": (
+            "a b c\n1 2 3\n4 5\n",
+            "rows have different numbers of columns: line 3 has 2, line 1 has 3 "
+            "(fields separated by whitespace)",
+        ),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        code, _, err = _main(capsys, "fit", path)
+        assert code == 2 and err == f"gmmjax: error: {path}: {message}\n"
+
+
+def test_a_semicolon_csv_is_read(capsys, tmp_path):
+    path = tmp_path / "semicolon.csv"
+    np.savetxt(path, FAITHFUL, delimiter=";", header="eruptions;waiting", comments="")
+    code, out, err = _main(capsys, "fit", path, "--json", "--no-diagnosis", *_FIT)
+    result = json.loads(out)
+    assert code == 0 and err == "" and result["data"]["n_features"] == 2
+    assert result["data"]["columns"] == ["eruptions", "waiting"]
+
+
+def test_help_shows_the_defaults_and_the_exit_status(capsys):
+    code, out, _ = _main(capsys, "fit", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for default in (
+        "number of components (default: 2)",
+        "step budget (default: 500)",
+        "fitted as one batch (default: 1)",
+        "mean log-likelihood (default: 1e-06)",
+        "Exit status: 0 for a usable fit; 1 when the best fit is not usable",
+    ):
+        assert default in text
+
+
+def test_help_and_input_errors_answer_without_importing_jax(tmp_path):
+    nan = tmp_path / "nan.csv"
+    nan.write_text("a,b\n1,nan\n")
+    calls = [
+        ["--help"],
+        ["fit", "--help"],
+        ["fit", "-k", "x"],
+        ["fit", "--n-init", "0"],
+        ["fit", "-k", "272"],
+        ["fit", str(nan)],
+        ["fit", "--save", str(tmp_path / "missing" / "m.npz")],
+        ["select", "-k", "0-3"],
+    ]
+    script = f"""
+import sys
+from gmmjax.cli import main
+for argv in {calls!r}:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"jax", "optax"}}))
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]"
+    assert len(out.stderr.splitlines()) == len(calls) - 2  # one line per error

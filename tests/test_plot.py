@@ -207,3 +207,23 @@ def test_drawing_into_an_existing_axes_returns_its_figure(fitted):
     assert len(_ellipses(ax)) == 9
     with pytest.raises(ValueError, match="dims"):
         plot.plot_mixture(result.gmm, X, dims=(0, 0))
+
+
+def test_feature_names_label_the_axes(fitted):
+    result, _ = fitted
+    names = ["eruptions", "waiting"]
+
+    def labels(fig):
+        return fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+
+    fig = plot.plot_mixture(result.gmm, dims=(1, 0), feature_names=names)
+    assert labels(fig) == ("waiting", "eruptions")
+    fig = plot.plot_responsibilities(result.gmm, X, feature_names=names)
+    assert labels(fig) == ("eruptions", "waiting")
+    one = gmmjax.GMM.from_natural([1.0], [[0.0]], [1.0], covariance_type="spherical")
+    assert labels(plot.plot_mixture(one, feature_names=["waiting"])) == (
+        "waiting",
+        "density",
+    )
+    with pytest.raises(ValueError, match="feature_names must name all 2 features"):
+        plot.plot_mixture(result.gmm, X, feature_names=["eruptions"])

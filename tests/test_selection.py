@@ -1,5 +1,6 @@
 """Model selection: parameter counts and criteria against scikit-learn, select."""
 
+import re
 import subprocess
 import sys
 import warnings
@@ -180,6 +181,7 @@ def test_select_aic_and_failed_cells_are_never_chosen(rng):
         (dict(tol=-1.0), ValueError, "tol must be"),
         (dict(max_steps=-3), ValueError, "max_steps must be >= 0"),
         (dict(fitter=object()), TypeError, "fitter must provide"),
+        (dict(progress="yes"), TypeError, "progress must be a function"),
     ],
 )
 def test_select_rejects_bad_arguments(kwargs, error, match):
@@ -197,6 +199,23 @@ def test_cli_select_prints_the_table_and_choice(capsys):
     assert "272 samples" in out and "| k | full | diag |" in out
     assert "best by BIC: 2 components" in out
     assert "status: CONVERGED" in out
+
+
+def test_cli_select_shows_progress_per_cell_on_a_terminal(capsys, monkeypatch):
+    # the grid of the test above, so its compiled programs serve this one too
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code = cli.main(
+        ["select", "-k", "1-2", "--covariance-types", "full", "diag", "--n-init", "2"]
+    )
+    out = capsys.readouterr()
+    assert code == 0 and "best by BIC: 2 components" in out.out
+    frames = [f.rstrip() for f in out.err.rstrip("\n").split("\r")[1:]]
+    cells = [(1, "full"), (1, "diag"), (2, "full"), (2, "diag")]
+    assert len(frames) == len(cells) + 1
+    for i, (k, covariance_type) in enumerate(cells):
+        cell = f"cell {i + 1}/4: k={k}, {covariance_type}, "
+        assert re.fullmatch(rf"select \[[#.]{{12}}\] {cell}\d+\.\d s", frames[i])
+    assert re.fullmatch(r"select \[#{12}\] 4/4 cells, \d+\.\d s", frames[-1])
 
 
 def test_cli_select_subprocess_with_csv_and_aic(tmp_path, rng):
