@@ -7,10 +7,13 @@ this file to print the same Markdown::
     python docs/make_benchmarks.py [RESULTS_DIR]
 
 The benchmark scripts of different issues write JSON of different shapes, so the
-renderer is generic: scalar fields become a two-column table, a list of records (dicts)
-becomes one table with a column per key, a dict of records becomes a table with one
-row per key, the machine and versions become their own table, and each PNG is shown
-under the JSON file with the same stem (or under "Other figures").
+renderer is generic and never prints raw JSON: scalar fields (nested dicts of them
+flattened to dotted keys) become a two-column table, a list of records (dicts) one
+table with a column per key (turned on its side when it has more columns than fit the
+page), a dict of records a table with one row or column per record, a list of rows
+(lists) a table with numbered columns, any other nested dict a subsection of its own,
+the machine and versions their own table; each PNG is shown under the JSON file with
+the same stem (or under "Other figures").
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ CONTEXT_KEYS = (
     "system",
 )
 MAX_ROWS = 200
+#: A list of records with more columns than this (and than rows) is transposed.
+MAX_COLUMNS = 10
 
 
 def format_value(value) -> str:
@@ -53,7 +58,9 @@ def format_value(value) -> str:
             return f"[{shown}, … ({len(value)} items)]"
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {format_value(v)}" for k, v in value.items())
+        return (
+            "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
+        )
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -81,12 +88,61 @@ def key_value_table(mapping: dict) -> str:
     return table(["key", "value"], [[k, v] for k, v in mapping.items()])
 
 
+def is_records(value) -> bool:
+    """A non-empty list of dicts."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) for v in value)
+    )
+
+
+def is_named_records(value) -> bool:
+    """A non-empty dict of dicts."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(v, dict) for v in value.values())
+    )
+
+
+def is_rows(value) -> bool:
+    """A list of at least two equally long lists of scalars, too big to show inline
+    (more than six cells, or text in a cell)."""
+    if not (isinstance(value, list) and len(value) >= 2):
+        return False
+    if not all(isinstance(v, list) and v and is_scalar_list(v) for v in value):
+        return False
+    if len({len(v) for v in value}) != 1:
+        return False
+    cells = [c for row in value for c in row]
+    return len(cells) > 6 or any(isinstance(c, str) for c in cells)
+
+
 def records_table(records: list[dict]) -> str:
+    """One column per key; on its side (one row per key) when it would be wider
+    than :data:`MAX_COLUMNS` and has fewer records than keys, so it fits the page."""
     columns: list[str] = []
     for record in records:
         columns += [k for k in record if k not in columns]
+    if len(columns) > MAX_COLUMNS and len(records) < len(columns):
+        labels = [record.get(columns[0]) for record in records]
+        if all(isinstance(v, str) and v for v in labels) and len(set(labels)) == len(
+            labels
+        ):  # the first column names the records: it becomes the header
+            header, fields = [columns[0], *labels], columns[1:]
+        else:
+            header = ["", *(str(i) for i in range(1, len(records) + 1))]
+            fields = columns
+        return table(header, [[f] + [r.get(f, "") for r in records] for f in fields])
     rows = [[record.get(c, "") for c in columns] for record in records]
     return table(columns, rows)
+
+
+def rows_table(rows: list[list]) -> str:
+    """A list of rows without names for its columns: columns numbered from 0, as
+    they are indexed in the JSON file."""
+    return table([str(i) for i in range(len(rows[0]))], rows)
 
 
 def named_records_table(named: dict) -> str:
@@ -114,25 +170,47 @@ def flatten(mapping: dict, prefix: str = "") -> dict:
     return out
 
 
+def split(mapping: dict, prefix: str = "") -> tuple[dict, list[tuple[str, object]]]:
+    """The entries of ``mapping`` that fit a key/value table (nested dicts of them
+    flattened to dotted keys), and those that need a table of their own."""
+    simple: dict = {}
+    own: list[tuple[str, object]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if is_records(value) or is_named_records(value) or is_rows(value):
+            own.append((name, value))
+        elif isinstance(value, dict) and value:
+            inner_simple, inner_own = split(value, f"{name}.")
+            simple.update(inner_simple)
+            own += inner_own
+        elif isinstance(value, dict):
+            simple[name] = "(empty)"
+        else:
+            simple[name] = value
+    return simple, own
+
+
 def render_value(name: str, value, level: int) -> list[str]:
     """Markdown blocks for one top-level (or nested) field of a results file."""
-    heading = "#" * level + f" {name}"
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+    heading = "#" * min(level, 6) + f" {name}"
+    if is_records(value):
         return [heading, records_table([flatten(v) for v in value])]
-    if (
-        isinstance(value, dict)
-        and value
-        and all(isinstance(v, dict) for v in value.values())
-    ):
+    if is_named_records(value):
         return [heading, named_records_table(value)]
+    if is_rows(value):
+        return [heading, rows_table(value)]
     if isinstance(value, dict):
-        flat = flatten(value)
-        if all(is_scalar(v) or isinstance(v, (list, tuple)) for v in flat.values()):
-            return [heading, key_value_table(flat)]
-    text = json.dumps(value, indent=1)
-    if len(text) > 2000:
-        text = text[:2000] + "\n…"
-    return [heading, "```json\n" + text + "\n```"]
+        return [heading, *render_mapping(value, level)]
+    return [heading, key_value_table({name: value})]
+
+
+def render_mapping(mapping: dict, level: int) -> list[str]:
+    """A key/value table of the simple entries, then a subsection for each other."""
+    simple, own = split(mapping)
+    blocks = [key_value_table(simple)] if simple else []
+    for name, value in own:
+        blocks += render_value(name, value, level + 1)
+    return blocks or ["*(empty)*"]
 
 
 def render_file(path: Path, images: list[Path]) -> str:
@@ -161,7 +239,7 @@ def render_file(path: Path, images: list[Path]) -> str:
     context = {k: data[k] for k in CONTEXT_KEYS if k in data}
     if context:
         blocks.append("### Machine and versions")
-        blocks.append(key_value_table(flatten(context)))
+        blocks += render_mapping(context, 3)
     for image in images:
         blocks.append(f"![{image.stem}]({IMAGE_PREFIX}/{image.name})")
     return "\n\n".join(blocks)
