@@ -29,6 +29,13 @@ __all__ = ["cholesky", "extreme_eigenvalues", "inverse_lower"]
 _UNROLLED_D = 3
 
 
+def _lower_from_entries(entries, d: int, like):
+    """``(..., d, d)`` lower-triangular matrices from ``{(i, j): (...)}`` entries."""
+    zero = jnp.zeros_like(like[..., 0, 0])
+    rows = [[entries.get((i, j), zero) for j in range(d)] for i in range(d)]
+    return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+
+
 @jax.jit
 def cholesky(a: jax.Array) -> jax.Array:
     """Lower Cholesky factor ``L`` of symmetric ``(..., d, d)`` matrices, ``a = L L^T``.
@@ -50,9 +57,7 @@ def cholesky(a: jax.Array) -> jax.Array:
             for i in range(j + 1, d):
                 dot = sum(low[i, m] * low[j, m] for m in range(j))
                 low[i, j] = (a[..., i, j] - dot) / low[j, j]
-        zero = jnp.zeros_like(a[..., 0, 0])
-        rows = [[low.get((i, j), zero) for j in range(d)] for i in range(d)]
-        return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+        return _lower_from_entries(low, d, a)
     index = jnp.arange(d)
 
     def column(j, low):
@@ -87,9 +92,7 @@ def inverse_lower(low: jax.Array) -> jax.Array:
             for j in range(i):
                 acc = sum(low[..., i, m] * inv[m, j] for m in range(j, i))
                 inv[i, j] = -acc * inv[i, i]
-        zero = jnp.zeros_like(low[..., 0, 0])
-        rows = [[inv.get((i, j), zero) for j in range(d)] for i in range(d)]
-        return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+        return _lower_from_entries(inv, d, low)
     index = jnp.arange(d)
 
     def row(i, inv):
