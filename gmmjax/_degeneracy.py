@@ -190,9 +190,7 @@ def model_spread(gmm: GMM, x, sample_weight=None) -> Spread:
         The :class:`Spread` of every component.
     """
     x = jnp.asarray(x)
-    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
-    data_mean = w @ x / jnp.sum(w)
-    data_var = w @ (x - data_mean) ** 2 / jnp.sum(w)
+    data_mean, data_var = _data_moments(x, sample_weight)
     ctype = gmm.covariance_type
     if ctype == "spherical":
         data_var = jnp.sum(data_var)
@@ -264,6 +262,13 @@ def degenerate_component(counts, spread: Spread, n, total):
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
+def _data_moments(x, sample_weight):
+    """Per-feature (weighted) mean and variance of the data, ``(d,)`` each."""
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
+    mean = w @ x / jnp.sum(w)
+    return mean, w @ (x - mean) ** 2 / jnp.sum(w)
+
+
 def data_variance(x, sample_weight):
     """Per-feature (weighted) variance of the data, ``(d,)``, with a fallback for
     features that do not vary: the mean variance of the others, else 1.
@@ -272,9 +277,7 @@ def data_variance(x, sample_weight):
     without ``reg_covar`` (a constant column, all points equal).
     """
     eps = jnp.finfo(x.dtype).eps
-    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
-    mean = w @ x / jnp.sum(w)
-    var = w @ (x - mean) ** 2 / jnp.sum(w)
+    mean, var = _data_moments(x, sample_weight)
     varies = var > (10 * eps * mean) ** 2
     count = jnp.sum(varies)
     typical = jnp.sum(jnp.where(varies, var, 0.0)) / jnp.maximum(count, 1)

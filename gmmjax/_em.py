@@ -26,8 +26,7 @@ from ._density import (
     prepare,
     weighted_log_prob,
 )
-from ._gmm import GMM, pack_cholesky
-from ._linalg import cholesky, inverse_lower
+from ._gmm import GMM, precision_leaves
 from ._validation import (
     check_count,
     check_covariance_type,
@@ -239,17 +238,6 @@ def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-
     return _m_step(x, resp, w, reg_covar, covariance_type).gmm
 
 
-def _precision_cholesky(cov):
-    """``(log_diag, off_diag)`` of the precision Cholesky factor of ``(..., d, d)``
-    covariances.
-
-    With ``cov = L L^T`` (lower ``L``) the precision factor is ``P = L^{-T}``, both
-    computed without LAPACK (see :mod:`gmmjax._linalg`). A non-positive-definite
-    input gives NaN.
-    """
-    return pack_cholesky(jnp.swapaxes(inverse_lower(cholesky(cov)), -1, -2))
-
-
 # Rows per chunk of the sample-wise work: chunks keep the working set of the
 # per-sample intermediates near 2 MiB in float64 (in cache while both products
 # of the expanded step read them), whatever n, so an EM step
@@ -406,7 +394,7 @@ def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
     before ``reg_covar`` (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
     if covariance_type in ("full", "tied"):
         eye = jnp.eye(means.shape[1], dtype=means.dtype)
-        log_diag, off_diag = _precision_cholesky(cov + reg_covar * eye)
+        log_diag, off_diag = precision_leaves(cov + reg_covar * eye)
     else:
         log_diag, off_diag = -0.5 * jnp.log(cov + reg_covar), None
     logits = jnp.log(nk / jnp.sum(nk))

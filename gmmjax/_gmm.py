@@ -30,6 +30,17 @@ def pack_cholesky(prec_chol):
     return log_diag, prec_chol[..., rows, cols]
 
 
+def precision_leaves(cov):
+    """``(log_diag, off_diag)`` leaves of the precision Cholesky factor of
+    ``(..., d, d)`` covariances.
+
+    With ``cov = L L^T`` (lower ``L``) the precision factor is ``P = L^{-T}``, both
+    computed without LAPACK (see :mod:`gmmjax._linalg`), so this runs inside
+    compiled loops. A non-positive-definite input gives NaN.
+    """
+    return pack_cholesky(jnp.swapaxes(inverse_lower(cholesky(cov)), -1, -2))
+
+
 def unpack_cholesky(log_diag, off_diag):
     """Inverse of :func:`pack_cholesky`: upper-triangular ``(..., d, d)``."""
     d = log_diag.shape[-1]
@@ -118,8 +129,7 @@ class GMM:
         _check_covariance_values(covariances, covariance_type)
         logits = jnp.log(weights)
         if covariance_type in ("full", "tied"):
-            prec_chol = jnp.swapaxes(inverse_lower(cholesky(covariances)), -1, -2)
-            log_diag, off_diag = pack_cholesky(prec_chol)
+            log_diag, off_diag = precision_leaves(covariances)
         else:
             log_diag, off_diag = -0.5 * jnp.log(covariances), None
         return cls(logits, means, log_diag, off_diag, covariance_type)
