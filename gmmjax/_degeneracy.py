@@ -4,6 +4,19 @@ Every EM variant (in memory, chunked, online) and the estimator's warning read
 degeneracy through :func:`smallest_variance` (from an M step's moments) or
 :func:`model_spread` (from a model and its data), which share one statistic, and
 :func:`degenerate_component`, which applies one rule to it.
+
+Side by side, in the same units (a component's variance along its thinnest
+direction, over the data's variance along that direction):
+
+- EM, chunked and online EM read it from the M step's moments, ``reg_covar``
+  included (:func:`smallest_variance`);
+- :class:`gmmjax.GradientFitter`, which has no M step, reads it from the model
+  its optimizer step produced (:func:`model_spread`, via
+  ``gmmjax._gradient.collapsed_component``);
+- the estimator's warning reads it from the fitted model (:func:`model_spread`).
+
+All three call it collapsed at the rounding level of that ratio, and empty below
+a thousandth of one average sample's weight.
 """
 
 from __future__ import annotations
@@ -314,21 +327,11 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
     )
     worst = jnp.argmin(jnp.where(jnp.isnan(fit), jnp.inf, fit))
     var = data_variance(x, sample_weight) / k + reg_covar
-    here = jnp.arange(k) == j
     log_w = gmm.log_weights.astype(dtype)
     rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
     if k > 1:
         scaled = log_w + math.log1p(-1 / k) - rest
     else:
         scaled = log_w
-    logits = jnp.where(here, -math.log(k), scaled)
-    means = jnp.where(here[:, None], x[worst], gmm.means)
-    log_diag, off_diag = gmm.log_diag, gmm.off_diag
-    ctype = gmm.covariance_type
-    if ctype in ("full", "diag"):
-        log_diag = jnp.where(here[:, None], -0.5 * jnp.log(var), log_diag)
-    elif ctype == "spherical":
-        log_diag = jnp.where(here, -0.5 * jnp.log(jnp.mean(var)), log_diag)
-    if ctype == "full":
-        off_diag = jnp.where(here[:, None], 0.0, off_diag)
-    return GMM(logits, means, log_diag, off_diag, ctype)
+    logits = jnp.where(jnp.arange(k) == j, -math.log(k), scaled)
+    return gmm.replace_component(j, logits=logits, mean=x[worst], variances=var)

@@ -1,11 +1,17 @@
-"""The one loop driver of every fitter: ``fit`` (while_loop), ``fit_trace`` (scan)."""
+"""The fitter protocol and the one loop driver of every fitter.
+
+``run`` is the driver (one ``lax.while_loop``); ``fit`` is its public face and
+``fit_trace`` its ``lax.scan`` twin. Both advance the loop with ``advance``, the
+one place where a step's report becomes a :class:`Status`; the host loop of
+chunked EM calls it too.
+"""
 
 from __future__ import annotations
 
 import enum
 import functools
 import numbers
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +20,94 @@ import numpy as np
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._gmm import GMM
 from ._validation import check_count, check_nonnegative_scalar
+
+__all__ = [
+    "RUNNING",
+    "FitResult",
+    "FitTrace",
+    "Fitter",
+    "Loop",
+    "Status",
+    "StepInfo",
+    "advance",
+    "check_fitter",
+    "check_steps",
+    "fit",
+    "fit_trace",
+    "prepare_fit",
+    "run",
+    "start_loop",
+    "total_weight",
+]
+
+
+class StepInfo(NamedTuple):
+    """Diagnostics of one fitter step, read by the loop driver.
+
+    Attributes:
+        log_likelihood: ``()`` total (weighted) log-likelihood of the parameters the
+            step started from.
+        degenerate: ``()`` int32, index of the first component that emptied or
+            collapsed during the step, ``-1`` if none.
+        can_stop: ``()`` bool, whether the driver may test convergence after this
+            step (``False`` while an annealing schedule is still below ``beta = 1``).
+
+    Example:
+        >>> import jax, gmmjax
+        >>> x = jax.numpy.asarray(gmmjax.datasets.faithful())
+        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+        >>> fitter = gmmjax.EM()
+        >>> state, info = fitter.step(fitter.init(gmm, x), x)
+        >>> int(info.degenerate), bool(info.can_stop)
+        (-1, True)
+    """
+
+    log_likelihood: jax.Array
+    degenerate: jax.Array
+    can_stop: jax.Array
+
+
+@runtime_checkable
+class Fitter(Protocol):
+    """What :func:`gmmjax.fit` drives: a frozen pytree with ``init`` and ``step``.
+
+    ``init(gmm, x, *, sample_weight=None) -> state`` and
+    ``step(state, x, *, sample_weight=None, beta=1.0) -> (state, StepInfo)``,
+    where ``state.gmm`` is the current model and ``beta`` is the inverse
+    temperature of :class:`gmmjax.Annealed`. Numeric hyperparameters are leaves
+    of the fitter (traced: new values do not recompile); what sets shapes or
+    control flow is static. An optional ``check()`` validates the
+    hyperparameters at the API edge, outside ``jit``.
+
+    :class:`gmmjax.EM`, :class:`gmmjax.GradientFitter` and
+    :class:`gmmjax.Annealed` follow it.
+
+    Example:
+        >>> import gmmjax
+        >>> from gmmjax._fit import Fitter
+        >>> isinstance(gmmjax.EM(), Fitter), isinstance(object(), Fitter)
+        (True, False)
+    """
+
+    def init(self, gmm: GMM, x, *, sample_weight=None) -> Any: ...
+
+    def step(
+        self, state, x, *, sample_weight=None, beta=1.0
+    ) -> tuple[Any, StepInfo]: ...
+
+
+_MESSAGES = {
+    0: "converged: the change in mean log-likelihood fell below tol",
+    1: "did not converge: the step budget ran out first",
+    2: (
+        "a step produced non-finite values; the last finite parameters are kept "
+        "(try a larger reg_covar or scaling the data)"
+    ),
+    3: (
+        "a component emptied or its covariance collapsed (try a larger reg_covar, "
+        "fewer components or re-seeding)"
+    ),
+}
 
 
 class Status(enum.IntEnum):
@@ -26,8 +120,10 @@ class Status(enum.IntEnum):
             result holds the last finite parameters.
         DEGENERATE: a component emptied or its covariance collapsed (onto a point,
             a line or a plane); ``FitResult.degenerate_component`` says which. It
-            takes precedence over ``NONFINITE`` when the collapse made the step
-            non-finite (the result then holds the last finite parameters).
+            takes precedence over ``NONFINITE`` when the collapse made the step's
+            new parameters non-finite (the result then holds the last finite
+            parameters); a step that starts from a non-finite log-likelihood
+            (NaN in a ``jax.Array`` of data) ends ``NONFINITE``.
 
     Example:
         >>> import gmmjax
@@ -40,8 +136,20 @@ class Status(enum.IntEnum):
     NONFINITE = 2
     DEGENERATE = 3
 
+    @property
+    def message(self) -> str:
+        """What the status means for the user, in one sentence.
 
-_RUNNING = -1
+        Example:
+            >>> import gmmjax
+            >>> gmmjax.Status.MAX_STEPS.message
+            'did not converge: the step budget ran out first'
+        """
+        return _MESSAGES[int(self)]
+
+
+# the status of a loop that has not ended (never a FitResult's)
+RUNNING = -1
 
 
 class FitResult(NamedTuple):
@@ -102,7 +210,8 @@ class FitTrace(NamedTuple):
 
 
 def check_fitter(fitter) -> None:
-    if not (hasattr(fitter, "init") and hasattr(fitter, "step")):
+    """A :class:`Fitter`, whose own ``check()`` (if any) passes."""
+    if not isinstance(fitter, Fitter):
         raise TypeError(
             "fitter must provide init(gmm, x, ...) and step(state, x, ...), e.g. "
             f"gmmjax.EM(); got {type(fitter).__name__}"
@@ -136,45 +245,62 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def _total_weight(x, w):
+def total_weight(x, w):
+    """``W = sum_i w_i`` (``n`` without weights), in ``x``'s dtype."""
     return jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
 
 
-class _Loop(NamedTuple):
+class Loop(NamedTuple):
+    """The driver's carry: the fitter's state and the bookkeeping of the run."""
+
     state: Any
-    previous: jax.Array  # mean log-likelihood of the previous step, or -inf
-    n_steps: jax.Array
-    status: jax.Array
-    degenerate: jax.Array
+    previous: jax.Array  # () mean log-likelihood of the previous step, or -inf
+    n_steps: jax.Array  # () int32 steps taken
+    status: jax.Array  # () int32 RUNNING or a Status
+    degenerate: jax.Array  # () int32 the component named by DEGENERATE, or -1
 
 
-def _advance(fitter, loop: _Loop, x, w, total, tol, max_steps) -> _Loop:
-    state, info = fitter.step(loop.state, x, sample_weight=w)
+def advance(loop: Loop, state, info: StepInfo, total, tol, max_steps) -> Loop:
+    """The carry after a step that returned ``(state, info)``: the one place
+    where a step's report becomes a :class:`Status`.
+
+    A step that starts from a non-finite log-likelihood (NaN data, a poisoned
+    start) is ``NONFINITE``: no collapse of this step caused it. Otherwise a
+    collapse outranks non-finite new parameters (it names their cause), then
+    come convergence (``|l_t - l_{t-1}| < tol`` in mean log-likelihood, once the
+    step ``can_stop``) and the step budget. A non-finite step is not taken.
+    """
     n_steps = loop.n_steps + 1
     mean_ll = info.log_likelihood / total
-    finite = jnp.isfinite(info.log_likelihood) & _all_finite(state)
+    poisoned = ~jnp.isfinite(info.log_likelihood)
+    finite = ~poisoned & _all_finite(state)
     converged = info.can_stop & (jnp.abs(mean_ll - loop.previous) < tol)
-    # a collapse is the cause when it also makes the step non-finite: name it
+    degenerate = jnp.where(poisoned, -1, info.degenerate).astype(jnp.int32)
     status = jnp.select(
-        [info.degenerate >= 0, ~finite, converged, n_steps >= max_steps],
+        [degenerate >= 0, ~finite, converged, n_steps >= max_steps],
         [Status.DEGENERATE, Status.NONFINITE, Status.CONVERGED, Status.MAX_STEPS],
-        _RUNNING,
+        RUNNING,
     ).astype(jnp.int32)
     # a non-finite step is not taken: the result keeps the last finite parameters
     state = jax.tree_util.tree_map(
         lambda new, old: jnp.where(finite, new, old), state, loop.state
     )
     previous = jnp.where(info.can_stop, mean_ll, -jnp.inf)
-    return _Loop(state, previous, n_steps, status, info.degenerate.astype(jnp.int32))
+    return Loop(state, previous, n_steps, status, degenerate)
 
 
-def start_loop(state, dtype, running) -> _Loop:
+def _step(fitter, loop: Loop, x, w, total, tol, max_steps) -> Loop:
+    state, info = fitter.step(loop.state, x, sample_weight=w)
+    return advance(loop, state, info, total, tol, max_steps)
+
+
+def start_loop(state, dtype, running) -> Loop:
     """The loop carry before the first step (``running`` False: nothing to do)."""
-    return _Loop(
+    return Loop(
         state,
         jnp.asarray(-jnp.inf, dtype),
         jnp.asarray(0, jnp.int32),
-        jnp.where(running, _RUNNING, Status.MAX_STEPS).astype(jnp.int32),
+        jnp.where(running, RUNNING, Status.MAX_STEPS).astype(jnp.int32),
         jnp.asarray(-1, jnp.int32),
     )
 
@@ -202,15 +328,20 @@ def _progress_sender(report):
         send(*args)
         return None, None
 
-    return lambda loop: send(loop.n_steps, loop.previous, loop.status == _RUNNING)
+    return lambda loop: send(loop.n_steps, loop.previous, loop.status == RUNNING)
 
 
 @functools.partial(jax.jit, static_argnames=("report",))
-def _fit(fitter, gmm0, x, w, max_steps, tol, report=None):
-    """The loop of :func:`fit`. ``report``, a host function, is called with the
-    carry before every step and once at the end (see ``_progress_sender``); it
-    is static, so without it no callback is compiled."""
-    total = _total_weight(x, w)
+def run(fitter, gmm0, x, w, max_steps, tol, report=None):
+    """The driver: :func:`fit`'s loop, returning ``(FitResult, final state)``.
+
+    The final fitter state is what a wrapper fitter accumulated (the estimator's
+    per-step history, an annealing count); callers that only need the result
+    drop it, and XLA drops its computation with it. ``report``, a host function,
+    is called with the carry before every step and once at the end (see
+    ``_progress_sender``); it is static, so without it no callback is compiled.
+    """
+    total = total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)
     start = start_loop(state, x.dtype, max_steps > 0)
 
@@ -222,14 +353,14 @@ def _fit(fitter, gmm0, x, w, max_steps, tol, report=None):
             # carry is its final state, while the step is computed (and
             # discarded) for it until every lane is done
             send(c)
-        return _advance(fitter, c, x, w, total, tol, max_steps)
+        return _step(fitter, c, x, w, total, tol, max_steps)
 
-    loop = jax.lax.while_loop(lambda c: c.status == _RUNNING, body, start)
+    loop = jax.lax.while_loop(lambda c: c.status == RUNNING, body, start)
     if send is not None:
         send(loop)
     gmm = loop.state.gmm
     ll = total_log_likelihood(gmm, x, w)
-    return FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate)
+    return FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate), loop.state
 
 
 def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
@@ -275,61 +406,25 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     gmm0, x, w = prepare_fit(fitter, gmm0, x, sample_weight)
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
-    return _fit(fitter, gmm0, x, w, jnp.asarray(max_steps, jnp.int32), tol)
-
-
-@functools.partial(jax.jit, static_argnames=("report",))
-def _fit_batch(fitter, gmm0s, x, w, max_steps, tol, report):
-    return jax.vmap(lambda g: _fit(fitter, g, x, w, max_steps, tol, report))(gmm0s)
-
-
-def fit_batch(fitter, gmm0s: GMM, x, *, max_steps=500, tol=1e-6, report=None):
-    """:func:`fit` from each of ``b`` given starts, ``vmap``-ed in one compiled call.
-
-    ``report``, optional, is a host function ``report(n_steps, mean_ll, running)``
-    of three ``(b,)`` arrays on the CPU, called from inside the loop before every
-    step and once at the end: the steps each run has taken, the mean
-    log-likelihood of its previous step (``-inf`` before a comparable one) and
-    whether it is still going. It only observes: the results are those of
-    ``report=None``, whose program has no callback at all.
-
-    Args:
-        fitter: as in :func:`fit`.
-        gmm0s: the starts, every leaf with a leading ``(b,)`` axis.
-        x: ``(n, d)`` data.
-        max_steps: the step budget of every run.
-        tol: convergence threshold on the change in mean log-likelihood.
-        report: ``None`` or a hashable host function (it is a static argument:
-            a new one compiles a new program).
-
-    Returns:
-        A :class:`FitResult` with a leading ``(b,)`` axis on every leaf.
-    """
-    first = jax.tree_util.tree_map(lambda a: a[0], gmm0s)
-    _, x, w = prepare_fit(fitter, first, x, None)
-    check_steps(max_steps, "max_steps")
-    check_nonnegative_scalar(tol, "tol")
-    gmm0s = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), gmm0s)
-    max_steps = jnp.asarray(max_steps, jnp.int32)
-    return _fit_batch(fitter, gmm0s, x, w, max_steps, tol, report)
+    return run(fitter, gmm0, x, w, jnp.asarray(max_steps, jnp.int32), tol)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps",))
 def _fit_trace(fitter, gmm0, x, w, num_steps):
-    total = _total_weight(x, w)
+    total = total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)
     start = start_loop(state, x.dtype, True)
 
     def body(loop, _):
-        new = _advance(fitter, loop, x, w, total, 0.0, num_steps)
+        new = _step(fitter, loop, x, w, total, 0.0, num_steps)
         # after a failure the run stands still: keep the first failure's report
-        stopped = loop.status != _RUNNING
+        stopped = loop.status != RUNNING
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(stopped, a, b), loop, new)
         return new, new.state.gmm
 
     loop, gmms = jax.lax.scan(body, start, None, length=num_steps)
     lls = jax.lax.map(lambda g: total_log_likelihood(g, x, w), gmms)
-    status = jnp.where(loop.status == _RUNNING, Status.MAX_STEPS, loop.status)
+    status = jnp.where(loop.status == RUNNING, Status.MAX_STEPS, loop.status)
     result = FitResult(
         loop.state.gmm, lls[-1], loop.n_steps, status.astype(jnp.int32), loop.degenerate
     )

@@ -16,6 +16,8 @@ from ._validation import (
     concrete,
 )
 
+__all__ = ["GMM", "precision_leaves"]
+
 
 def _n_offdiag(d: int) -> int:
     return d * (d - 1) // 2
@@ -127,12 +129,91 @@ class GMM:
         _check_covariance_shape(covariances, covariance_type, k, d)
         check_finite(covariances, "covariances")
         _check_covariance_values(covariances, covariance_type)
-        logits = jnp.log(weights)
+        return cls.from_covariances(
+            jnp.log(weights), means, covariances, covariance_type=covariance_type
+        )
+
+    @classmethod
+    def from_covariances(cls, logits, means, covariances, *, covariance_type):
+        """The model with these logits, means and natural covariances, unchecked.
+
+        For compiled code (the M step, annealing): nothing is validated, and a
+        covariance that is not positive definite gives NaN leaves.
+        :meth:`from_natural` is the checked front door.
+
+        Example:
+            >>> import jax.numpy as jnp, gmmjax
+            >>> gmm = gmmjax.GMM.from_covariances(
+            ...     jnp.zeros(2), jnp.zeros((2, 1)), jnp.array([[1.0], [4.0]]),
+            ...     covariance_type="diag")
+            >>> gmm.covariances.tolist()
+            [[1.0], [4.0]]
+        """
         if covariance_type in ("full", "tied"):
             log_diag, off_diag = precision_leaves(covariances)
         else:
             log_diag, off_diag = -0.5 * jnp.log(covariances), None
         return cls(logits, means, log_diag, off_diag, covariance_type)
+
+    @classmethod
+    def isotropic(cls, logits, means, variance, *, covariance_type):
+        """The model whose every covariance is ``variance * I``, in the layout of
+        ``covariance_type`` (unchecked, for compiled code).
+
+        Example:
+            >>> import jax.numpy as jnp, gmmjax
+            >>> gmm = gmmjax.GMM.isotropic(
+            ...     jnp.zeros(2), jnp.zeros((2, 2)), 4.0, covariance_type="full")
+            >>> gmm.covariances[0].tolist()
+            [[4.0, 0.0], [0.0, 4.0]]
+        """
+        k, d = means.shape
+        dtype = means.dtype
+        half = -0.5 * jnp.log(variance).astype(dtype)
+        off = _n_offdiag(d)
+        if covariance_type == "full":
+            off_diag = jnp.zeros((k, off), dtype)
+            return cls(logits, means, jnp.full((k, d), half), off_diag, "full")
+        if covariance_type == "tied":
+            off_diag = jnp.zeros((off,), dtype)
+            return cls(logits, means, jnp.full((d,), half), off_diag, "tied")
+        if covariance_type == "diag":
+            return cls(logits, means, jnp.full((k, d), half), None, "diag")
+        return cls(logits, means, jnp.full((k,), half), None, "spherical")
+
+    def replace_component(self, j, *, logits, mean, variances) -> GMM:
+        """This model with component ``j`` restarted (unchecked, ``j`` may be
+        traced).
+
+        Args:
+            j: ``()`` the component.
+            logits: ``(k,)`` the new logits of every component.
+            mean: ``(d,)`` component ``j``'s new mean.
+            variances: ``(d,)`` component ``j``'s new covariance, diagonal
+                (``spherical`` takes their mean; a ``tied`` covariance is shared by
+                every component and stays).
+
+        Example:
+            >>> import jax.numpy as jnp, gmmjax
+            >>> gmm = gmmjax.GMM.from_natural(
+            ...     [0.5, 0.5], [[0.0], [1.0]], [1.0, 1.0], covariance_type="spherical")
+            >>> new = gmm.replace_component(
+            ...     1, logits=jnp.zeros(2), mean=jnp.array([5.0]),
+            ...     variances=jnp.array([4.0]))
+            >>> new.means[:, 0].tolist(), new.covariances.tolist()
+            ([0.0, 5.0], [1.0, 4.0])
+        """
+        here = jnp.arange(self.n_components) == j
+        means = jnp.where(here[:, None], mean, self.means)
+        log_diag, off_diag = self.log_diag, self.off_diag
+        ctype = self.covariance_type
+        if ctype in ("full", "diag"):
+            log_diag = jnp.where(here[:, None], -0.5 * jnp.log(variances), log_diag)
+        elif ctype == "spherical":
+            log_diag = jnp.where(here, -0.5 * jnp.log(jnp.mean(variances)), log_diag)
+        if ctype == "full":
+            off_diag = jnp.where(here[:, None], 0.0, off_diag)
+        return GMM(logits, means, log_diag, off_diag, ctype)
 
     @classmethod
     def from_precisions_cholesky(
@@ -238,6 +319,28 @@ class GMM:
             m = inverse_lower(jnp.swapaxes(self.precisions_cholesky, -1, -2))
             return m @ jnp.swapaxes(m, -1, -2)
         return jnp.exp(-2.0 * self.log_diag)
+
+    @property
+    def full_covariances(self) -> jax.Array:
+        """``(k, d, d)`` covariance matrices, whatever the covariance type.
+
+        Example:
+            >>> import gmmjax
+            >>> gmm = gmmjax.GMM.from_natural(
+            ...     [1.0], [[0.0, 0.0]], [2.0], covariance_type="spherical")
+            >>> gmm.full_covariances.tolist()
+            [[[2.0, 0.0], [0.0, 2.0]]]
+        """
+        cov = self.covariances
+        k, d = self.n_components, self.n_features
+        eye = jnp.eye(d, dtype=cov.dtype)
+        if self.covariance_type == "full":
+            return cov
+        if self.covariance_type == "tied":
+            return jnp.broadcast_to(cov, (k, d, d))
+        if self.covariance_type == "diag":
+            return cov[:, :, None] * eye
+        return cov[:, None, None] * eye
 
 
 jax.tree_util.register_dataclass(

@@ -14,9 +14,17 @@ from jax.scipy.special import logsumexp
 
 from ._degeneracy import degenerate_component, model_spread
 from ._density import weighted_log_prob
-from ._em import StepInfo
+from ._fit import StepInfo
 from ._gmm import GMM
 from ._validation import concrete
+
+__all__ = [
+    "GradientFitter",
+    "GradientState",
+    "collapsed_component",
+    "noisy",
+    "tempered_log_likelihood",
+]
 
 
 class GradientState(NamedTuple):
@@ -231,6 +239,10 @@ class GradientFitter:
         )
 
 
+# GradientFitter is the one fitter not declared with register_dataclass: its
+# public constructor takes the factory's hyperparameters as keyword arguments
+# (GradientFitter(optax.adam, learning_rate=1e-2)), which the keyword
+# constructor register_dataclass rebuilds through cannot express.
 def _flatten(fitter: GradientFitter):
     names = tuple(sorted(fitter.hyperparameters))
     children = tuple(fitter.hyperparameters[name] for name in names)

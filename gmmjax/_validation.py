@@ -1,7 +1,11 @@
-"""Checks at the API edge: shapes always, values only when the inputs are concrete.
+"""Checks at the API edge: shapes always, values only of host (NumPy, list) input.
 
-Inside ``jit``/``grad``/``vmap`` the arrays are tracers and their values are unknown,
-so value checks are skipped there; shape checks still run because shapes are static.
+Values of NumPy arrays and lists are checked on the host before they are
+transferred. A ``jax.Array`` gets shape and dtype checks only: reading its values
+would copy it to the host on every call (the whole dataset, from an
+accelerator), so a non-finite value in it is reported by the fitting driver's
+``NONFINITE`` status instead. Inside ``jit``/``grad``/``vmap`` the arrays are
+tracers, so the same holds there.
 """
 
 from __future__ import annotations
@@ -14,6 +18,20 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "as_float_array",
+    "check_count",
+    "check_covariance_type",
+    "check_data",
+    "check_finite",
+    "check_key",
+    "check_nonnegative_scalar",
+    "check_positive_int",
+    "check_sample_weight",
+    "concrete",
+]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -98,6 +116,14 @@ def as_float_array(a, name: str, dtype=None):
     return a
 
 
+def host_value(a):
+    """``a``'s values when they are on the host already (not a ``jax.Array``,
+    whose values would have to be copied back), else ``None``."""
+    if isinstance(a, jax.Array):
+        return None
+    return concrete(a)
+
+
 def check_finite(a, name: str) -> None:
     value = concrete(a)
     if value is not None and not np.all(np.isfinite(value)):
@@ -105,7 +131,11 @@ def check_finite(a, name: str) -> None:
 
 
 def check_data(x, n_features: int | None = None, name: str = "x", dtype=None):
-    """Validate a data matrix of shape ``(n, d)``; return it as a float array."""
+    """Validate a data matrix of shape ``(n, d)``; return it as a float array.
+
+    Values are checked only when ``x`` is host data (see the module docstring).
+    """
+    host = not isinstance(x, jax.Array)
     x = as_float_array(x, name, dtype)
     if x.ndim != 2:
         hint = " (reshape a 1-D array with x[:, None])" if x.ndim == 1 else ""
@@ -119,7 +149,8 @@ def check_data(x, n_features: int | None = None, name: str = "x", dtype=None):
         raise ValueError(
             f"{name} has {x.shape[1]} features but the model has {n_features}"
         )
-    check_finite(x, name)
+    if host:
+        check_finite(x, name)
     return x
 
 
@@ -127,12 +158,14 @@ def check_sample_weight(sample_weight, n: int, dtype):
     """Validate per-sample weights ``(n,)``: finite, non-negative, not all zero."""
     if sample_weight is None:
         return None
+    value = host_value(sample_weight)
     w = as_float_array(sample_weight, "sample_weight", dtype)
     if w.shape != (n,):
         raise ValueError(
             f"sample_weight must have shape ({n},) to match x, got {w.shape}"
         )
-    value = concrete(w)
+    if value is not None:
+        value = np.asarray(value, np.float64)
     if value is not None:
         if not np.all(np.isfinite(value)):
             raise ValueError("sample_weight must be finite, got NaN or infinite values")

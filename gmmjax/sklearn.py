@@ -7,12 +7,7 @@ and the restarts are batched with ``vmap``.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-import numbers
 import warnings
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,28 +18,23 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     _check_sample_weight,
-    check_array,
     check_is_fitted,
     validate_data,
 )
 
 from ._anneal import Annealed
-from ._degeneracy import empty_components, model_spread
-from ._density import sample, total_log_likelihood, weighted_log_prob
+from ._density import sample, weighted_log_prob
 from ._em import EM
-from ._fit import (
-    _RUNNING,
-    FitResult,
-    Status,
-    _advance,
-    _total_weight,
-    start_loop,
-)
+from ._fit import Status
 from ._gmm import GMM
 from ._gradient import GradientFitter
+from ._histories import fit_with_histories, history_capacity
 from ._information import diagnose
 from ._init import init_gmm
-from ._selection import n_parameters
+from ._multistart import best_index, start_keys
+from ._selection import aic as gmm_aic
+from ._selection import bic as gmm_bic
+from ._sklearn_checks import check_inits, check_int, check_number, describe_degeneracy
 from ._validation import COVARIANCE_TYPES
 
 # scikit-learn's names of the initializations -> gmmjax.init_gmm's methods
@@ -56,197 +46,7 @@ _INIT_PARAMS = {
 }
 
 
-# ------------------------------------------------------------------ the driver
-@dataclasses.dataclass(frozen=True)
-class _Recording:
-    """A fitter wrapper whose state also records each step's mean log-likelihood.
-
-    ``gmmjax.fit`` returns only the final model; scikit-learn's ``lower_bounds_``
-    needs the whole per-step history, so the estimator runs the same step logic
-    (``_fit._advance``: same stopping rule, same statuses) with this wrapper.
-    """
-
-    inner: Any
-    max_steps: int
-
-    def init(self, gmm, x, *, sample_weight=None):
-        history = jnp.zeros((max(self.max_steps, 1),), x.dtype)
-        return _RecordingState(
-            self.inner.init(gmm, x, sample_weight=sample_weight),
-            history,
-            jnp.asarray(0, jnp.int32),
-            _total_weight(x, sample_weight),
-        )
-
-    def step(self, state, x, *, sample_weight=None, beta=1.0):
-        inner, info = self.inner.step(state.inner, x, sample_weight=sample_weight)
-        history = state.history.at[state.count].set(info.log_likelihood / state.total)
-        return _RecordingState(inner, history, state.count + 1, state.total), info
-
-
-jax.tree_util.register_dataclass(
-    _Recording, data_fields=["inner"], meta_fields=["max_steps"]
-)
-
-
-class _RecordingState(NamedTuple):
-    inner: Any
-    history: jax.Array  # (max_steps,) mean log-likelihood each step started from
-    count: jax.Array  # () int32 steps recorded
-    total: jax.Array  # () total sample weight
-
-    @property
-    def gmm(self) -> GMM:
-        return self.inner.gmm
-
-
-@functools.partial(jax.jit, static_argnames=("max_steps",))
-def _fit_recorded(fitter, gmm0, x, w, tol, *, max_steps):
-    """One fit (``gmmjax.fit``'s loop) that also returns the per-step history."""
-    recording = _Recording(fitter, max_steps)
-    total = _total_weight(x, w)
-    start = start_loop(recording.init(gmm0, x, sample_weight=w), x.dtype, max_steps > 0)
-    loop = jax.lax.while_loop(
-        lambda c: c.status == _RUNNING,
-        lambda c: _advance(recording, c, x, w, total, tol, max_steps),
-        start,
-    )
-    gmm = loop.state.gmm
-    ll = total_log_likelihood(gmm, x, w)
-    result = FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate)
-    return result, loop.state.history
-
-
-@functools.partial(jax.jit, static_argnames=("max_steps",))
-def _fit_starts(fitter, gmm0s, x, w, tol, *, max_steps):
-    """:func:`_fit_recorded` vmapped over a leading axis of starting models."""
-    return jax.vmap(lambda g: _fit_recorded(fitter, g, x, w, tol, max_steps=max_steps))(
-        gmm0s
-    )
-
-
 _joint_log_prob = jax.jit(weighted_log_prob)
-
-
-def _best_run(result: FitResult) -> int:
-    """Index of the best restart: the highest final log-likelihood among the runs
-    that ended CONVERGED or MAX_STEPS; among all finite runs if there is none."""
-    ll = np.asarray(result.log_likelihood, dtype=np.float64)
-    status = np.asarray(result.status)
-    sound = np.isfinite(ll) & (
-        (status == Status.CONVERGED) | (status == Status.MAX_STEPS)
-    )
-    pool = sound if sound.any() else np.isfinite(ll)
-    if not pool.any():
-        return 0
-    return int(np.argmax(np.where(pool, ll, -np.inf)))
-
-
-# ------------------------------------------------------------------ validation
-def _check_int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_number(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-
-
-def _describe_degeneracy(est, j: int, X, w) -> str:
-    """What happened to component ``j`` of a fitted estimator, by the fit's own
-    rule (:mod:`gmmjax._degeneracy`): emptied, or collapsed (and how thin its
-    fitted covariance is, ``reg_covar`` included, relative to the data)."""
-    n = X.shape[0]
-    total = n if w is None else float(np.sum(w))
-    counts = np.asarray(est.weights_, np.float64) * total
-    if empty_components(counts, n, total)[j]:
-        return (
-            f"component {j} emptied (it holds {counts[j]:.2g} samples' worth of weight)"
-        )
-    with jax.enable_x64(True):
-        spread = model_spread(
-            est.gmm_, jnp.asarray(X), None if w is None else jnp.asarray(w)
-        )
-        thin = float(spread.variance[j])
-    what = (
-        "the tied covariance collapsed"
-        if est.covariance_type == "tied"
-        else f"component {j} collapsed"
-    )
-    return (
-        f"{what}: along its thinnest direction its variance, reg_covar included, "
-        "fell to the rounding level of the step's moments (in the returned model "
-        f"it is {thin:.2g} times the data's variance there)"
-    )
-
-
-def _upper_cholesky_of(precisions):
-    """Upper-triangular ``P`` with ``P P^T = precisions`` (batched ``(..., d, d)``).
-
-    With ``J`` the reversal permutation, ``J A J = L L^T`` gives ``A = U U^T`` for
-    the upper-triangular ``U = J L J``: no inverse is formed.
-    """
-    flipped = precisions[..., ::-1, ::-1]
-    try:
-        lower = np.linalg.cholesky(flipped)
-    except np.linalg.LinAlgError:
-        raise ValueError("precisions_init must be positive definite") from None
-    return lower[..., ::-1, ::-1]
-
-
-def _check_inits(est, n_features, dtype):
-    """Validated ``(weights, means, precisions_cholesky)`` inits (``None`` if unset)."""
-    k = est.n_components
-    weights = means = prec_chol = None
-    if est.weights_init is not None:
-        weights = check_array(est.weights_init, dtype=dtype, ensure_2d=False)
-        if weights.shape != (k,):
-            raise ValueError(
-                f"weights_init must have shape ({k},), got {weights.shape}"
-            )
-        if np.any(weights < 0) or np.any(weights > 1):
-            raise ValueError("weights_init must be in [0, 1]")
-        if abs(float(weights.sum()) - 1.0) > 1e-6:
-            raise ValueError(
-                f"weights_init must sum to 1, got sum {float(weights.sum())!r}"
-            )
-        weights = weights / weights.sum()
-    if est.means_init is not None:
-        means = check_array(est.means_init, dtype=dtype)
-        if means.shape != (k, n_features):
-            raise ValueError(
-                f"means_init must have shape ({k}, {n_features}), got {means.shape}"
-            )
-    if est.precisions_init is not None:
-        ctype = est.covariance_type
-        prec = check_array(
-            est.precisions_init, dtype=dtype, ensure_2d=False, allow_nd=True
-        )
-        expected = {
-            "full": (k, n_features, n_features),
-            "tied": (n_features, n_features),
-            "diag": (k, n_features),
-            "spherical": (k,),
-        }[ctype]
-        if prec.shape != expected:
-            raise ValueError(
-                f"precisions_init for covariance_type={ctype!r} must have shape "
-                f"{expected}, got {prec.shape}"
-            )
-        if ctype in ("full", "tied"):
-            if not np.allclose(prec, np.swapaxes(prec, -1, -2)):
-                raise ValueError("precisions_init must be symmetric")
-            prec_chol = _upper_cholesky_of(prec.astype(np.float64)).astype(dtype)
-        else:
-            if np.any(prec <= 0):
-                raise ValueError("precisions_init must be positive")
-            prec_chol = np.sqrt(prec)
-    return weights, means, prec_chol
 
 
 # ------------------------------------------------------------------ estimator
@@ -390,23 +190,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
-        _check_int(self.n_components, "n_components", 1)
+        check_int(self.n_components, "n_components", 1)
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of {COVARIANCE_TYPES}, "
                 f"got {self.covariance_type!r}"
             )
-        _check_number(self.tol, "tol")
-        _check_number(self.reg_covar, "reg_covar")
-        _check_int(self.max_iter, "max_iter", 0)
-        _check_int(self.n_init, "n_init", 1)
+        check_number(self.tol, "tol")
+        check_number(self.reg_covar, "reg_covar")
+        check_int(self.max_iter, "max_iter", 0)
+        check_int(self.n_init, "n_init", 1)
         if self.init_params not in _INIT_PARAMS:
             raise ValueError(
                 f"init_params must be one of {tuple(_INIT_PARAMS)}, "
                 f"got {self.init_params!r}"
             )
-        _check_int(self.verbose, "verbose", 0)
-        _check_int(self.verbose_interval, "verbose_interval", 1)
+        check_int(self.verbose, "verbose", 0)
+        check_int(self.verbose_interval, "verbose_interval", 1)
         if self.optimizer is not None and not isinstance(
             self.optimizer, optax.GradientTransformation
         ):
@@ -414,7 +214,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "optimizer must be None (EM) or an optax.GradientTransformation, "
                 f"e.g. optax.adam(1e-2); got {type(self.optimizer).__name__}"
             )
-        _check_int(self.max_reseeds, "max_reseeds", 0)
+        check_int(self.max_reseeds, "max_reseeds", 0)
         if self.optimizer is not None and self.max_reseeds > 0:
             raise ValueError(
                 "max_reseeds needs the EM fitter (optimizer=None); got "
@@ -439,16 +239,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """``(b, ...)`` batch of starting models: ``b = n_runs`` initializations
         (start ``i`` from ``fold_in(key, i)``) with the given ``*_init`` values in
         place of theirs, or ``b = 1`` when all three are given."""
-        weights, means, prec_chol = _check_inits(self, X.shape[1], X.dtype)
+        weights, means, prec_chol = check_inits(self, X.shape[1], X.dtype)
         k, d = self.n_components, X.shape[1]
         if weights is not None and means is not None and prec_chol is not None:
             given = GMM.from_precisions_cholesky(
                 weights, means, prec_chol, covariance_type=self.covariance_type
             )
             return jax.tree_util.tree_map(lambda a: a[None], given)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            key, jnp.arange(n_runs, dtype=jnp.uint32)
-        )
+        keys = start_keys(key, n_runs)
         method = _INIT_PARAMS[self.init_params]
 
         def one(key_i):
@@ -516,37 +314,32 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
 
     def _warn(self, X, w):
-        if self.status_ == "DEGENERATE":
-            what = _describe_degeneracy(self, self.degenerate_component_, X, w)
+        """A ``ConvergenceWarning`` unless the best run converged: the status's own
+        message, with this fit's numbers."""
+        status = Status[self.status_]
+        if status == Status.CONVERGED or (
+            status == Status.MAX_STEPS and self.max_iter == 0
+        ):
+            return
+        text = (
+            f"the best run stopped at step {self.n_iter_} (status {status.name}): "
+            f"{status.message}"
+        )
+        if status == Status.DEGENERATE:
+            what = describe_degeneracy(self, self.degenerate_component_, X, w)
             spent = (
                 f"; its max_reseeds={self.max_reseeds} re-seeds were spent"
                 if self.max_reseeds > 0
-                else ""
+                else "; max_reseeds > 0 re-seeds such components at the "
+                "worst-explained samples"
             )
-            warnings.warn(
-                f"{what}; the best run stopped there (status DEGENERATE at step "
-                f"{self.n_iter_}{spent}). Increase reg_covar (now {self.reg_covar:g}), "
-                "reduce n_components, or set max_reseeds > 0 to re-seed such "
-                "components at the worst-explained samples.",
-                ConvergenceWarning,
-                stacklevel=3,
+            text += f". {what} (reg_covar={self.reg_covar:g}{spent})"
+        elif status == Status.MAX_STEPS:
+            text += (
+                f" (max_iter={self.max_iter}, tol={self.tol}); increase max_iter or "
+                "tol, or try other initializations"
             )
-        elif self.status_ == "NONFINITE":
-            warnings.warn(
-                f"the best run stopped at step {self.n_iter_} with non-finite "
-                "values (status NONFINITE); the last finite parameters are kept. "
-                "Try a larger reg_covar or scaling the data.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        elif self.status_ == "MAX_STEPS" and self.max_iter > 0:
-            warnings.warn(
-                f"the best run did not converge in max_iter={self.max_iter} steps "
-                f"(status MAX_STEPS, tol={self.tol}). Increase max_iter or tol, or "
-                "try other initializations.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        warnings.warn(text, ConvergenceWarning, stacklevel=3)
 
     # -------------------------------------------------------------- fitting
     def fit(self, X, y=None, sample_weight=None):
@@ -587,10 +380,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 )
             else:
                 gmm0s = self._starts(x, wj, n_runs, jax.random.key(seed))
-            result, histories = _fit_starts(
-                self._fitter(), gmm0s, x, wj, self.tol, max_steps=self.max_iter
+            result, histories = fit_with_histories(
+                self._fitter(),
+                gmm0s,
+                x,
+                wj,
+                jnp.asarray(self.max_iter, jnp.int32),
+                self.tol,
+                capacity=history_capacity(self.max_iter),
             )
-            best = _best_run(result)
+            best = int(best_index(result.log_likelihood, result.status))
             chosen = jax.tree_util.tree_map(lambda a: a[best], result)
             self._set_model(chosen.gmm)
         if self.verbose:
@@ -734,7 +533,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             components, grouped by component as scikit-learn does.
         """
         check_is_fitted(self)
-        _check_int(n_samples, "n_samples", 1)
+        check_int(n_samples, "n_samples", 1)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with jax.enable_x64(True):
             x, labels = sample(jax.random.key(seed), self.gmm_, int(n_samples))
@@ -742,11 +541,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         order = np.argsort(labels, kind="stable")
         return x[order], labels[order].astype(np.int64)
 
-    def _n_parameters(self) -> int:
-        return int(n_parameters(self.gmm_))
-
     def bic(self, X):
-        """Bayesian information criterion: ``-2 log L + p log n`` (lower is better).
+        """Bayesian information criterion: ``-2 log L + p log n`` (lower is better),
+        :func:`gmmjax.bic` of the fitted model.
 
         Args:
             X: ``(n, d)`` data.
@@ -754,11 +551,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             A float.
         """
-        n = np.shape(X)[0]
-        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+        return self._criterion(gmm_bic, X)
 
     def aic(self, X):
-        """Akaike information criterion: ``-2 log L + 2 p`` (lower is better).
+        """Akaike information criterion: ``-2 log L + 2 p`` (lower is better),
+        :func:`gmmjax.aic` of the fitted model.
 
         Args:
             X: ``(n, d)`` data.
@@ -766,4 +563,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             A float.
         """
-        return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
+        return self._criterion(gmm_aic, X)
+
+    def _criterion(self, criterion, X):
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        with jax.enable_x64(True):
+            gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
+            return float(criterion(gmm, jnp.asarray(X)))

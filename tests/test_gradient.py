@@ -102,10 +102,10 @@ def test_new_learning_rates_do_not_recompile():
         gmmjax.GradientFitter(optax.adam, learning_rate=lr), gmm0, x, max_steps=40
     )
     first = fit(0.01)
-    size = _fit._fit._cache_size()
+    size = _fit.run._cache_size()
     second = fit(0.1)
     third = fit(0.03)
-    assert _fit._fit._cache_size() == size
+    assert _fit.run._cache_size() == size
     # the values are used: the runs differ
     assert float(first.log_likelihood) != float(second.log_likelihood)
     assert float(third.log_likelihood) != float(second.log_likelihood)
