@@ -15,7 +15,7 @@ Flop model per iteration (multiply-adds count 2), the nominal one of the issue:
 - ``diag``/``spherical``: ``8 n k d`` (the expanded Mahalanobis products, the
   weighted means and variances).
 
-gmmjax's EM step expands the square (see ``gmmjax/_em.py``): its E and M steps are
+gmmjax's EM step expands the square (see ``gmmjax/_stats.py``): its E and M steps are
 two products with the ``p`` quadratic monomials of the data, ``4 n k p`` flops with
 ``p = d (d + 1) / 2 + d + 1`` for full covariances, about half the nominal count.
 Each row reports both: ``gmmjax_gflops`` on the nominal model (time-to-solution
@@ -170,7 +170,7 @@ def time_gmmjax(gmm0, x, m1, m2, repeats):
     em = gmmjax.EM(reg_covar=1e-6)
 
     def run(m):
-        out = _fit._fit(em, gmm0, x, None, jnp.asarray(m, jnp.int32), 0.0)
+        out = _fit.run(em, gmm0, x, None, jnp.asarray(m, jnp.int32), 0.0)[0]
         out.log_likelihood.block_until_ready()
 
     t1 = median_time(lambda: run(m1), repeats)
@@ -277,7 +277,7 @@ def bench_restarts(cases, steps, args):
             )
         )(keys)
         fit_all = jax.jit(
-            jax.vmap(lambda g, x=x: _fit._fit(em, g, x, None, steps, 0.0))
+            jax.vmap(lambda g, x=x: _fit.run(em, g, x, None, steps, 0.0)[0])
         )
         seconds = median_time(
             lambda f=fit_all, s=starts: f(s).log_likelihood.block_until_ready(),

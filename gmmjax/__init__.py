@@ -27,13 +27,13 @@ if TYPE_CHECKING:
     from ._density import sample as sample
     from ._em import EM as EM
     from ._em import EMState as EMState
-    from ._em import StepInfo as StepInfo
     from ._em import e_step as e_step
     from ._em import em_step as em_step
     from ._em import m_step as m_step
     from ._fit import FitResult as FitResult
     from ._fit import FitTrace as FitTrace
     from ._fit import Status as Status
+    from ._fit import StepInfo as StepInfo
     from ._fit import fit as fit
     from ._fit import fit_trace as fit_trace
     from ._gmm import GMM as GMM
@@ -46,19 +46,19 @@ if TYPE_CHECKING:
     from ._init import init_gmm as init_gmm
     from ._multistart import best_of as best_of
     from ._multistart import multistart as multistart
-    from ._scale import OnlineEM as OnlineEM
-    from ._scale import OnlineEMInfo as OnlineEMInfo
-    from ._scale import OnlineEMState as OnlineEMState
-    from ._scale import device_mesh as device_mesh
-    from ._scale import fit_em_chunked as fit_em_chunked
-    from ._scale import shard as shard
-    from ._scale import shard_padded as shard_padded
-    from ._scale import shard_restarts as shard_restarts
     from ._selection import SelectionResult as SelectionResult
     from ._selection import aic as aic
     from ._selection import bic as bic
     from ._selection import n_parameters as n_parameters
     from ._selection import select as select
+    from ._sharding import device_mesh as device_mesh
+    from ._sharding import shard as shard
+    from ._sharding import shard_padded as shard_padded
+    from ._sharding import shard_restarts as shard_restarts
+    from ._streaming import OnlineEM as OnlineEM
+    from ._streaming import OnlineEMInfo as OnlineEMInfo
+    from ._streaming import OnlineEMState as OnlineEMState
+    from ._streaming import fit_em_chunked as fit_em_chunked
 
 
 def _exports() -> dict[str, str]:

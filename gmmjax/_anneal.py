@@ -12,18 +12,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._density import total_log_likelihood
-from ._em import EM, StepInfo, _e_step
+from ._em import EM, EMState, em_update
 from ._fit import (
     FitResult,
     Status,
-    _fit,
-    _total_weight,
+    StepInfo,
     check_fitter,
     check_steps,
     prepare_fit,
+    run,
 )
 from ._gmm import GMM
 from ._validation import as_float_array, check_nonnegative_scalar, concrete
+
+__all__ = ["AnnealInfo", "Annealed", "AnnealedState", "anneal_variance"]
 
 
 class AnnealedState(NamedTuple):
@@ -156,73 +158,37 @@ class AnnealInfo(NamedTuple):
     total_steps: jax.Array
 
 
-def _isotropic(logits, means, variance, covariance_type) -> GMM:
-    """The model with every covariance ``variance * I`` in ``covariance_type``."""
-    k, d = means.shape
-    dtype = means.dtype
-    half = -0.5 * jnp.log(variance).astype(dtype)
-    off = d * (d - 1) // 2
-    if covariance_type == "full":
-        return GMM(
-            logits, means, jnp.full((k, d), half), jnp.zeros((k, off), dtype), "full"
-        )
-    if covariance_type == "tied":
-        off_diag = jnp.zeros((off,), dtype)
-        return GMM(logits, means, jnp.full((d,), half), off_diag, "tied")
-    if covariance_type == "diag":
-        return GMM(logits, means, jnp.full((k, d), half), None, "diag")
-    return GMM(logits, means, jnp.full((k,), half), None, "spherical")
+@dataclasses.dataclass(frozen=True)
+class _FixedVariance:
+    """EM on weights and means with every covariance held at ``variance * I``.
 
-
-def _fixed_variance_em(logits, means, variance, x, w, tol, max_steps):
-    """EM on weights and means with every covariance fixed to ``variance * I``.
-
-    The M step keeps the covariances: ``pi_j = N_j / sum_l N_l`` and
-    ``mu_j = sum_i w_i r_ij x_i / N_j`` with the ``10 eps`` floor on ``N_j``. Stops
-    with the driver's rule (change in mean log-likelihood below ``tol``) or after
-    ``max_steps``; a non-finite step is not taken.
-
-    Returns:
-        ``(logits, means, n_steps, finite)``.
+    A stage of :func:`anneal_variance`, run by the driver (:func:`gmmjax.fit`'s
+    rule and statuses). The E step and the M step are EM's
+    (:func:`gmmjax._em.em_update`); the M step's covariances are dropped:
+    ``pi_j = N_j / sum_l N_l`` and ``mu_j = sum_i w_i r_ij x_i / N_j`` with the
+    ``10 eps`` floor on ``N_j``. The model is ``spherical``; a fixed covariance
+    cannot collapse, so no step reports a degenerate component.
     """
-    dtype = x.dtype
-    eps = jnp.finfo(dtype).eps
-    k = means.shape[0]
-    total = _total_weight(x, w)
-    half = jnp.full((k,), -0.5 * jnp.log(variance), dtype)
 
-    def body(carry):
-        logits, means, previous, n, _, _ = carry
-        log_resp, log_prob = _e_step(GMM(logits, means, half, None, "spherical"), x, 1)
-        resp = jnp.exp(log_resp)
-        if w is None:
-            ll = jnp.sum(log_prob)
-        else:
-            ll = jnp.sum(jnp.where(w > 0, w * log_prob, 0.0))
-            resp = resp * w[:, None]
-        counts = jnp.sum(resp, axis=0) + 10 * eps
-        new_means = (resp.T @ x) / counts[:, None]
-        new_logits = jnp.log(counts / jnp.sum(counts))
-        finite = jnp.isfinite(ll) & jnp.all(jnp.isfinite(new_means))
-        mean_ll = ll / total
-        converged = jnp.abs(mean_ll - previous) < tol
-        logits = jnp.where(finite, new_logits, logits)
-        means = jnp.where(finite, new_means, means)
-        return logits, means, mean_ll, n + 1, converged | ~finite, finite
+    variance: jax.Array
 
-    def cond(carry):
-        return ~carry[4] & (carry[3] < max_steps)
+    def init(self, gmm: GMM, x, *, sample_weight=None) -> EMState:
+        start = GMM.isotropic(
+            gmm.logits, gmm.means, self.variance, covariance_type="spherical"
+        )
+        return EMState(start, jnp.asarray(0, jnp.int32))
 
-    start = (
-        logits,
-        means,
-        jnp.asarray(-jnp.inf, dtype),
-        jnp.asarray(0, jnp.int32),
-        jnp.asarray(False),
-        jnp.asarray(True),
-    )
-    logits, means, _, n, _, finite = jax.lax.while_loop(cond, body, start)
-    return logits, means, n, finite
+    def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
+        gmm = state.gmm
+        (new, _, _), ll, _ = em_update(gmm, x, sample_weight, 0.0, beta)
+        new = dataclasses.replace(gmm, logits=new.logits, means=new.means)
+        info = StepInfo(ll, jnp.asarray(-1, jnp.int32), jnp.asarray(True))
+        return EMState(new, state.n_reseeds), info
+
+
+jax.tree_util.register_dataclass(
+    _FixedVariance, data_fields=["variance"], meta_fields=[]
+)
 
 
 @functools.partial(jax.jit, static_argnames=("release",))
@@ -235,32 +201,33 @@ def _anneal_variance(
     keys = jax.random.split(key, variances.shape[0])
 
     def stage(carry, inputs):
-        logits, means, finite = carry
+        logits, means = carry
         variance, stage_key = inputs
         means = means + perturbation * jax.random.normal(stage_key, means.shape, dtype)
-        logits, means, n, ok = _fixed_variance_em(
-            logits, means, variance, x, w, tol, max_steps_per_stage
-        )
-        model = _isotropic(logits, means, variance, "spherical")
-        ll = total_log_likelihood(model, x, w)
-        out = (n, means, jax.nn.softmax(logits), ll, n < max_steps_per_stage)
-        return (logits, means, finite & ok), out
+        start = GMM.isotropic(logits, means, variance, covariance_type="spherical")
+        fitter = _FixedVariance(variance)
+        result, _ = run(fitter, start, x, w, max_steps_per_stage, tol)
+        logits, means = result.gmm.logits, result.gmm.means
+        weights = jax.nn.softmax(logits)
+        out = (result.n_steps, means, weights, result.log_likelihood, result.status)
+        return (logits, means), out
 
-    start = (gmm0.logits, gmm0.means, jnp.asarray(True))
-    (logits, means, finite), path = jax.lax.scan(stage, start, (variances, keys))
-    n_steps, stage_means, stage_weights, stage_ll, stage_converged = path
-    last = _isotropic(logits, means, variances[-1], gmm0.covariance_type)
+    start = (gmm0.logits, gmm0.means)
+    (logits, means), path = jax.lax.scan(stage, start, (variances, keys))
+    n_steps, stage_means, stage_weights, stage_ll, stage_status = path
+    # a stage that went non-finite kept its last finite parameters; the sweep
+    # reports it, whatever came after
+    finite = jnp.all(stage_status != Status.NONFINITE)
+    ctype = gmm0.covariance_type
+    last = GMM.isotropic(logits, means, variances[-1], covariance_type=ctype)
     stage_total = jnp.sum(n_steps).astype(jnp.int32)
     if release:
-        result = _fit(EM(reg_covar=reg_covar), last, x, w, max_steps, tol)
+        result, _ = run(EM(reg_covar=reg_covar), last, x, w, max_steps, tol)
         status = jnp.where(finite, result.status, Status.NONFINITE).astype(jnp.int32)
         result = result._replace(n_steps=stage_total + result.n_steps, status=status)
     else:
-        status = jnp.select(
-            [~finite, stage_converged[-1]],
-            [Status.NONFINITE, Status.CONVERGED],
-            Status.MAX_STEPS,
-        ).astype(jnp.int32)
+        status = jnp.where(finite, stage_status[-1], Status.NONFINITE)
+        status = status.astype(jnp.int32)
         ll = total_log_likelihood(last, x, w)
         result = FitResult(last, ll, stage_total, status, jnp.asarray(-1, jnp.int32))
     info = AnnealInfo(
@@ -298,9 +265,11 @@ def anneal_variance(
     :class:`gmmjax.EM` fit (``max_steps``, ``tol``, ``reg_covar``) starts from the
     last stage, with covariances ``v_last I`` in ``gmm0``'s covariance type.
 
-    The stages run in one ``lax.scan`` over ``variances`` (each an inner
-    ``lax.while_loop``); the whole sweep is jitted and ``vmap``-able over keys and
-    starting models. All numeric arguments are traced; ``release`` is static.
+    The stages run in one ``lax.scan`` over ``variances``, each a run of
+    :func:`gmmjax.fit`'s driver (one ``lax.while_loop``, its stopping rule and
+    statuses) with EM's E and M steps and the covariances held; the whole sweep
+    is jitted and ``vmap``-able over keys and starting models. All numeric
+    arguments are traced; ``release`` is static.
 
     Args:
         key: a PRNG key for the perturbations.
@@ -321,8 +290,10 @@ def anneal_variance(
 
     Returns:
         ``(FitResult, AnnealInfo)``. ``FitResult.n_steps`` counts every EM step
-        (stages and release). Without release, ``status`` is ``CONVERGED`` when the
-        last stage converged and the model has covariances ``v_last I``.
+        (stages and release). ``status`` is ``NONFINITE`` when a stage went
+        non-finite (it kept its last finite parameters); otherwise, without
+        release, the last stage's (``CONVERGED`` or ``MAX_STEPS``), and the model
+        has covariances ``v_last I``.
 
     Example:
         >>> import jax, jax.numpy as jnp, gmmjax

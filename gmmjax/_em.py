@@ -1,34 +1,37 @@
-"""Expectation-maximization: the E step, the M step, and the ``EM`` fitter."""
+"""Expectation-maximization: the E step, the M step, and the ``EM`` fitter.
+
+The statistics and the M step come from :mod:`gmmjax._stats`; this module adds
+the E step (the posteriors, by the expanded or the two-pass route), the route
+choice, re-seeding and the fitter. The public :func:`e_step` and :func:`m_step`
+run the same kernels as :class:`EM`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
-from ._degeneracy import (
-    Spread,
-    degenerate_component,
-    reseed_component,
-    smallest_variance,
+from ._degeneracy import degenerate_component, reseed_component
+from ._density import center, mahalanobis, prepare, weighted_log_prob
+from ._fit import StepInfo
+from ._gmm import GMM
+from ._stats import (
+    chunk_rows,
+    coefficients,
+    expanded_statistics,
+    features,
+    map_rows,
+    maximize,
+    two_pass_statistics,
 )
-from ._density import (
-    SMALL_D,
-    center,
-    log_det_precision_cholesky,
-    mahalanobis,
-    prepare,
-    weighted_log_prob,
-)
-from ._gmm import GMM, precision_leaves
 from ._validation import (
-    check_count,
     check_covariance_type,
     check_data,
     check_nonnegative_scalar,
@@ -36,31 +39,7 @@ from ._validation import (
     concrete,
 )
 
-
-class StepInfo(NamedTuple):
-    """Diagnostics of one fitter step, read by the loop driver.
-
-    Attributes:
-        log_likelihood: ``()`` total (weighted) log-likelihood of the parameters the
-            step started from.
-        degenerate: ``()`` int32, index of the first component that emptied or
-            collapsed onto a point during the step, ``-1`` if none.
-        can_stop: ``()`` bool, whether the driver may test convergence after this
-            step (``False`` while an annealing schedule is still below ``beta = 1``).
-
-    Example:
-        >>> import jax, gmmjax
-        >>> x = jax.numpy.asarray(gmmjax.datasets.faithful())
-        >>> gmm = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
-        >>> fitter = gmmjax.EM()
-        >>> state, info = fitter.step(fitter.init(gmm, x), x)
-        >>> int(info.degenerate), bool(info.can_stop)
-        (-1, True)
-    """
-
-    log_likelihood: jax.Array
-    degenerate: jax.Array
-    can_stop: jax.Array
+__all__ = ["EM", "EMState", "e_step", "em_step", "em_update", "m_step"]
 
 
 class EMState(NamedTuple):
@@ -84,30 +63,7 @@ class EMState(NamedTuple):
     n_reseeds: jax.Array | int = 0
 
 
-def e_step(gmm: GMM, x, *, beta=1.0):
-    """The E step: tempered log-responsibilities and the per-sample log-density.
-
-    ``log r_ij = log_softmax_j(beta * (log pi_j + log N(x_i | mu_j, Sigma_j)))`` and
-    ``log p(x_i) = logsumexp_j(log pi_j + log N(x_i | mu_j, Sigma_j))`` (untempered).
-
-    Args:
-        gmm: the current mixture.
-        x: ``(n, d)`` data.
-        beta: inverse temperature of deterministic annealing (``1`` for plain EM).
-
-    Returns:
-        ``(log_resp, log_prob)`` with shapes ``(n, k)`` and ``(n,)``.
-
-    Example:
-        >>> import gmmjax
-        >>> gmm = gmmjax.GMM.from_natural([0.5, 0.5], [[-1.0], [1.0]], [1.0, 1.0],
-        ...                               covariance_type="spherical")
-        >>> log_resp, log_prob = gmmjax.e_step(gmm, [[0.0], [2.0]])
-        >>> log_resp.shape, log_prob.shape
-        ((2, 2), (2,))
-    """
-    x, _ = prepare(gmm, x)
-    return _e_step(gmm, x, beta)
+# --------------------------------------------------------------------- E step
 
 
 def _is_one(beta) -> bool:
@@ -135,6 +91,14 @@ def _over_components(op, reduce, a, axis):
     return out
 
 
+def _shift(joint, axis):
+    """``(joint - m, m)`` with ``m_i`` the largest entry along ``axis`` (0 where
+    not finite)."""
+    top = _over_components(jnp.maximum, jnp.max, joint, axis)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+    return joint - jnp.expand_dims(top, axis), top
+
+
 def _posteriors(joint, beta, axis=-1):
     """Tempered responsibilities and the untempered log-density from ``joint``.
 
@@ -150,9 +114,7 @@ def _posteriors(joint, beta, axis=-1):
         :func:`_sum_log` from ``m`` and ``t`` (far fewer logarithms than ``n``).
     """
     k = joint.shape[axis]
-    top = _over_components(jnp.maximum, jnp.max, joint, axis)
-    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
-    shifted = joint - jnp.expand_dims(top, axis)
+    shifted, top = _shift(joint, axis)
     plain = jnp.exp(shifted)
     total = _over_components(jnp.add, jnp.sum, plain, axis)
     log_prob = top + jnp.log(total)
@@ -185,18 +147,117 @@ def _sum_log(t, k: int):
     return jnp.sum(jnp.log(blocks)) + jnp.sum(jnp.log(t[head:]))
 
 
+# float32 expands the square while the rounding it amplifies stays below this
+# (relative to the log-densities); see _expansion_is_accurate
+_EXPANSION_ERROR = 1e-3
+
+
+def _expansion_is_accurate(gmm: GMM, x):
+    """Whether the expanded step keeps float32's accuracy from ``gmm``.
+
+    Expanding ``(x - mu)^T A (x - mu)`` around the data mean ``c`` cancels terms
+    of size ``(c - mu)^T A (c - mu)``, the squared Mahalanobis distance of the
+    center from the component, so the rounding grows like ``eps`` times it. A
+    tight component far from the center (or one collapsing onto a point) makes
+    it large; the two-pass route, centered on every component, then takes over.
+    """
+    c = jnp.mean(x, axis=0)
+    distance = mahalanobis(gmm, c[None, :])
+    return jnp.finfo(x.dtype).eps * jnp.max(distance) <= _EXPANSION_ERROR
+
+
+def _by_route(expanded, two_pass, gmm: GMM, *args):
+    """float64 always expands the square; float32 expands it unless
+    :func:`_expansion_is_accurate` says that would cost digits. Under ``vmap`` a
+    per-lane choice evaluates both routes."""
+    x = args[0]
+    if x.dtype == jnp.float64:
+        return expanded(gmm, *args)
+    accurate = _expansion_is_accurate(gmm, x)
+    return jax.lax.cond(accurate, expanded, two_pass, gmm, *args)
+
+
+def _expanded_center(gmm: GMM, x):
+    """The center ``c`` of the expansion and the coefficients ``C`` about it."""
+    c = jax.lax.stop_gradient(jnp.mean(x, axis=0))
+    return c, coefficients(gmm, c, x.dtype)
+
+
+def _expanded_joint(gmm: GMM, x):
+    c, coef = _expanded_center(gmm, x)
+    rows = chunk_rows(coef.shape[1] + 2 * gmm.n_components)
+
+    def joint(xs):
+        # the product in EM's layout, C @ F^T, kept (XLA would otherwise fold the
+        # transpose into a product F @ C^T, which sums in another order)
+        product = coef @ features(xs - c, gmm.covariance_type).T
+        return jax.lax.optimization_barrier(product).T
+
+    return map_rows(joint, x, rows)
+
+
+def _two_pass_joint(gmm: GMM, x):
+    k, d = gmm.means.shape
+    return map_rows(partial(weighted_log_prob, gmm), x, chunk_rows(k * d))
+
+
+@jax.jit
 def _e_step(gmm: GMM, x, beta):
-    joint = weighted_log_prob(gmm, x)
-    log_prob = logsumexp(joint, axis=-1)
-    tempered = beta * joint
-    log_resp = tempered - logsumexp(tempered, axis=-1, keepdims=True)
-    return log_resp, log_prob
+    joint = _by_route(_expanded_joint, _two_pass_joint, gmm, x)
+    shifted, top = _shift(joint, -1)
+    total = _over_components(jnp.add, jnp.sum, jnp.exp(shifted), -1)
+    log_prob = top + jnp.log(total)
+    tempered = beta * shifted
+    norm = _over_components(jnp.add, jnp.sum, jnp.exp(tempered), -1)
+    return tempered - jnp.log(norm)[:, None], log_prob
 
 
-class _Moments(NamedTuple):
-    gmm: GMM
-    counts: jax.Array  # (k,) effective counts without the floor
-    spread: Spread  # (k,) thinnest variance and its rounding level
+def e_step(gmm: GMM, x, *, beta=1.0):
+    """The E step: tempered log-responsibilities and the per-sample log-density.
+
+    ``log r_ij = log_softmax_j(beta * (log pi_j + log N(x_i | mu_j, Sigma_j)))`` and
+    ``log p(x_i) = logsumexp_j(log pi_j + log N(x_i | mu_j, Sigma_j))`` (untempered),
+    from the log-densities :class:`gmmjax.EM` computes (the same route and
+    kernels). Jitted.
+
+    Args:
+        gmm: the current mixture.
+        x: ``(n, d)`` data.
+        beta: inverse temperature of deterministic annealing (``1`` for plain EM).
+
+    Returns:
+        ``(log_resp, log_prob)`` with shapes ``(n, k)`` and ``(n,)``.
+
+    Example:
+        >>> import gmmjax
+        >>> gmm = gmmjax.GMM.from_natural([0.5, 0.5], [[-1.0], [1.0]], [1.0, 1.0],
+        ...                               covariance_type="spherical")
+        >>> log_resp, log_prob = gmmjax.e_step(gmm, [[0.0], [2.0]])
+        >>> log_resp.shape, log_prob.shape
+        ((2, 2), (2,))
+    """
+    x, _ = prepare(gmm, x)
+    return _e_step(gmm, x, beta)
+
+
+# --------------------------------------------------------------------- M step
+
+
+def _given(f, ws, rs):
+    # materialize the (k, rows) responsibilities: EM's product R @ F has this
+    # layout, and a transposed operand would sum in another order
+    return jax.lax.optimization_barrier(rs.T), (), None
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _m_step(x, resp, w, reg_covar, covariance_type):
+    if x.dtype == jnp.float64:
+        c = jax.lax.stop_gradient(jnp.mean(x, axis=0))
+        k = resp.shape[1]
+        stats, _, _ = expanded_statistics(c, x, w, covariance_type, k, _given, resp)
+        return maximize(stats, reg_covar, covariance_type).gmm
+    stats = two_pass_statistics(x, resp, w, covariance_type)
+    return maximize(stats, reg_covar, covariance_type, expanded=False).gmm
 
 
 def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-6):
@@ -206,7 +267,9 @@ def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-
     ``pi_j = N_j / sum_l N_l``, ``mu_j = sum_i w_i r_ij x_i / N_j`` and
     ``Sigma_j = sum_i w_i r_ij (x_i - mu_j)(x_i - mu_j)^T / N_j + reg_covar I``
     (``diag`` keeps the diagonal, ``spherical`` its mean, ``tied`` pools the scatter
-    of all components over ``sum_j N_j``).
+    of all components over ``sum_j N_j``). The kernels of :class:`gmmjax.EM`:
+    float64 sums the expanded square about the data's mean, as EM does; float32
+    takes EM's centered two-pass route (accurate wherever the data lie). Jitted.
 
     Args:
         x: ``(n, d)`` data.
@@ -235,376 +298,75 @@ def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-
         )
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
     check_nonnegative_scalar(reg_covar, "reg_covar")
-    return _m_step(x, resp, w, reg_covar, covariance_type).gmm
+    return _m_step(x, resp, w, reg_covar, covariance_type)
 
 
-# Rows per chunk of the sample-wise work: chunks keep the working set of the
-# per-sample intermediates near 2 MiB in float64 (in cache while both products
-# of the expanded step read them), whatever n, so an EM step
-# needs O(n k + n d + k d^2) memory beyond the data.
-_CHUNK_ELEMENTS = 2**18
+# ---------------------------------------------------------------- one EM step
 
 
-def _chunk_rows(width: int) -> int:
-    """Rows per chunk when every row carries ``width`` intermediate numbers."""
-    return max(256, _CHUNK_ELEMENTS // width)
-
-
-def _split_rows(arrays, rows: int):
-    """``(head, tail)``: the leading ``n // rows`` chunks of every array stacked
-    on a new leading axis, and the remaining rows (``None`` when none remain)."""
-    n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
-    full = n // rows
-
-    def head(a):
-        return a[: full * rows].reshape(full, rows, *a.shape[1:])
-
-    tail = None
-    if full * rows < n:
-        tail = jax.tree_util.tree_map(lambda a: a[full * rows :], arrays)
-    return jax.tree_util.tree_map(head, arrays), tail
-
-
-def _scan_rows(fn, arrays, rows: int):
-    """Run ``fn(*arrays) -> (total, per_row)`` ``rows`` rows at a time.
-
-    ``total`` (a pytree) sums over rows and is added up over the chunks;
-    ``per_row`` (an array with one entry per row, or ``None``) is concatenated.
-    ``None`` entries of ``arrays`` pass through.
-    """
-    n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
-    if n <= rows:
-        return fn(*arrays)
-    head, tail = _split_rows(arrays, rows)
-
-    def body(total, block):
-        part, per_row = fn(*block)
-        return jax.tree_util.tree_map(jnp.add, total, part), per_row
-
-    first = jax.tree_util.tree_map(lambda a: a[0], head)
-    shapes = jax.eval_shape(fn, *first)[0]
-    zero = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), shapes)
-    total, per_row = jax.lax.scan(body, zero, head)
-    if per_row is not None:
-        per_row = per_row.reshape(-1, *per_row.shape[2:])
-    if tail is not None:
-        part, tail_rows = fn(*tail)
-        total = jax.tree_util.tree_map(jnp.add, total, part)
-        if per_row is not None:
-            per_row = jnp.concatenate([per_row, tail_rows])
-    return total, per_row
-
-
-def _map_rows(fn, x, rows: int):
-    """``fn(x)`` for a row-wise ``fn``, run ``rows`` rows at a time."""
-    n = x.shape[0]
-    if n <= rows:
-        return fn(x)
-    head, tail = _split_rows(x, rows)
-    out = jax.lax.map(fn, head)
-    out = out.reshape(-1, *out.shape[2:])
-    return out if tail is None else jnp.concatenate([out, fn(tail)])
-
-
-def _scatter(xc, resp, mc):
-    """Weighted scatter matrices ``S_j = sum_i r_ij (x_i - m_j)(x_i - m_j)^T``.
-
-    ``(k, d, d)`` from centered data ``xc (n, d)``, weights ``resp (n, k)`` and the
-    centered weighted means ``mc (k, d)``. Large ``d``: with
-    ``W_ij = r_ij (x_i - m_j)``, ``S_j = W_j^T (x - m_j) = W_j^T xc - (sum_i W_ij)
-    m_j^T`` is one ``(d, n) @ (n, k d)`` product; the correction term removes the
-    rounding of ``sum_i W_ij = 0`` to first order, and nothing is squared around a
-    distant center, so the error stays at the level of the direct formula. Small
-    ``d``: the ``d (d + 1) / 2`` distinct entries as sums along the sample axis,
-    kept last so that the reductions run over contiguous memory.
-    """
-    d = xc.shape[1]
-    k = mc.shape[0]
-    if d <= SMALL_D:
-        rows, cols = np.triu_indices(d)
-        delta = xc.T - mc[:, :, None]
-        weighted = resp.T[:, None, :] * delta[:, rows]
-        packed = jnp.sum(weighted * delta[:, cols], axis=-1)
-        out = jnp.zeros((k, d, d), xc.dtype).at[:, rows, cols].set(packed)
-        return out.at[:, cols, rows].set(packed)
-
-    def part(xs, rs):
-        w = (rs[:, :, None] * (xs[:, None, :] - mc)).reshape(-1, k * d)
-        # (d, n) @ (n, k d): the data operand transposed is the fast layout on CPU
-        return (xs.T @ w, jnp.sum(w, axis=0)), None
-
-    (s, wsum), _ = _scan_rows(part, (xc, resp), _chunk_rows(k * d))
-    s = jnp.moveaxis(s.reshape(d, k, d), 1, 0) - mc[:, :, None] * wsum.reshape(k, 1, d)
-    return 0.5 * (s + jnp.swapaxes(s, -1, -2))
-
-
-def _m_step(x, resp, sample_weight, reg_covar, covariance_type, center=None):
-    """Moments of the M step; ``center (d,)`` shifts the data first (the mean of
-    the data when not given), which keeps float32 accurate far from the origin."""
-    eps = jnp.finfo(x.dtype).eps
-    if sample_weight is not None:
-        resp = resp * sample_weight[:, None]
-    if center is None:
-        center = jnp.mean(x, axis=0)
-    xc = x - center
-    counts = jnp.sum(resp, axis=0)
-    nk = counts + 10 * eps
-    d = x.shape[1]
-    if d <= SMALL_D:
-        # sums along the last (sample) axis vectorize; tiny products do not
-        mc = jnp.sum(resp.T[:, None, :] * xc.T, axis=-1) / nk[:, None]
-    else:
-        mc = (resp.T @ xc) / nk[:, None]
-    if covariance_type in ("full", "tied"):
-        scatter = _scatter(xc, resp, mc)
-        if covariance_type == "full":
-            cov = scatter / nk[:, None, None]
-        else:
-            cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        spread = smallest_variance(
-            nk,
-            mc + center,
-            center,
-            scatter / nk[:, None, None],
-            covariance_type,
-            reg_covar,
-        )
-    elif d <= SMALL_D:
-        delta = xc.T - mc[:, :, None]
-        cov = jnp.sum(resp.T[:, None, :] * delta**2, axis=-1) / nk[:, None]
-    else:
-        # scikit-learn's expansion as one (k, n) @ (n, d) product, around the
-        # center; clamp the rounding of a vanishing variance at zero
-        cov = jnp.maximum((resp.T @ xc**2) / nk[:, None] - mc**2, 0.0)
-    if covariance_type == "diag":
-        spread = smallest_variance(
-            nk, mc + center, center, cov, covariance_type, reg_covar
-        )
-    elif covariance_type == "spherical":
-        spread = smallest_variance(
-            nk, mc + center, center, jnp.sum(cov, -1), covariance_type, reg_covar
-        )
-        cov = jnp.mean(cov, axis=-1)
-    gmm = _model(nk, mc + center, cov, reg_covar, covariance_type)
-    return _Moments(gmm, counts, spread)
-
-
-def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
-    """The M step's :class:`GMM` from floored counts ``nk``, means and covariances
-    before ``reg_covar`` (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
-    if covariance_type in ("full", "tied"):
-        eye = jnp.eye(means.shape[1], dtype=means.dtype)
-        log_diag, off_diag = precision_leaves(cov + reg_covar * eye)
-    else:
-        log_diag, off_diag = -0.5 * jnp.log(cov + reg_covar), None
-    logits = jnp.log(nk / jnp.sum(nk))
-    return GMM(logits, means, log_diag, off_diag, covariance_type)
-
-
-# ------------------------------------------------- the expanded (float64) EM step
-#
-# log pi_j + log N(x | mu_j, Sigma_j) is a quadratic polynomial in x, so it is a
-# linear combination of the monomials f(x) = (x_a x_b for a <= b, x_a, 1). With
-# every sample's monomials in the rows of F (n, p), the E step is the one product
-# C @ F^T with the (k, p) coefficients C, and the sufficient statistics of the M
-# step are the one product R @ F with the responsibilities R (k, n): counts,
-# first and second moments of every component at once. Both products share F
-# across components and, under vmap, across restarts, which turns many tiny
-# per-component products into a few large ones. Expanding the square costs digits
-# when a component is tight and far from the center: in float64 that is about
-# eps (|mu - c| / sigma)^2, far below every tolerance, so float64 always takes
-# this route; float32 takes it while that factor is moderate and otherwise falls
-# back on the centered two-pass kernels above.
-
-
-def _monomials(covariance_type: str, d: int):
-    """Index pairs ``(rows, cols)`` of the second-order monomials ``x_a x_b``."""
-    if covariance_type in ("full", "tied"):
-        return np.triu_indices(d)
-    return np.arange(d), np.arange(d)
-
-
-def _features(xc, covariance_type: str):
-    """``F (n, p)``: second-order monomials, the coordinates, and a column of ones.
-
-    ``spherical`` needs only ``sum_a x_a^2`` of the second order.
-    """
-    rows, cols = _monomials(covariance_type, xc.shape[1])
-    second = xc[:, rows] * xc[:, cols]
-    if covariance_type == "spherical":
-        second = jnp.sum(second, axis=1, keepdims=True)
-    ones = jnp.ones((xc.shape[0], 1), xc.dtype)
-    return jnp.concatenate([second, xc, ones], axis=1)
-
-
-def _coefficients(gmm: GMM, c, dtype):
-    """``C (k, p)`` with ``F(x - c) @ C^T = log pi_j + log N(x | mu_j, Sigma_j)``.
-
-    With the precision ``A_j = P_j P_j^T`` and ``m_j = mu_j - c``:
-    ``-1/2 (x - m)^T A (x - m) = -1/2 x^T A x + (A m)^T x - 1/2 m^T A m``.
-    """
-    k, d = gmm.means.shape
-    ctype = gmm.covariance_type
-    m = gmm.means.astype(dtype) - c
-    if ctype in ("full", "tied"):
-        prec_chol = gmm.precisions_cholesky.astype(dtype)
-        a = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
-        a = jnp.broadcast_to(a, (k, d, d))
-        rows, cols = _monomials(ctype, d)
-        # x_a x_b and x_b x_a share one monomial when a < b
-        second = (
-            -0.5 * np.where(rows == cols, 1.0, 2.0).astype(dtype) * a[:, rows, cols]
-        )
-        am = jnp.einsum("kab,kb->ka", a, m)
-    else:
-        prec = jnp.exp(2 * gmm.log_diag).astype(dtype)
-        if ctype == "spherical":
-            prec = prec[:, None]
-        second = jnp.broadcast_to(-0.5 * prec, (k, 1 if ctype == "spherical" else d))
-        am = prec * m
-    log_det = log_det_precision_cholesky(gmm).astype(dtype)
-    constant = (
-        gmm.log_weights.astype(dtype)
-        + log_det
-        - 0.5 * (d * math.log(2 * math.pi) + jnp.sum(m * am, axis=-1))
-    )
-    return jnp.concatenate([second, am, constant[:, None]], axis=1)
-
-
-def _expanded_statistics(coef, c, x, w, beta, covariance_type):
-    """``((R^T F_w (k, p), sum_i w_i log p(x_i)), log p(x_i) (n,))``, chunk by
-    chunk."""
-    k, p = coef.shape
-
-    def chunk(xs, ws):
-        f = _features(xs - c, covariance_type)
-        # components first, samples last: the reductions over components then
-        # run along contiguous rows of samples (k is often tiny)
-        resp, log_prob, ll = _posteriors(coef @ f.T, beta, axis=0)
-        if ws is None:
-            return (resp @ f, ll), log_prob
-        ll = jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
-        return (resp @ (f * ws[:, None]), ll), log_prob
-
-    return _scan_rows(chunk, (x, w), _chunk_rows(p + 2 * k))
-
-
-def _expanded_moments(stats, c, reg_covar, covariance_type) -> _Moments:
-    """The M step from ``R^T F_w``: counts, means and covariances.
-
-    With the raw sums ``N_j``, ``s_j = sum r x`` and ``Q_j = sum r x x^T`` (about
-    ``c``), the floored ``N'_j = N_j + 10 eps`` and ``m_j = s_j / N'_j``, the
-    scatter ``sum_i r_ij (x_i - m_j)(x_i - m_j)^T`` is exactly
-    ``Q_j - (2 N'_j - N_j) m_j m_j^T``: the same covariance as the two-pass
-    formula, empty components included.
-    """
-    k, p = stats.shape
-    dtype = stats.dtype
-    d = c.shape[0]
-    q = p - d - 1
-    counts = stats[:, -1]
-    nk = counts + 10 * jnp.finfo(dtype).eps
-    mc = stats[:, q : q + d] / nk[:, None]
-    shrink = (2 - counts / nk)[:, None]
-    if covariance_type in ("full", "tied"):
-        rows, cols = _monomials(covariance_type, d)
-        raw = jnp.zeros((k, d, d), dtype).at[:, rows, cols].set(stats[:, :q])
-        raw = raw.at[:, cols, rows].set(stats[:, :q])
-        scatter = raw - (nk * (2 - counts / nk))[:, None, None] * (
-            mc[:, :, None] * mc[:, None, :]
-        )
-        # rounding can leave a vanishing variance a hair below zero
-        diag = jnp.diagonal(scatter, axis1=-2, axis2=-1)
-        scatter = scatter + jax.vmap(jnp.diag)(jnp.maximum(diag, 0.0) - diag)
-        if covariance_type == "full":
-            cov = scatter / nk[:, None, None]
-        else:
-            cov = jnp.sum(scatter, axis=0) / jnp.sum(nk)
-        second = scatter / nk[:, None, None]
-    else:
-        mean_square = stats[:, :q] / nk[:, None]
-        if covariance_type == "diag":
-            cov = jnp.maximum(mean_square - shrink * mc**2, 0.0)
-            second = cov
-        else:
-            total = mean_square[:, 0] - shrink[:, 0] * jnp.sum(mc**2, axis=-1)
-            second = jnp.maximum(total, 0.0)
-            cov = second / d
-    spread = smallest_variance(
-        nk, mc + c, c, second, covariance_type, reg_covar, expanded=True
-    )
-    gmm = _model(nk, mc + c, cov, reg_covar, covariance_type)
-    return _Moments(gmm, counts, spread)
+def _weighted_ll(ws, log_prob):
+    return jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
 
 
 def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step by the expanded route: ``(moments, total log-likelihood,
+    """One EM step by the expanded route: ``(MStep, total log-likelihood,
     log p(x_i))``."""
-    c = jax.lax.stop_gradient(jnp.mean(x, axis=0))
-    coef = _coefficients(gmm, c, x.dtype)
-    (stats, ll), log_prob = _expanded_statistics(
-        coef, c, x, sample_weight, beta, gmm.covariance_type
-    )
-    moments = _expanded_moments(stats, c, reg_covar, gmm.covariance_type)
-    return moments, ll, log_prob
+    c, coef = _expanded_center(gmm, x)
+
+    def posterior(f, ws, _):
+        # components first, samples last: the reductions over components then
+        # run along contiguous rows of samples (k is often tiny)
+        resp, log_prob, ll = _posteriors(coef @ f.T, beta, axis=0)
+        return resp, ll if ws is None else _weighted_ll(ws, log_prob), log_prob
+
+    ctype, k = gmm.covariance_type, gmm.n_components
+    stats, ll, log_prob = expanded_statistics(c, x, sample_weight, ctype, k, posterior)
+    return maximize(stats, reg_covar, ctype), ll, log_prob
 
 
 def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step by the centered two-pass route: ``(moments, log-likelihood,
+    """One EM step by the centered two-pass route: ``(MStep, log-likelihood,
     log p(x_i))``."""
-    k, d = gmm.means.shape
-    joint = _map_rows(partial(weighted_log_prob, gmm), x, _chunk_rows(k * d))
-    resp, log_prob, ll = _posteriors(joint, beta)
+    resp, log_prob, ll = _posteriors(_two_pass_joint(gmm, x), beta)
     if sample_weight is not None:
-        ll = jnp.sum(jnp.where(sample_weight > 0, sample_weight * log_prob, 0.0))
+        ll = _weighted_ll(sample_weight, log_prob)
     _, _, c = center(gmm, x)
     # materialize the posteriors once: otherwise XLA may fuse their exponentials
     # into every reduction of the M step and recompute them there
     resp = jax.lax.optimization_barrier(resp)
-    moments = _m_step(x, resp, sample_weight, reg_covar, gmm.covariance_type, c)
-    return moments, ll, log_prob
+    stats = two_pass_statistics(x, resp, sample_weight, gmm.covariance_type, c)
+    m = maximize(stats, reg_covar, gmm.covariance_type, origin=c, expanded=False)
+    return m, ll, log_prob
 
 
-# float32 expands the square while the rounding it amplifies stays below this
-# (relative to the log-densities); see _expansion_is_accurate
-_EXPANSION_ERROR = 1e-3
+def em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+    """One EM step by EM's route: ``((gmm, counts, spread), ll, log_prob)``.
 
-
-def _expansion_is_accurate(gmm: GMM, x):
-    """Whether the expanded step keeps float32's accuracy from ``gmm``.
-
-    Expanding ``(x - mu)^T A (x - mu)`` around the data mean ``c`` cancels terms
-    of size ``(c - mu)^T A (c - mu)``, the squared Mahalanobis distance of the
-    center from the component, so the rounding grows like ``eps`` times it. A
-    tight component far from the center (or one collapsing onto a point) makes
-    it large; the two-pass route, centered on every component, then takes over.
+    The new model, the counts ``N_j`` ``(k,)`` and the :class:`Spread` of the M
+    step, the total log-likelihood of ``gmm`` and ``log p(x_i)`` under it
+    ``(n,)``. No validation.
     """
-    c = jnp.mean(x, axis=0)
-    distance = mahalanobis(gmm, c[None, :])
-    return jnp.finfo(x.dtype).eps * jnp.max(distance) <= _EXPANSION_ERROR
+
+    def route(update):
+        def run(gmm, x, sample_weight, reg_covar, beta):
+            m, ll, log_prob = update(gmm, x, sample_weight, reg_covar, beta)
+            return (m.gmm, m.centered.counts, m.spread), ll, log_prob
+
+        return run
+
+    args = (x, sample_weight, reg_covar, beta)
+    return _by_route(route(_expanded_update), route(_two_pass_update), gmm, *args)
 
 
-def _em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step: ``(gmm, StepInfo, log p(x_i) of the starting model)``.
-
-    float64 always expands the square (see above); float32 expands it unless
-    :func:`_expansion_is_accurate` says that would cost digits. Under ``vmap`` a
-    per-lane choice evaluates both routes.
-    """
-    args = (gmm, x, sample_weight, reg_covar, beta)
-    if x.dtype == jnp.float64:
-        moments, ll, log_prob = _expanded_update(*args)
-    else:
-        moments, ll, log_prob = jax.lax.cond(
-            _expansion_is_accurate(gmm, x),
-            _expanded_update,
-            _two_pass_update,
-            *args,
-        )
+def _em_step(gmm: GMM, x, sample_weight, reg_covar, beta):
+    """One EM step: ``(gmm, StepInfo, log p(x_i) of the starting model)``."""
+    (new, counts, spread), ll, log_prob = em_update(
+        gmm, x, sample_weight, reg_covar, beta
+    )
     n = x.shape[0]
     total = n if sample_weight is None else jnp.sum(sample_weight)
-    degenerate = degenerate_component(moments.counts, moments.spread, n, total)
-    return moments.gmm, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
+    degenerate = degenerate_component(counts, spread, n, total)
+    return new, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
 
 
 def _reseed_step(log_prob, gmm, info, x, sample_weight, reg_covar, used, budget):
@@ -634,7 +396,7 @@ def _reseed_step(log_prob, gmm, info, x, sample_weight, reg_covar, used, budget)
 
 @jax.jit
 def _em_step_jit(gmm, x, sample_weight, reg_covar, beta):
-    return _em_update(gmm, x, sample_weight, reg_covar, beta)[0]
+    return _em_step(gmm, x, sample_weight, reg_covar, beta)[0]
 
 
 def em_step(gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0) -> GMM:
@@ -667,6 +429,9 @@ def em_step(gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0) -> GMM
     return _em_step_jit(gmm, x, w, reg_covar, beta)
 
 
+# ----------------------------------------------------------------- the fitter
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EM:
     """The expectation-maximization fitter, for every covariance type.
@@ -686,18 +451,17 @@ class EM:
     convergence. Everything stays inside the compiled loop (a ``lax.cond``), so
     re-seeding is jittable and vmappable (:func:`gmmjax.multistart`).
 
-    ``max_reseeds`` is a traced leaf, so a new budget does not recompile, except
-    for the Python integer ``0`` (the default): that budget is static and compiles
-    a step without the re-seed code, which compiles about a fifth faster and, under
-    ``vmap``, runs faster (a per-lane ``lax.cond`` evaluates both branches).
+    ``max_reseeds`` is static (part of the pytree's structure, not a leaf): a new
+    budget compiles a new program, and the default ``0`` compiles a step without
+    the re-seed code, which compiles about a fifth faster and, under ``vmap``,
+    runs faster (a per-lane ``lax.cond`` evaluates both branches).
 
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in
             the M step (scikit-learn's convention), keeping covariances positive
             definite.
-        max_reseeds: the number of re-seeds a run may use (an integer >= 0,
-            traced: a new value does not recompile); ``0`` (default) never
-            re-seeds, and as a Python integer is static (see above).
+        max_reseeds: the number of re-seeds a run may use, a Python integer
+            ``>= 0`` (static); ``0`` (default) never re-seeds.
 
     Example:
         >>> import jax, gmmjax
@@ -720,12 +484,21 @@ class EM:
     """
 
     reg_covar: float | jax.Array = 1e-6
-    max_reseeds: int | jax.Array = 0
+    max_reseeds: int = 0
 
     def check(self) -> None:
         """Validate the hyperparameters (called by the drivers at the API edge)."""
         check_nonnegative_scalar(self.reg_covar, "reg_covar")
-        check_count(self.max_reseeds, "max_reseeds")
+        budget = self.max_reseeds
+        if isinstance(budget, (bool, np.bool_)) or not isinstance(
+            budget, numbers.Integral
+        ):
+            raise TypeError(
+                "max_reseeds must be an integer (a Python int: it is static, not "
+                f"traced), got {budget!r}"
+            )
+        if budget < 0:
+            raise ValueError(f"max_reseeds must be >= 0, got {budget}")
 
     def init(self, gmm: GMM, x, *, sample_weight=None) -> EMState:
         """Start state: the initial model, no re-seed used."""
@@ -733,10 +506,10 @@ class EM:
 
     def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
         """One EM iteration (and a re-seed if needed); ``(EMState, StepInfo)``."""
-        gmm, info, log_prob = _em_update(
+        gmm, info, log_prob = _em_step(
             state.gmm, x, sample_weight, self.reg_covar, beta
         )
-        if _never(self.max_reseeds):
+        if self.max_reseeds == 0:
             return EMState(gmm, state.n_reseeds), info
         gmm, info, used = _reseed_step(
             log_prob,
@@ -751,27 +524,6 @@ class EM:
         return EMState(gmm, used), info
 
 
-def _never(max_reseeds) -> bool:
-    """Whether a re-seed budget is the static ``0``: a Python (or NumPy) integer,
-    not an array."""
-    return (
-        isinstance(max_reseeds, (int, np.integer))
-        and not isinstance(max_reseeds, bool)
-        and max_reseeds == 0
-    )
-
-
-def _flatten_em(em: EM):
-    # a budget of 0 goes into the static part (see EM's docstring)
-    if _never(em.max_reseeds):
-        return (em.reg_covar,), True
-    return (em.reg_covar, em.max_reseeds), False
-
-
-def _unflatten_em(never: bool, leaves) -> EM:
-    if never:
-        return EM(reg_covar=leaves[0])
-    return EM(reg_covar=leaves[0], max_reseeds=leaves[1])
-
-
-jax.tree_util.register_pytree_node(EM, _flatten_em, _unflatten_em)
+jax.tree_util.register_dataclass(
+    EM, data_fields=["reg_covar"], meta_fields=["max_reseeds"]
+)

@@ -8,8 +8,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._em import _m_step
 from ._gmm import GMM
+from ._stats import maximize, two_pass_statistics
 from ._validation import (
     check_covariance_type,
     check_data,
@@ -18,6 +18,8 @@ from ._validation import (
     check_positive_int,
     check_sample_weight,
 )
+
+__all__ = ["INIT_METHODS", "init_gmm", "init_gmm_jit", "kmeans_plusplus"]
 
 INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data")
 
@@ -138,7 +140,9 @@ def _lloyd(x, centers, w, max_iter=100):
 @functools.partial(
     jax.jit, static_argnames=("n_components", "covariance_type", "method")
 )
-def _init_gmm(key, x, w, reg_covar, *, n_components, covariance_type, method):
+def init_gmm_jit(key, x, w, reg_covar, *, n_components, covariance_type, method):
+    """:func:`init_gmm`'s jitted kernel, without validation (``w``: weights or
+    ``None``)."""
     n = x.shape[0]
     weights = jnp.ones(n, x.dtype) if w is None else w
     if method == "random":
@@ -155,7 +159,8 @@ def _init_gmm(key, x, w, reg_covar, *, n_components, covariance_type, method):
                 centers = _lloyd(x, centers, weights)
         labels = jnp.argmin(_sq_distances(x, centers), axis=1)
         resp = jax.nn.one_hot(labels, n_components, dtype=x.dtype)
-    return _m_step(x, resp, w, reg_covar, covariance_type).gmm
+    stats = two_pass_statistics(x, resp, w, covariance_type)
+    return maximize(stats, reg_covar, covariance_type, expanded=False).gmm
 
 
 def init_gmm(
@@ -216,7 +221,7 @@ def init_gmm(
         )
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
     check_nonnegative_scalar(reg_covar, "reg_covar")
-    return _init_gmm(
+    return init_gmm_jit(
         key,
         x,
         w,

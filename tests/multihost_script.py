@@ -1,4 +1,4 @@
-"""One of two processes of a multi-host run on one machine (tests/test_scale.py).
+"""One of two processes of a multi-host run on one machine (tests/test_sharding.py).
 
 Usage: ``python multihost_script.py PORT PROCESS_ID``, with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=2``: two processes of two CPU

@@ -1,4 +1,4 @@
-"""Run by tests/test_scale.py in a subprocess with 4 forced host devices.
+"""Run by tests/test_sharding.py in a subprocess with 4 forced host devices.
 
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` must be set before jax is
 imported, hence a separate process. Prints one JSON object of measured differences.

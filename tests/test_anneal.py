@@ -96,6 +96,37 @@ def test_fixed_variance_stage_matches_closed_form_and_fixed_point():
     np.testing.assert_allclose(result.gmm.means[:, 0], [mu, -mu], rtol=1e-6)
 
 
+def test_stages_are_fits_of_the_driver_and_report_a_nonfinite_stage():
+    from gmmjax import _anneal, _fit
+
+    x = clusters()
+    gmm0 = gmmjax.init_gmm(
+        jax.random.key(1), x, n_components=3, covariance_type="spherical"
+    )
+    stage = _anneal._FixedVariance(jnp.asarray(0.8))
+    assert isinstance(stage, _fit.Fitter)
+    alone = gmmjax.fit(stage, gmm0, x, max_steps=300, tol=1e-12)
+    assert alone.status_name == "CONVERGED"
+    np.testing.assert_allclose(alone.gmm.covariances, 0.8, rtol=1e-12)
+    swept, info = gmmjax.anneal_variance(
+        jax.random.key(0), gmm0, x, variances=[0.8], perturbation=0.0,
+        max_steps_per_stage=300, tol=1e-12, release=False,
+    )  # fmt: skip
+    assert swept.status_name == "CONVERGED"
+    assert int(swept.n_steps) == int(alone.n_steps) == int(info.n_steps[0])
+    np.testing.assert_allclose(swept.gmm.means, alone.gmm.means, rtol=1e-12)
+    # a variance so small that the log-likelihood overflows to -inf: the stage
+    # stops NONFINITE with its last finite parameters, and the sweep says so,
+    # with or without a release fit after it
+    for release in (False, True):
+        bad, info = gmmjax.anneal_variance(
+            jax.random.key(0), gmm0, x * 1e6, variances=[1e-300, 1e-300],
+            release=release,
+        )  # fmt: skip
+        assert bad.status_name == "NONFINITE"
+        assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(bad.gmm))
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_every_covariance_type_is_held_at_v_times_identity(covariance_type):
     x = clusters()

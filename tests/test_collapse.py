@@ -107,23 +107,49 @@ def test_reseed_rescues_an_emptied_component():
 
 
 def test_a_static_zero_budget_compiles_no_reseeding_and_changes_nothing():
-    static, traced = gmmjax.EM(), gmmjax.EM(max_reseeds=jnp.asarray(0))
-    # the Python 0 is static (not a leaf); an array budget stays traced
-    assert len(jax.tree_util.tree_leaves(static)) == 1
-    assert len(jax.tree_util.tree_leaves(traced)) == 2
-    leaves, tree = jax.tree_util.tree_flatten(gmmjax.EM(reg_covar=1e-3))
-    assert jax.tree_util.tree_unflatten(tree, leaves) == gmmjax.EM(reg_covar=1e-3)
+    # the budget is static: never a leaf, part of the treedef
+    for budget in (0, 2):
+        em = gmmjax.EM(reg_covar=1e-3, max_reseeds=budget)
+        leaves, tree = jax.tree_util.tree_flatten(em)
+        assert len(leaves) == 1
+        assert jax.tree_util.tree_unflatten(tree, leaves) == em
+    assert jax.tree_util.tree_structure(gmmjax.EM()) != jax.tree_util.tree_structure(
+        gmmjax.EM(max_reseeds=2)
+    )
 
-    def fit(fitter):
-        return gmmjax.fit(fitter, FAR, FAITHFUL, max_steps=200)
+    def fit(fitter, gmm0=FAR):
+        return gmmjax.fit(fitter, gmm0, FAITHFUL, max_steps=200)
 
-    a, b = fit(static), fit(traced)
-    assert a.status_name == b.status_name == "DEGENERATE"
+    # without a degeneracy the re-seed branch is never taken: the same numbers
+    good = gmmjax.init_gmm(
+        jax.random.key(0), FAITHFUL, n_components=3, covariance_type="diag"
+    )
+    a, b = fit(gmmjax.EM(), good), fit(gmmjax.EM(max_reseeds=2), good)
+    assert a.status_name == b.status_name == "CONVERGED"
     assert int(a.n_steps) == int(b.n_steps)
     assert float(a.log_likelihood) == float(b.log_likelihood)
-    # the static budget's program has no re-seed branch: it is smaller
-    hlo = [jax.jit(fit).lower(f).as_text() for f in (static, traced)]
-    assert hlo[0].count("\n") < 0.9 * hlo[1].count("\n")
+    # the budget-0 program has no re-seed branch: it is smaller
+    hlo = [
+        jax.jit(fit).lower(gmmjax.EM(max_reseeds=r)).as_text().count("\n")
+        for r in (0, 2)
+    ]
+    assert hlo[0] < 0.9 * hlo[1]
+
+
+@pytest.mark.parametrize(
+    ("budget", "error", "match"),
+    [
+        (jnp.asarray(2), TypeError, "max_reseeds must be an integer"),
+        (np.asarray(2), TypeError, "max_reseeds must be an integer"),
+        (2.0, TypeError, "max_reseeds must be an integer"),
+        (True, TypeError, "max_reseeds must be an integer"),
+        (-1, ValueError, "max_reseeds must be >= 0"),
+    ],
+)
+def test_reseed_budget_is_a_python_integer(budget, error, match):
+    with pytest.raises(error, match=match):
+        gmmjax.fit(gmmjax.EM(max_reseeds=budget), FAR, FAITHFUL)
+    gmmjax.EM(max_reseeds=np.int64(2)).check()  # a NumPy integer is an integer
 
 
 def test_reseed_component_puts_it_on_the_worst_point():
@@ -164,16 +190,31 @@ def test_reseed_budget_then_honest_degenerate():
     assert reports[-1] >= 0 and reports.count(-1) == len(reports) - 1
 
 
-def test_reseed_is_traced_jittable_and_vmappable():
-    fit = jax.jit(
-        lambda r: gmmjax.fit(gmmjax.EM(max_reseeds=r), FAR, FAITHFUL, max_steps=200)
+def test_reseed_is_jittable_and_vmappable():
+    # one compiled fit, vmapped over starts: the far start needs its re-seeds,
+    # the others converge without; the budget itself is static
+    starts = jax.vmap(
+        lambda key: gmmjax.init_gmm(
+            key, FAITHFUL, n_components=3, covariance_type="diag"
+        )
+    )(jax.random.split(jax.random.key(1), 2))
+    starts = jax.tree_util.tree_map(
+        lambda far, rest: jnp.concatenate([far[None], rest]), FAR, starts
     )
-    statuses = jax.vmap(lambda r: fit(r).status)(jnp.arange(3))
-    # no re-seed: the empty component stops the run; one or two: it converges
-    assert [gmmjax.Status(int(s)).name for s in statuses] == [
-        "DEGENERATE",
-        "CONVERGED",
-        "CONVERGED",
+
+    @jax.jit
+    def statuses(budget_fitter, gmm0s):
+        fit = lambda g: gmmjax.fit(budget_fitter, g, FAITHFUL, max_steps=200)  # noqa: E731
+        return jax.vmap(fit)(gmm0s).status
+
+    names = [
+        [gmmjax.Status(int(s)).name for s in statuses(gmmjax.EM(max_reseeds=r), starts)]
+        for r in (0, 2)
+    ]
+    # no re-seed: the empty component stops the far run; two: it converges
+    assert names == [
+        ["DEGENERATE", "CONVERGED", "CONVERGED"],
+        ["CONVERGED", "CONVERGED", "CONVERGED"],
     ]
     runs = gmmjax.multistart(
         gmmjax.EM(max_reseeds=2),
@@ -201,7 +242,8 @@ def test_estimator_warns_specifically_and_reseeds():
         gm = GaussianMixture(3, **start).fit(FAITHFUL)
     message = str(record[0].message)
     assert "component 2 emptied" in message
-    assert "reg_covar" in message and "n_components" in message
+    # the remedies: a larger reg_covar, fewer components, re-seeding
+    assert "reg_covar" in message and "components" in message
     assert "max_reseeds" in message
     assert gm.status_ == "DEGENERATE" and gm.degenerate_component_ == 2
     with warnings.catch_warnings():

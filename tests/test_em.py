@@ -129,10 +129,10 @@ def test_no_recompilation_for_new_hyperparameters():
     x = skdatasets.load_iris().data
     gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
     gmmjax.fit(gmmjax.EM(reg_covar=1e-6), gmm0, x, max_steps=10, tol=1e-3)
-    before = _fit._fit._cache_size()
+    before = _fit.run._cache_size()
     gmmjax.fit(gmmjax.EM(reg_covar=1e-4), gmm0, x, max_steps=30, tol=1e-5)
     gmmjax.fit(gmmjax.EM(reg_covar=1e-2), gmm0, x, max_steps=7, tol=0.0)
-    assert _fit._fit._cache_size() == before
+    assert _fit.run._cache_size() == before
 
     traces = 0
 
@@ -306,6 +306,54 @@ def test_em_step_and_m_step_api():
     np.testing.assert_allclose(one.covariances, ref.gmm.covariances, rtol=1e-12)
     hot = gmmjax.em_step(gmm0, x, beta=0.0)
     np.testing.assert_allclose(hot.weights, 1 / 3, rtol=1e-9)
+
+
+def _separated(rng, d, gap):
+    """Three clusters ``gap`` standard deviations apart: every posterior is
+    exactly 0 or 1 in float64 (log-density gaps of thousands)."""
+    centers = gap * np.eye(3, d)
+    x = centers[np.arange(90) % 3] + rng.normal(size=(90, d))
+    resp = np.eye(3)[np.arange(90) % 3]
+    return x, resp
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_e_step_and_m_step_are_em_step_bit_for_bit(rng, covariance_type):
+    # m_step and e_step run EM's kernels (float64: the expanded square about the
+    # data's mean, the same chunking, the same M step). Where the posteriors are
+    # exact (0 or 1), exp(log r) is exactly EM's r and the composition is EM's
+    # step bit for bit.
+    for d in (2, 5):
+        x, hard = _separated(rng, d, 100.0)
+        w = rng.uniform(0.5, 2.0, len(x))
+        gmm = gmmjax.m_step(x[::2], hard[::2], covariance_type=covariance_type)
+        log_resp, _ = gmmjax.e_step(gmm, x)
+        resp = jnp.exp(log_resp)
+        assert np.array_equal(resp, hard)
+        for weights in (None, w):
+            one = gmmjax.em_step(gmm, x, sample_weight=weights)
+            again = gmmjax.m_step(
+                x, resp, covariance_type=covariance_type, sample_weight=weights
+            )
+            for a, b in zip(*map(jax.tree_util.tree_leaves, (one, again)), strict=True):
+                np.testing.assert_array_equal(a, b)
+    # general data: exp(log r) and EM's r differ by the rounding of the
+    # logarithm and the exponential (a few eps), and so do the steps
+    x = skdatasets.load_iris().data
+    gmm = gmmjax.init_gmm(
+        jax.random.key(0), x, n_components=3, covariance_type=covariance_type
+    )
+    one = gmmjax.em_step(gmm, x)
+    again = gmmjax.m_step(
+        x, jnp.exp(gmmjax.e_step(gmm, x)[0]), covariance_type=covariance_type
+    )
+    for a, b in zip(*map(jax.tree_util.tree_leaves, (one, again)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+    # e_step's log-density is EM's: its sum is the log-likelihood the step reports
+    _, log_prob = gmmjax.e_step(gmm, x)
+    em = gmmjax.EM()
+    _, info = jax.jit(em.step)(em.init(gmm, x), jnp.asarray(x))
+    np.testing.assert_allclose(jnp.sum(log_prob), info.log_likelihood, rtol=1e-14)
 
 
 @pytest.mark.parametrize(

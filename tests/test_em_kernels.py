@@ -8,7 +8,7 @@ import pytest
 from conftest import COVARIANCE_TYPES
 
 import gmmjax
-from gmmjax import _degeneracy, _em
+from gmmjax import _degeneracy, _em, _stats
 
 
 def _blobs(rng, n, d, k, spread=1.0, offset=0.0):
@@ -22,8 +22,8 @@ def _start(x, k, ctype):
 
 
 def _step(route, gmm, x, w=None):
-    moments, ll, log_prob = route(gmm, x, w, 1e-6, 1.0)
-    return moments.gmm, moments.counts, ll, log_prob
+    m, ll, log_prob = route(gmm, x, w, 1e-6, 1.0)
+    return m.gmm, m.centered.counts, ll, log_prob
 
 
 def _assert_models_close(a, b, rtol):
@@ -58,8 +58,8 @@ def test_chunked_step_equals_one_pass(rng, monkeypatch, covariance_type):
         route: _step(route, gmm, x, w)
         for route in (_em._expanded_update, _em._two_pass_update)
     }
-    monkeypatch.setattr(_em, "_CHUNK_ELEMENTS", 1)
-    assert _em._chunk_rows(100) == 256
+    monkeypatch.setattr(_stats, "_CHUNK_ELEMENTS", 1)
+    assert _stats.chunk_rows(100) == 256
     for route, reference in whole.items():
         chunked = _step(route, gmm, x, w)
         _assert_models_close(chunked[0], reference[0], 1e-10)
@@ -176,3 +176,36 @@ def test_sum_log_matches_exact_sums_and_propagates_non_finite_values(dtype, k):
     assert float(_em._sum_log(t.at[7].set(0.0), k)) == -np.inf
     assert float(_em._sum_log(t.at[150].set(np.inf), k)) == np.inf
     assert np.isnan(float(_em._sum_log(t.at[199].set(np.nan), k)))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_one_m_step_from_statistics_about_any_centers(rng, covariance_type):
+    # one meaning of the statistics: about the data's mean (the expanded route),
+    # about one center per component (chunked and online EM) or about the new
+    # means (the two-pass route), the M step reads off the same model
+    x = jnp.asarray(_blobs(rng, 400, 3, 3, offset=50.0))
+    w = jnp.asarray(rng.uniform(0.5, 2.0, 400))
+    gmm = _start(x, 3, covariance_type)
+    resp = gmmjax.responsibilities(gmm, x)
+    wr = resp * w[:, None]
+    c = jnp.mean(x, axis=0)
+    expanded, _, _ = _stats.expanded_statistics(
+        c, x, w, covariance_type, 3, lambda f, ws, rs: (rs.T, (), None), resp
+    )
+    centers = gmm.means + 0.3  # anywhere near the means
+    first, second = _stats.moments_about(x - c, wr, centers - c, covariance_type)
+    about = _stats.Statistics(jnp.sum(wr, axis=0), first, second, centers)
+    two_pass = _stats.two_pass_statistics(x, resp, w, covariance_type)
+    assert two_pass.first is None
+    models = [
+        _stats.maximize(s, 1e-6, covariance_type).gmm
+        for s in (expanded, about, two_pass)
+    ]
+    # float64 rounding of the expansion about c: eps (|mu - c| / sigma)^2 ~ 1e-14
+    for other in models[1:]:
+        _assert_models_close(other, models[0], 1e-10)
+    # the M step of the statistics about the new means is the same model again
+    step = _stats.maximize(about, 1e-6, covariance_type)
+    again = _stats.maximize(step.centered, 1e-6, covariance_type).gmm
+    _assert_models_close(again, step.gmm, 1e-12)
+    np.testing.assert_allclose(step.centered.counts, about.counts, rtol=0)

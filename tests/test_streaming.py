@@ -1,30 +1,20 @@
-"""Sharded fits, exact out-of-core EM and online EM (gmmjax/_scale.py)."""
+"""Exact out-of-core EM and online EM (gmmjax/_streaming.py)."""
 
 import itertools
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES, once_per_run
+from conftest import COVARIANCE_TYPES
 
 import gmmjax
+from gmmjax import _fit as gmmjax_fit
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-# Sharded and single-device runs differ only in the order of the floating-point
-# sums (per-device partial sums, then an all-reduce): a few ulps per step, far
-# below 1e-9 in float64 for these well-conditioned fits of ~10 steps.
-SHARD_TOL = 1e-9
-# Chunked and in-memory EM also differ only in summation order (chunk sums, then
-# running totals) and in the mean update (c + s/N versus sum r x / N, equal up to
-# the 10 eps floor): again ulps per step.
+# Chunked and in-memory EM share the M step and differ only in summation order
+# (chunk sums, then running totals) and in the centers of the moments (the
+# current means versus the data's mean; the 10 eps floor on N applies about them,
+# mu = c + s / (N + 10 eps)): ulps per step.
 CHUNK_TOL = 1e-9
 
 
@@ -57,147 +47,6 @@ def start(x, k, ctype="full"):
     return gmmjax.GMM.from_natural(
         np.full(k, 1.0 / k), means, cov, covariance_type=ctype
     )
-
-
-# ------------------------------------------------------------------ several devices
-
-
-def run_sharded_script(_) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "sharded_script.py")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
-    # one run for all xdist workers (about a minute of CPU time)
-    return once_per_run(tmp_path_factory, "sharded", run_sharded_script)[1]
-
-
-def test_shard_places_rows_on_four_devices(sharded):
-    assert sharded["n_devices"] == 4
-    assert sharded["shard"] == {"devices": 4, "shard_rows": [100]}
-
-
-@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-def test_sharded_fit_equals_single_device(sharded, ctype):
-    res = sharded["fit"][ctype]
-    assert res["gmm"] < SHARD_TOL
-    assert res["ll_rel"] < SHARD_TOL
-    assert res["steps"][0] == res["steps"][1]
-    assert res["status"] == [gmmjax.Status.CONVERGED] * 2
-    assert res["out_devices"] == 4
-
-
-def test_kmeans_plusplus_on_sharded_data(sharded):
-    assert sharded["init"] < SHARD_TOL
-
-
-def test_sharded_step_reduces_across_devices(sharded):
-    # partial sums on each device, combined by an all-reduce; the data never gathered
-    assert sharded["hlo"] == {"all_reduce": True, "all_gather": False}
-
-
-def test_padded_shards_equal_unpadded_fit(sharded):
-    res = sharded["padded"]
-    assert res["rows"] == 400
-    assert res["gmm"] < SHARD_TOL and res["ll_rel"] < SHARD_TOL
-    assert res["steps"][0] == res["steps"][1]
-    assert "shard_padded" in sharded["odd_error"]
-
-
-def test_restarts_on_a_2d_mesh_equal_a_loop(sharded):
-    res = sharded["restarts"]
-    assert res["restart_spec"] == ["restarts", None, None]
-    assert res["gmm"] < SHARD_TOL
-    # total log-likelihoods of ~1500: 1e-9 relative
-    assert res["ll"] < 1e-9 * 1500
-    assert res["steps"][0] == res["steps"][1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_processes_fit_one_global_array():
-    # jax.distributed on one machine: 2 processes x 2 CPU devices, gloo collectives
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT)
-    port = str(_free_port())
-    script = str(ROOT / "tests" / "multihost_script.py")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, script, port, str(i)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    for res in results:
-        assert res["process_count"] == 2 and res["device_count"] == 4
-        assert res["global_shape"] == [272, 2] and not res["fully_addressable"]
-        assert res["gmm"] < SHARD_TOL
-        assert abs(res["ll"][0] - res["ll"][1]) < SHARD_TOL * abs(res["ll"][1])
-        assert res["steps"][0] == res["steps"][1]
-        assert res["status"] == [gmmjax.Status.CONVERGED] * 2
-    # both processes hold the same (replicated) result
-    assert results[0]["ll"][0] == results[1]["ll"][0]
-
-
-def test_sharded_multistart_equals_unsharded(sharded):
-    res = sharded["multistart"]
-    assert res["gmm"] < SHARD_TOL and res["ll_rel"] < SHARD_TOL
-    assert res["steps"][0] == res["steps"][1]
-
-
-def test_estimator_fits_sharded_input(sharded):
-    res = sharded["estimator"]
-    assert res["means"] < SHARD_TOL and res["covariances"] < SHARD_TOL
-    assert abs(res["score"][0] - res["score"][1]) < SHARD_TOL * abs(res["score"][0])
-    assert res["predict_equal"]
-
-
-def test_shard_rejects_bad_input():
-    with pytest.raises(ValueError, match="x must be a 2-D"):
-        gmmjax.shard(np.zeros(8))
-    with pytest.raises(TypeError, match="mesh"):
-        gmmjax.shard(np.zeros((8, 2)), mesh="data")
-    with pytest.raises(ValueError, match="restart_devices"):
-        gmmjax.device_mesh(len(jax.devices()) + 1)
-    with pytest.raises(ValueError, match="axis named 'data'"):
-        mesh = jax.make_mesh((len(jax.devices()),), ("batch",))
-        gmmjax.shard(np.zeros((8, 2)), mesh)
-
-
-def test_shard_accepts_an_explicit_mesh():
-    # jax.make_mesh gives Explicit axes; shard re-types them Auto, same devices
-    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
-    x = np.arange(16.0).reshape(8, 2)
-    xs = gmmjax.shard(x, mesh)
-    np.testing.assert_array_equal(np.asarray(xs), x)
-    assert xs.sharding.spec[0] == "data"
 
 
 # ------------------------------------------------------------------- chunked EM
@@ -334,12 +183,12 @@ def test_chunked_and_online_em_share_the_collapse_rule():
 def test_chunked_compiles_one_chunk_shape(tmp_path):
     x = mixture_data(250, d=2, seed=5)
     gmm0 = start(x, 2, "diag")
-    from gmmjax import _scale
+    from gmmjax import _streaming
 
-    before = _scale._accumulate._cache_size()
+    before = _streaming._accumulate._cache_size()
     gmmjax.fit_em_chunked(gmm0, x, chunk_size=33, max_steps=3)
     gmmjax.fit_em_chunked(gmm0, x[:200], chunk_size=33, max_steps=3)
-    assert _scale._accumulate._cache_size() - before == 1
+    assert _streaming._accumulate._cache_size() - before == 1
 
 
 def test_chunked_rejects_bad_input():
@@ -421,13 +270,17 @@ def test_online_weights_equal_repeated_rows_and_jit():
 
 
 def test_online_rejects_a_nonfinite_update():
-    # identical points, one full component and reg_covar=0: a singular covariance
+    # points so far out that every density underflows: log p(x) = -inf and the
+    # responsibilities are NaN
     gmm0 = gmmjax.GMM.from_natural([1.0], [[0.0, 0.0]], [np.eye(2)])
-    online = gmmjax.OnlineEM(reg_covar=0.0)
+    online = gmmjax.OnlineEM()
     state = online.init(gmm0)
-    new, info = online.update(state, np.ones((5, 2)))
+    new, info = online.update(state, np.full((5, 2), 1e200))
     assert not bool(info.finite)
     assert max_diff(new, state) == 0.0
+    # identical points and reg_covar=0: the covariance collapses, and is named
+    _, info = gmmjax.OnlineEM(reg_covar=0.0).update(state, np.ones((5, 2)))
+    assert int(info.degenerate) == 0
 
 
 def test_online_rejects_bad_hyperparameters():
@@ -477,3 +330,45 @@ def test_online_reaches_the_batch_optimum():
     # allow 5e-4 (measured: ~2e-5, the averaging over past minibatches helps).
     assert -1e-9 < float(gap) < 5e-4
     assert max_diff(jnp.sort(state.gmm.weights), jnp.sort(batch.gmm.weights)) < 0.01
+
+
+def test_online_em_is_a_fitter_and_converges_to_em():
+    # all of x as every step's minibatch: stepwise EM is a damped EM with EM's
+    # fixed points, driven by gmmjax.fit (its rule, its statuses)
+    x = mixture_data(300, d=2, seed=11)
+    gmm0 = start(x, 3)
+    online = gmmjax.OnlineEM(alpha=0.6)
+    assert isinstance(online, gmmjax_fit.Fitter)
+    em = gmmjax.fit(gmmjax.EM(), gmm0, x, tol=1e-12, max_steps=2000)
+    result = gmmjax.fit(online, gmm0, x, tol=1e-10, max_steps=5000)
+    assert em.status_name == result.status_name == "CONVERGED"
+    assert int(result.n_steps) > int(em.n_steps)
+    # the damping rho_t = (t + 1)^-0.6 slows the last steps: at tol 1e-10 in
+    # mean log-likelihood the iterate is within ~1e-8 of the fixed point
+    gap = float(em.log_likelihood - result.log_likelihood) / len(x)
+    assert -1e-9 < gap < 1e-7
+    assert max_diff(result.gmm.means, em.gmm.means) < 1e-3
+    # the first step of the driver is update's first step (rho_0 = 1)
+    state, info = online.step(online.init(gmm0, x), jnp.asarray(x))
+    updated, _ = online.update(online.init(gmm0), x)
+    assert max_diff(state, updated) < 1e-12
+    assert float(info.log_likelihood) == pytest.approx(
+        float(gmmjax.log_likelihood(gmm0, x)), rel=1e-12
+    )
+
+
+def test_online_em_under_annealing_and_a_nonfinite_step():
+    import optax
+
+    x = mixture_data(200, d=2, seed=12)
+    gmm0 = start(x, 2, "diag")
+    schedule = optax.linear_schedule(0.3, 1.0, 20)
+    annealed = gmmjax.Annealed(gmmjax.OnlineEM(), schedule)
+    result = gmmjax.fit(annealed, gmm0, x, max_steps=3000, tol=1e-9)
+    assert result.status_name == "CONVERGED" and int(result.n_steps) > 20
+    # identical points and reg_covar=0: the step is not finite; the driver says so
+    # (update rejects it, step leaves the verdict to the driver)
+    one = gmmjax.GMM.from_natural([1.0], [[0.0, 0.0]], [np.eye(2)])
+    bad = gmmjax.fit(gmmjax.OnlineEM(reg_covar=0.0), one, np.ones((5, 2)))
+    assert bad.status_name in ("NONFINITE", "DEGENERATE")
+    assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(bad.gmm))
