@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._fit import FitResult, Status, _fit, check_fitter, check_steps
-from ._init import INIT_METHODS, _init_gmm
+from ._fit import FitResult, Status, check_fitter, check_steps, run
+from ._init import INIT_METHODS, init_gmm_jit
 from ._validation import (
     check_covariance_type,
     check_data,
@@ -18,7 +20,7 @@ from ._validation import (
     check_sample_weight,
 )
 
-_INIT_REG_COVAR = 1e-6
+__all__ = ["best_index", "best_of", "multistart", "start_keys"]
 
 
 def start_keys(key, n_init: int) -> jax.Array:
@@ -29,9 +31,70 @@ def start_keys(key, n_init: int) -> jax.Array:
     )
 
 
+class _EveryRestart:
+    """The host ``report`` of a run in several batches: it gathers each batch's
+    ``(b,)`` arrays into ``(n_init,)`` arrays and hands those to the user's
+    ``report``, so a progress display sees every restart at every call.
+
+    Batches run one after the other, in the order of the starts (see
+    ``_map_in_order``); a batch ends with the one call in which none of its runs
+    is still going, after which the next batch reports. Restarts of batches that
+    have not started show 0 steps, ``-inf`` and ``running`` True. One object
+    serves every call of its compiled program: it starts afresh after the last
+    batch has ended.
+    """
+
+    def __init__(self, report, n_init: int, batch_size: int, dtype):
+        self.report = report
+        self.n_init = n_init
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        self._offset = 0
+        self._n_steps = np.zeros(self.n_init, np.int32)
+        self._mean_ll = np.full(self.n_init, -np.inf, self.dtype)
+        self._running = np.ones(self.n_init, bool)
+
+    def __call__(self, n_steps, mean_ll, running) -> None:
+        with self._lock:
+            batch = slice(self._offset, self._offset + len(n_steps))
+            self._n_steps[batch] = n_steps
+            self._mean_ll[batch] = mean_ll
+            self._running[batch] = running
+            arrays = (self._n_steps.copy(), self._mean_ll.copy(), self._running.copy())
+            if not np.any(running):  # this batch has ended
+                self._offset = batch.stop
+                if self._offset >= self.n_init:
+                    self._start()
+        # outside the lock, with the state already consistent: an error in the
+        # user's function cannot leave it half updated
+        self.report(*arrays)
+
+
+def _map_in_order(f, keys, x, batch_size):
+    """``lax.map(lambda k: f(k, x), keys, batch_size=batch_size)`` whose
+    remainder batch (when ``batch_size`` does not divide the starts) runs after
+    the full batches, not beside them: the barrier makes its data depend on
+    their results, so the reports of the batches arrive in order."""
+    n_full = keys.shape[0] // batch_size * batch_size
+    full = keys[:n_full].reshape(-1, batch_size)
+    _, ys = jax.lax.scan(lambda _, k: ((), jax.vmap(lambda kk: f(kk, x))(k)), (), full)
+    ys = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), ys)
+    if n_full == keys.shape[0]:
+        return ys
+    x_after, ys = jax.lax.optimization_barrier((x, ys))
+    rest = jax.vmap(lambda k: f(k, x_after))(keys[n_full:])
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b], axis=0), ys, rest
+    )
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("n_components", "covariance_type", "init", "batch_size"),
+    static_argnames=("n_components", "covariance_type", "init", "batch_size", "report"),
 )
 def _multistart(
     fitter,
@@ -40,30 +103,36 @@ def _multistart(
     w,
     max_steps,
     tol,
-    init_reg_covar,
+    reg_covar,
     *,
     n_components,
     covariance_type,
     init,
     batch_size,
+    report,
 ):
-    def one(key):
-        gmm0 = _init_gmm(
+    if report is not None and batch_size is not None:
+        report = _EveryRestart(report, keys.shape[0], batch_size, x.dtype)
+
+    def one(key, x):
+        gmm0 = init_gmm_jit(
             key,
             x,
             w,
-            init_reg_covar,
+            reg_covar,
             n_components=n_components,
             covariance_type=covariance_type,
             method=init,
         )
-        return _fit(fitter, gmm0, x, w, max_steps, tol)
+        return run(fitter, gmm0, x, w, max_steps, tol, report)[0]
 
     if batch_size is None:
-        return jax.vmap(one)(keys)
+        return jax.vmap(lambda key: one(key, x))(keys)
+    if report is not None:
+        return _map_in_order(one, keys, x, batch_size)
     # lax.map vmaps `one` over chunks of `batch_size` starts (and the remainder),
     # so only one chunk's responsibilities (batch_size x n x k) live at once.
-    return jax.lax.map(one, keys, batch_size=batch_size)
+    return jax.lax.map(lambda key: one(key, x), keys, batch_size=batch_size)
 
 
 def multistart(
@@ -79,19 +148,43 @@ def multistart(
     tol=1e-6,
     sample_weight=None,
     batch_size: int | None = None,
+    reg_covar=1e-6,
+    report=None,
 ) -> FitResult:
     """Fit from ``n_init`` random starts at once, in one compiled call.
 
-    Start ``i`` is ``init_gmm(jax.random.fold_in(key, i), x, ...)``; every start is
-    then run by :func:`gmmjax.fit` with the same ``fitter``, ``max_steps`` and
-    ``tol``. Initialization and fitting are ``vmap``-ed over the starts, so the
-    restarts run as one batched ``while_loop`` (each lane stops updating when its
-    own run ends). ``batch_size`` bounds memory: starts are processed
-    ``batch_size`` at a time (``lax.map`` over chunks), so at most
-    ``batch_size x n x k`` responsibilities exist at once. Results do not depend
-    on ``batch_size``, only speed and memory do. The initial covariances get the
-    fitter's ``reg_covar`` when it has one (``1e-6`` otherwise), as in
-    scikit-learn.
+    Start ``i`` is ``init_gmm(jax.random.fold_in(key, i), x, ..., reg_covar=
+    reg_covar)``; every start is then run by :func:`gmmjax.fit` with the same
+    ``fitter``, ``max_steps`` and ``tol``. Initialization and fitting are
+    ``vmap``-ed over the starts, so the restarts run as one batched
+    ``while_loop`` (each lane stops updating when its own run ends).
+    ``batch_size`` bounds memory: starts are processed ``batch_size`` at a time
+    (``lax.map`` over chunks), so at most ``batch_size x n x k``
+    responsibilities exist at once. Results do not depend on ``batch_size``,
+    only speed and memory do.
+
+    ``reg_covar`` only regularizes the starts, as in :func:`gmmjax.init_gmm`;
+    the fitter's own hyperparameters (``EM(reg_covar=...)``) govern its steps.
+    Pass the same value to both for scikit-learn's behaviour, e.g.
+    ``multistart(Annealed(EM(reg_covar=1e-3), schedule), ..., reg_covar=1e-3)``.
+
+    ``report``, optional, observes the runs from inside the compiled loop, e.g.
+    to draw a progress line: a host function ``report(n_steps, mean_ll,
+    running)`` of three ``(n_init,)`` NumPy arrays (``n_init`` even when the
+    starts run in several batches), called before every step and once when a
+    batch of starts has ended: the steps each run has taken, the mean
+    log-likelihood of its previous step (``-inf`` before a comparable one) and
+    whether it is still going. The batches run one after the other, in the
+    order of the starts; while one runs, the runs of the batches before it show
+    their final values and those after it 0 steps, ``-inf`` and ``running``
+    True. So ``running`` is all False exactly once, in the last call. As in
+    :func:`gmmjax.fit`, a run that stopped keeps reporting its final count
+    while others of its batch go on. ``report`` only observes: the results are
+    those of ``report=None``, whose program has no callback at all. It is a
+    static argument (a new function compiles a new program), so it must be
+    hashable; calls arrive asynchronously, so call ``jax.effects_barrier()``
+    before reading what it gathered. Use one top-level call at a time per
+    ``report`` (not under ``vmap``).
 
     Args:
         fitter: a fitter pytree, e.g. :class:`gmmjax.EM`.
@@ -109,6 +202,10 @@ def multistart(
             chooses: on CPU, batches whose ``batch_size x n x k`` responsibilities
             stay near the cache (about ``2**19`` numbers), which is faster than
             one huge batch; on accelerators, all ``n_init`` at once.
+        reg_covar: added to the diagonal of the initial covariances (>= 0),
+            independently of the fitter; traced, so new values do not recompile.
+        report: ``None`` or a hashable host function ``report(n_steps,
+            mean_ll, running)`` of three ``(b,)`` arrays (see above).
 
     Returns:
         A :class:`FitResult` whose every leaf has a leading ``(b,)`` axis:
@@ -124,6 +221,24 @@ def multistart(
         ((8,), (8, 2, 2))
         >>> round(float(gmmjax.best_of(runs).log_likelihood) / len(x), 3)
         -4.155
+
+        A progress report over the 8 starts, fitted in batches of 3, 3 and 2:
+
+        >>> calls = []
+        >>> def report(n_steps, mean_ll, running):
+        ...     calls.append((n_steps, running))
+        >>> same = gmmjax.multistart(gmmjax.EM(), jax.random.key(0), x,
+        ...                          n_components=2, n_init=8, batch_size=3,
+        ...                          report=report)
+        >>> jax.effects_barrier()
+        >>> {len(n_steps) for n_steps, _ in calls}  # every call sees all 8
+        {8}
+        >>> [bool(running.any()) for _, running in calls].count(False)
+        1
+        >>> calls[-1][0].tolist() == runs.n_steps.tolist()
+        True
+        >>> bool((same.log_likelihood == runs.log_likelihood).all())
+        True
     """
     check_fitter(fitter)
     n_components = check_positive_int(n_components, "n_components")
@@ -142,11 +257,12 @@ def multistart(
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
+    check_nonnegative_scalar(reg_covar, "reg_covar")
+    _check_report(report)
     keys = check_key(key)
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], n_components)
     batch_size = None if batch_size >= n_init else batch_size
-    init_reg_covar = getattr(fitter, "reg_covar", _INIT_REG_COVAR)
     return _multistart(
         fitter,
         start_keys(keys, n_init),
@@ -154,12 +270,29 @@ def multistart(
         w,
         jnp.asarray(max_steps, jnp.int32),
         tol,
-        init_reg_covar,
+        reg_covar,
         n_components=n_components,
         covariance_type=covariance_type,
         init=init,
         batch_size=batch_size,
+        report=report,
     )
+
+
+def _check_report(report) -> None:
+    if report is None:
+        return
+    if not callable(report):
+        raise TypeError(
+            f"report must be a function or None, got {type(report).__name__}"
+        )
+    try:
+        hash(report)
+    except TypeError:
+        raise TypeError(
+            "report must be hashable (it is a static argument of the compiled "
+            f"program), got an unhashable {type(report).__name__}"
+        ) from None
 
 
 # On CPU a batch of restarts works best when its responsibilities, about
@@ -180,7 +313,9 @@ def _auto_batch_size(n: int, k: int, backend: str | None = None) -> int:
 
 
 @jax.jit
-def _best_index(ll, status) -> jax.Array:
+def best_index(ll, status) -> jax.Array:
+    """The index of :func:`best_of`'s run among ``(b,)`` log-likelihoods and
+    statuses: the best usable run, else the best finite one, else the first."""
     finite = jnp.isfinite(ll)
     usable = finite & ((status == Status.CONVERGED) | (status == Status.MAX_STEPS))
     # tier 0: usable runs; 1: failed runs that still have a finite score; 2: the rest
@@ -227,5 +362,5 @@ def best_of(result: FitResult) -> FitResult:
             "result must be a batched FitResult with a leading n_init axis "
             f"(as returned by multistart); its log_likelihood has shape {ll.shape}"
         )
-    index = _best_index(ll, jnp.asarray(result.status))
+    index = best_index(ll, jnp.asarray(result.status))
     return jax.tree_util.tree_map(lambda leaf: leaf[index], result)

@@ -23,6 +23,8 @@ from ._validation import (
     check_positive_int,
 )
 
+__all__ = ["SelectionResult", "aic", "bic", "n_parameters", "select"]
+
 CRITERIA = ("bic", "aic")
 
 
@@ -257,6 +259,7 @@ def select(
     init: str = "kmeans++",
     fitter=None,
     batch_size: int | None = None,
+    reg_covar=1e-6,
     progress=None,
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
@@ -282,6 +285,10 @@ def select(
         init: the :func:`gmmjax.init_gmm` method of the starts.
         fitter: the fitter of every run; default ``gmmjax.EM()``.
         batch_size: passed to :func:`gmmjax.multistart` to bound memory.
+        reg_covar: added to the diagonal of the starting covariances
+            (:func:`gmmjax.multistart`'s ``reg_covar``); give the fitter's own
+            value, e.g. ``fitter=gmmjax.EM(reg_covar=1e-3), reg_covar=1e-3``,
+            as scikit-learn does.
         progress: optional host function ``progress(i, n_cells, k,
             covariance_type)``, called before cell ``i`` (counted from 0, rows
             first) of the ``n_cells`` is fitted, e.g. to draw a progress line.
@@ -338,6 +345,7 @@ def select(
                 max_steps=max_steps,
                 tol=tol,
                 batch_size=batch_size,
+                reg_covar=reg_covar,
             )
             best = best_of(runs)
             p = _count(k, d, ctype)

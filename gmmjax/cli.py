@@ -1,21 +1,33 @@
-"""The ``gmmjax`` command line."""
+"""The ``gmmjax`` command line: ``gmmjax fit``, ``gmmjax select``, ``gmmjax study``.
+
+This module parses the arguments and runs the commands; the data are read by
+``_cli_data`` and the results shown by ``_cli_report``. No jax is imported before
+a command has checked its arguments and data, so ``--help`` and mistakes answer
+at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
+from ._cli_data import CLIError, Data, load_data, note
+from ._cli_report import (
+    METHODS,
+    FitProgress,
+    Line,
+    bar,
+    diagnosis_or_reason,
+    print_outcome,
+    print_summary,
+    save_plot,
+    summary,
+)
 
-
-class CLIError(Exception):
-    """A user-facing error: printed on one line, exit status 2."""
+__all__ = ["CLIError", "Data", "build_parser", "load_data", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,189 +37,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class Data(NamedTuple):
-    """A table read by :func:`load_data`.
-
-    Attributes:
-        values: ``(n, d)`` float64.
-        names: the header's name of each of the ``d`` columns (``None`` without a
-            header), for the summary and the plot's axes.
-        left_out: the columns of the file that are not in ``values``, each with
-            the reason (a row index, a constant feature).
-    """
-
-    values: np.ndarray
-    names: list[str] | None
-    left_out: list[str]
-
-
-def _column(position: int, name: str | None) -> str:
-    """A column as messages name it: its place in the file (from 1) and name."""
-    return f"column {position} ({name!r})" if name else f"column {position}"
-
-
-def _note(message: str) -> None:
-    print(f"gmmjax: {message}", file=sys.stderr)
-
-
-def load_data(path: str | None) -> Data:
-    """Read ``(n, d)`` data from a CSV or ``.npy`` file; the bundled Old Faithful
-    data when ``path`` is ``None``.
-
-    A CSV's delimiter is ``;`` when its first line holds one, else ``,`` when it
-    holds one, else whitespace; a first line that is not all numbers is the
-    header. A first column without a name in the header that holds distinct whole
-    numbers is a row index (pandas' ``to_csv()`` writes one) and is left out, as
-    is every constant column (its variance is zero, so the likelihood would grow
-    without bound): both with a message on stderr.
-    """
-    from . import datasets
-
-    if path is None:
-        return Data(datasets.faithful(), None, [])
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"data file not found: {path}")
-    left_out = []
-    if p.suffix == ".npy":
-        x, names = _read_npy(p), None
-    else:
-        x, names = _read_csv(p)
-        if names is not None and not names[0] and _is_row_index(x[:, 0]):
-            _note(
-                f"note: left out column 1: it has no name in the header and holds "
-                f"{len(x)} distinct whole numbers, a row index such as pandas' "
-                "to_csv() writes"
-            )
-            left_out.append("column 1 (a row index)")
-            x, names = x[:, 1:], names[1:]
-    positions = np.arange(x.shape[1]) + 1 + len(left_out)
-    constant = np.all(x == x[0], axis=0)
-    for j in np.flatnonzero(constant):
-        column = _column(int(positions[j]), names[j] if names else None)
-        _note(
-            f"warning: {column} is constant (every value is {x[0, j]:g}): left "
-            "out, since a feature without spread makes the likelihood unbounded"
-        )
-        left_out.append(f"{column} (constant)")
-    if constant.all():
-        raise CLIError(f"{path}: every column is constant, nothing to fit")
-    if names is not None:
-        names = [
-            name or f"column {position}"
-            for name, position, drop in zip(names, positions, constant, strict=True)
-            if not drop
-        ]
-    return Data(x[:, ~constant], names, left_out)
-
-
-def _is_row_index(column: np.ndarray) -> bool:
-    whole = np.all(column == np.round(column))
-    return bool(whole and len(np.unique(column)) == len(column))
-
-
-def _read_npy(p: Path) -> np.ndarray:
-    try:
-        x = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise CLIError(f"cannot read {p} as .npy: {err}") from None
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise CLIError(f"{p}: expected a 2-D table of numbers, got shape {x.shape}")
-    if x.dtype.kind not in "iuf":
-        raise CLIError(f"{p}: expected numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(x))
-    if len(bad):
-        i, j = bad[0]
-        raise CLIError(
-            f"{p}: data contain NaN or infinite values: row {i + 1}, column {j + 1} "
-            f"(counting from 1) is {x[i, j]}"
-        )
-    return x
-
-
-# a CSV's delimiter, from its first line, as messages name it
-_DELIMITERS = {";": "';'", ",": "','", None: "whitespace"}
-
-
-def _read_csv(p: Path) -> tuple[np.ndarray, list[str] | None]:
-    """The rows of numbers of a CSV file and its header's names (``None`` when
-    the first line is all numbers); errors name the line and the column."""
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (UnicodeDecodeError, OSError) as err:
-        raise CLIError(f"cannot read {p}: {err}") from None
-    lines = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip()
-    ]
-    if not lines:
-        raise CLIError(f"{p}: the file is empty")
-    delimiter = next((c for c in ";," if c in lines[0][1]), None)
-    separated = f"fields separated by {_DELIMITERS[delimiter]}"
-
-    def fields(line: str) -> list[str]:
-        return [v.strip().strip('"').strip() for v in line.split(delimiter)]
-
-    first, header = lines[0][0], fields(lines[0][1])
-    if _numbers(header) is None:
-        lines = lines[1:]
-    else:
-        header = None
-    if not lines:
-        raise CLIError(f"{p}: no data rows after the header")
-    width = len(header) if header else len(fields(lines[0][1]))
-    names = header or [None] * width
-    rows = []
-    for number, line in lines:
-        row = fields(line)
-        if len(row) != width:
-            raise CLIError(
-                f"{p}: rows have different numbers of columns: line {number} has "
-                f"{len(row)}, line {first} has {width} ({separated})"
-            )
-        values = _numbers(row)
-        if values is None:
-            j = next(j for j, v in enumerate(row) if _numbers([v]) is None)
-            if row[j]:
-                hint = "; write decimals with a point" if "," in row[j] else ""
-                problem = f"is {row[j]!r} ({separated}{hint})"
-            else:
-                problem = "is empty"
-            raise CLIError(
-                f"{p}: line {number} is not a row of numbers: "
-                f"{_column(j + 1, names[j])} {problem}"
-            )
-        rows.append(values)
-    x = np.array(rows, dtype=np.float64)
-    bad = np.argwhere(~np.isfinite(x))
-    if len(bad):
-        i, j = bad[0]
-        raise CLIError(
-            f"{p}: data contain NaN or infinite values: line {lines[i][0]}, "
-            f"{_column(j + 1, names[j])} is {x[i, j]}"
-        )
-    return x, header
-
-
-def _numbers(fields: list[str]) -> list[float] | None:
-    """The fields as numbers, ``None`` if one is not a number."""
-    try:
-        return [float(v) for v in fields]
-    except ValueError:
-        return None
-
-
 def _cmd_fit(args) -> int:
     # every check that needs no fit comes first, and none imports jax, so a
     # mistake costs a fraction of a second, not a fit
     _check_fit_options(args)
     _check_output("--save", args.save)
     _check_output("--plot", args.plot, picture=True)
-    data = load_data(args.data)
+    data = load_data(args.data, args.columns)
     x = data.values
     _check_components("-k", [args.n_components], x.shape[0])
     import jax
@@ -215,30 +51,15 @@ def _cmd_fit(args) -> int:
     jax.config.update("jax_enable_x64", True)
     import gmmjax
 
-    fitter = _make_fitter(args)
-    key = jax.random.key(args.seed)
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-        key, np.arange(args.n_init, dtype=np.uint32)
-    )
-    gmm0s = jax.vmap(
-        lambda k: gmmjax.init_gmm(
-            k,
-            x,
-            n_components=args.n_components,
-            covariance_type=args.covariance_type,
-            method="kmeans++",
-        )
-    )(keys)
-    runs = _fit_runs(fitter, gmm0s, x, args.max_steps, args.tol, _show_progress(args))
-    best = _best_run(runs)
-    result = jax.tree_util.tree_map(lambda a: a[best], runs)
-    summary = _summary(args, data, result, runs)
+    runs = _fit_runs(args, x)
+    result = gmmjax.best_of(runs)
+    report = summary(args, data, result, runs)
     if not args.json:
         # the model first: the diagnosis can take a while, or fail
-        _print_summary(summary)
+        print_summary(report)
         sys.stdout.flush()
     if not args.no_diagnosis:
-        summary.update(_diagnosis_or_reason(result, x, summary["usable"]))
+        report.update(diagnosis_or_reason(result, x, report["usable"]))
     if args.save is not None:
         from . import io
 
@@ -246,30 +67,52 @@ def _cmd_fit(args) -> int:
             io.save(args.save, result.gmm)
         except OSError as err:
             raise CLIError(f"cannot save the model to {args.save}: {err}") from None
-        summary["saved"] = args.save
+        report["saved"] = args.save
     if args.plot is not None:
-        _save_plot(args.plot, result.gmm, x, summary)
-        summary["plot"] = args.plot
+        save_plot(args.plot, result.gmm, x, report)
+        report["plot"] = args.plot
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(report, indent=2))
     else:
-        _print_outcome(summary)
-    if not summary["usable"]:
-        _note(f"error: the best fit is not usable: {summary['reason']}")
+        print_outcome(report)
+    if not report["usable"]:
+        note(f"error: the best fit is not usable: {report['reason']}")
         return 1
     return 0
 
 
-def _diagnosis_or_reason(result, x, usable: bool) -> dict:
-    """The summary's ``diagnosis``, or ``diagnosis_unavailable`` with the reason:
-    the fit is not usable, or its Hessian cannot be computed (not finite where a
-    component has nearly collapsed)."""
-    if not usable:
-        return {"diagnosis_unavailable": "the fit is not usable"}
-    try:
-        return {"diagnosis": _diagnosis(result, x)}
-    except ValueError as err:
-        return {"diagnosis_unavailable": " ".join(str(err).split())}
+def _fit_runs(args, x):
+    """Every restart of ``gmmjax fit``: :func:`gmmjax.multistart` from k-means++
+    starts. On a terminal (or with ``--progress``) a progress line on stderr,
+    drawn from inside the compiled loop; it only observes, so the results are
+    those of a piped run."""
+    import jax
+
+    import gmmjax
+
+    def restarts(report=None):
+        return gmmjax.multistart(
+            _make_fitter(args),
+            jax.random.key(args.seed),
+            x,
+            n_components=args.n_components,
+            n_init=args.n_init,
+            covariance_type=args.covariance_type,
+            init="kmeans++",
+            max_steps=args.max_steps,
+            tol=args.tol,
+            reg_covar=args.reg_covar,
+            report=report,
+        )
+
+    if not _show_progress(args):
+        return restarts()
+    with Line(True) as line:
+        line.draw("fit: compiling", force=True)
+        runs = restarts(FitProgress(line, args.max_steps))
+        # the last report is drawn before the line ends
+        jax.effects_barrier()
+    return runs
 
 
 def _check_fit_options(args) -> None:
@@ -339,14 +182,6 @@ def _check_output_folder(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: the folder {existing} is not writable")
 
 
-_METHODS = {
-    "em": "EM",
-    "adam": "Adam (optax)",
-    "lbfgs": "L-BFGS (optax)",
-    "anneal": "deterministically annealed EM",
-}
-
-
 def _make_fitter(args):
     import optax
 
@@ -363,280 +198,8 @@ def _make_fitter(args):
     return em
 
 
-# The diagnosis' kinds in words that mean one thing each: the summary already uses
-# DEGENERATE for a collapsed component, so a singular Hessian is called that.
-_VERDICTS = {
-    "maximum": "maximum",
-    "saddle": "saddle",
-    "minimum": "minimum",
-    "degenerate": "singular Hessian",
-    "not_critical": "not at a critical point yet",
-}
-
-_ADVICE = {
-    "saddle": "rerun with more --n-init restarts or with --method anneal",
-    "minimum": "rerun with more --n-init restarts",
-    "degenerate": "the data do not pin down every parameter here: try a smaller -k "
-    "or another --covariance-type",
-    "not_critical": "rerun with a smaller --tol (say 100 times smaller) or more "
-    "--max-steps",
-}
-
-
-def _diagnosis(result, x) -> dict:
-    """``gmmjax.diagnose`` of the chosen run, in the command's words."""
-    import gmmjax
-
-    d = gmmjax.diagnose(result, x)
-    eigenvalues = np.sort(np.asarray(d.eigenvalues, np.float64))[::-1]
-    advice = _ADVICE.get(d.kind, "")
-    if d.kind == "not_critical" and result.status_name == "CONVERGED":
-        advice = (
-            "CONVERGED only means that the last step gained less than --tol per "
-            f"sample; {advice}"
-        )
-    return {
-        "kind": d.kind,
-        "verdict": _VERDICTS[d.kind],
-        "message": d.message,
-        "advice": advice,
-        "predicted_gain": float(d.predicted_gain),
-        "gradient_norm": float(d.gradient_norm),
-        "top_hessian_eigenvalues": eigenvalues[:3].tolist(),
-    }
-
-
 def _show_progress(args) -> bool:
     return args.progress or sys.stderr.isatty()
-
-
-def _bar(done: int, total: int) -> str:
-    filled = round(12 * done / total) if total > 0 else 12
-    return f"[{'#' * filled}{'.' * (12 - filled)}]"
-
-
-class _Line:
-    """One progress line on stderr (nothing when ``on`` is false), redrawn in
-    place at most ten times a second (a ``force``-d state is always drawn) and
-    cut to the terminal's width. As a context manager it ends the line on exit,
-    also on an error, so the error message starts on its own line."""
-
-    def __init__(self, on: bool):
-        self.on = on
-        self.start = time.perf_counter()
-        self._drawn = -float("inf")
-        self._width = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._width:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-    def elapsed(self) -> str:
-        return f"{time.perf_counter() - self.start:.1f} s"
-
-    def draw(self, text: str, *, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.on or (not force and now - self._drawn < 0.1):
-            return
-        self._drawn = now
-        text = text[: shutil.get_terminal_size().columns - 1]
-        sys.stderr.write("\r" + text.ljust(self._width))
-        sys.stderr.flush()
-        self._width = len(text)
-
-
-class _FitProgress:
-    """The progress line of ``gmmjax fit``, fed by a host callback from inside
-    the compiled loop (``report`` of ``gmmjax._fit.fit_batch``)."""
-
-    def __init__(self, line: _Line, max_steps: int):
-        self.line = line
-        self.max_steps = max_steps
-
-    def __call__(self, n_steps, mean_ll, running) -> None:
-        steps = int(np.max(n_steps))
-        finite = np.asarray(mean_ll)[np.isfinite(mean_ll)]
-        # the best restart's, when there are several
-        ll = f", mean log-lik {finite.max():.6g}" if finite.size else ""
-        going = int(np.sum(running))
-        if going == 0:
-            text = f"fit {_bar(1, 1)} done after {steps} steps"
-        else:
-            text = f"fit {_bar(steps, self.max_steps)} {steps}/{self.max_steps} steps"
-            if len(running) > 1:
-                text += f", {going}/{len(running)} running"
-        self.line.draw(f"{text}, {self.line.elapsed()}{ll}", force=going == 0)
-
-
-def _fit_runs(fitter, gmm0s, x, max_steps, tol, show):
-    """Fit every start in one compiled call (``fit`` vmapped over the starts);
-    with ``show``, a progress line on stderr drawn from inside the loop. The
-    progress only observes: the results are the same with and without it."""
-    import jax
-
-    from ._fit import fit_batch
-
-    if not show:
-        return fit_batch(fitter, gmm0s, x, max_steps=max_steps, tol=tol)
-    with _Line(True) as line:
-        line.draw("fit: compiling", force=True)
-        report = _FitProgress(line, max_steps)
-        runs = fit_batch(fitter, gmm0s, x, max_steps=max_steps, tol=tol, report=report)
-        # the last report is drawn before the line ends
-        jax.effects_barrier()
-    return runs
-
-
-def _best_run(runs) -> int:
-    """The highest final log-likelihood among runs that converged or ran out of
-    steps (among all finite runs if none did)."""
-    import gmmjax
-
-    ll = np.asarray(runs.log_likelihood, dtype=np.float64)
-    status = np.asarray(runs.status)
-    sound = np.isfinite(ll) & (
-        (status == gmmjax.Status.CONVERGED) | (status == gmmjax.Status.MAX_STEPS)
-    )
-    pool = sound if sound.any() else np.isfinite(ll)
-    return int(np.argmax(np.where(pool, ll, -np.inf))) if pool.any() else 0
-
-
-def _summary(args, data: Data, result, runs) -> dict:
-    import gmmjax
-
-    gmm = result.gmm
-    n, d = data.values.shape
-    ll = float(result.log_likelihood)
-    p = int(gmmjax.n_parameters(gmm))
-    statuses = [gmmjax.Status(int(s)).name for s in np.asarray(runs.status)]
-    reason = _unusable(result)
-    return {
-        "data": {
-            "path": args.data,
-            "n_samples": int(n),
-            "n_features": int(d),
-            "columns": data.names,
-            "left_out": data.left_out,
-        },
-        "method": args.method,
-        "init": "kmeans++",
-        "seed": args.seed,
-        "n_components": int(gmm.n_components),
-        "covariance_type": gmm.covariance_type,
-        "weights": np.asarray(gmm.weights).tolist(),
-        "means": np.asarray(gmm.means).tolist(),
-        "covariances": np.asarray(gmm.covariances).tolist(),
-        "log_likelihood": ll,
-        "mean_log_likelihood": ll / n,
-        "n_parameters": int(p),
-        "bic": -2.0 * ll + p * float(np.log(n)),
-        "aic": -2.0 * ll + 2.0 * p,
-        "n_steps": int(result.n_steps),
-        "status": result.status_name,
-        "degenerate_component": int(result.degenerate_component),
-        "usable": reason is None,
-        **({} if reason is None else {"reason": reason}),
-        "n_init": int(args.n_init),
-        "restarts": {
-            "log_likelihoods": [
-                float(v) for v in np.asarray(runs.log_likelihood, np.float64)
-            ],
-            "statuses": statuses,
-        },
-    }
-
-
-def _unusable(result) -> str | None:
-    """Why the chosen run is not a usable fit (``None`` when it is)."""
-    if result.status_name == "DEGENERATE":
-        j = int(result.degenerate_component)
-        return f"status DEGENERATE, component {j} emptied or collapsed"
-    if result.status_name == "NONFINITE":
-        return (
-            "status NONFINITE, a step gave a non-finite log-likelihood (the model "
-            "shown is the last finite one)"
-        )
-    return None
-
-
-def _print_summary(s: dict) -> None:
-    """The data, the model and how the fit ended: the lines before the diagnosis."""
-    n, d = s["data"]["n_samples"], s["data"]["n_features"]
-    source = s["data"]["path"] or "bundled Old Faithful"
-    with np.printoptions(precision=5, suppress=True):
-        print(f"data: {n} samples, {d} features ({source})")
-        if s["data"]["columns"]:
-            print(f"columns: {', '.join(s['data']['columns'])}")
-        if s["data"]["left_out"]:
-            print(f"left out: {', '.join(s['data']['left_out'])}")
-        restarts = f", best of {s['n_init']} restarts" if s["n_init"] > 1 else ""
-        print(
-            f"model: {s['n_components']} components, "
-            f"covariance_type={s['covariance_type']!r}, "
-            f"{_METHODS[s['method']]} from k-means++{restarts}"
-        )
-        print(f"weights: {np.asarray(s['weights'])}")
-        print(f"means:\n{np.asarray(s['means'])}")
-        print(f"covariances:\n{np.asarray(s['covariances'])}")
-        ll = s["log_likelihood"]
-        print(f"log-likelihood: {ll:.6f} (mean {ll / n:.6f} per sample)")
-        p = s["n_parameters"]
-        print(f"BIC: {s['bic']:.4f}  AIC: {s['aic']:.4f}  ({p} parameters)")
-        print(f"steps: {s['n_steps']}")
-        print(f"status: {s['status']}")
-        if s["degenerate_component"] >= 0:
-            print(
-                f"degenerate component: {s['degenerate_component']} (it emptied or "
-                "collapsed; try a larger --reg-covar, a smaller -k, or "
-                "--max-reseeds N to re-seed it)"
-            )
-        if s["n_init"] > 1:
-            lls = np.asarray(s["restarts"]["log_likelihoods"])
-            ok = sum(v == "CONVERGED" for v in s["restarts"]["statuses"])
-            print(
-                f"restarts: {ok}/{s['n_init']} converged, log-likelihoods "
-                f"{np.nanmin(lls):.6f} .. {np.nanmax(lls):.6f}"
-            )
-
-
-def _print_outcome(s: dict) -> None:
-    """The lines after the model: the diagnosis and the files written."""
-    if "diagnosis" in s:
-        diag = s["diagnosis"]
-        top = ", ".join(f"{v:.4g}" for v in diag["top_hessian_eigenvalues"])
-        print(f"diagnosis: {diag['verdict']} ({diag['message']})")
-        print(
-            f"  evidence, per sample in standardized units: gain left "
-            f"{diag['predicted_gain']:.2g}, gradient norm "
-            f"{diag['gradient_norm']:.2g}, top Hessian eigenvalues {top}"
-        )
-        if diag["advice"]:
-            print(f"  advice: {diag['advice']}")
-    if "diagnosis_unavailable" in s:
-        print(f"diagnosis: not available ({s['diagnosis_unavailable']})")
-    if "saved" in s:
-        print(f"saved model: {s['saved']}")
-    if "plot" in s:
-        print(f"plot: {s['plot']}")
-
-
-def _save_plot(path, gmm, x, summary) -> None:
-    from . import plot
-
-    title = (
-        f"{summary['n_components']} components ({summary['covariance_type']}), "
-        f"log-likelihood {summary['log_likelihood']:.2f}"
-    )
-    names = summary["data"]["columns"]
-    fig = plot.plot_mixture(gmm, x, title=title, feature_names=names)
-    try:
-        fig.savefig(path)
-    except (OSError, ValueError) as err:
-        raise CLIError(f"cannot write the plot to {path}: {err}") from None
 
 
 def _parse_range(text: str) -> list[int]:
@@ -659,7 +222,7 @@ def _parse_range(text: str) -> list[int]:
 
 
 def _cmd_select(args) -> int:
-    x = load_data(args.data).values
+    x = load_data(args.data, args.columns).values
     candidates = _parse_range(args.n_components)
     _check_components("-k values", candidates, x.shape[0])
     if len(set(candidates)) != len(candidates):
@@ -679,11 +242,11 @@ def _cmd_select(args) -> int:
     jax.config.update("jax_enable_x64", True)
     import gmmjax
 
-    with _Line(_show_progress(args)) as line:
+    with Line(_show_progress(args)) as line:
 
         def progress(i, n_cells, k, covariance_type):
             line.draw(
-                f"select {_bar(i, n_cells)} cell {i + 1}/{n_cells}: k={k}, "
+                f"select {bar(i, n_cells)} cell {i + 1}/{n_cells}: k={k}, "
                 f"{covariance_type}, {line.elapsed()}",
                 force=True,
             )
@@ -699,11 +262,12 @@ def _cmd_select(args) -> int:
             tol=args.tol,
             init=args.init,
             fitter=gmmjax.EM(reg_covar=args.reg_covar),
+            reg_covar=args.reg_covar,
             progress=progress,
         )
         cells = result.values.size
         line.draw(
-            f"select {_bar(1, 1)} {cells}/{cells} cells, {line.elapsed()}", force=True
+            f"select {bar(1, 1)} {cells}/{cells} cells, {line.elapsed()}", force=True
         )
     print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
     print(f"restarts per cell: {args.n_init} ({args.init})")
@@ -717,13 +281,13 @@ def _cmd_select(args) -> int:
 
 def _cmd_study_saddle(args) -> int:
     _check_output_folder("--out", args.out)
-    from ._study_report import run_saddle_study
+    from ._studies.saddle import run_saddle_study
 
-    with _Line(_show_progress(args)) as line:
+    with Line(_show_progress(args)) as line:
 
         def progress(i, n_stages, name):
             line.draw(
-                f"study saddle {_bar(i, n_stages)} stage {i + 1}/{n_stages}: "
+                f"study saddle {bar(i, n_stages)} stage {i + 1}/{n_stages}: "
                 f"{name}, {line.elapsed()}",
                 force=True,
             )
@@ -731,7 +295,7 @@ def _cmd_study_saddle(args) -> int:
         results = run_saddle_study(
             args.out, quick=args.quick, seed=args.seed, progress=progress
         )
-        line.draw(f"study saddle {_bar(1, 1)} done, {line.elapsed()}", force=True)
+        line.draw(f"study saddle {bar(1, 1)} done, {line.elapsed()}", force=True)
     print(f"saddle study written to {Path(args.out) / 'report.md'}")
     print(
         f"wall time {results['wall_time_s']:.1f} s, "
@@ -746,9 +310,15 @@ def _add_data(parser) -> None:
         nargs="?",
         help="CSV or .npy file (default: bundled Old Faithful). A CSV is split on "
         "';' when its first line holds one, else on ',', else on whitespace; a "
-        "first line that is not all numbers is its header. An unnamed first "
-        "column of distinct whole numbers (pandas' index) and constant columns "
-        "are left out, with a message",
+        "first line that is not all numbers is its header. Text columns, an "
+        "unnamed first column of distinct whole numbers (pandas' index) and "
+        "constant columns are left out, with a message",
+    )
+    parser.add_argument(
+        "--columns",
+        metavar="COLS",
+        help="the columns to fit, comma-separated, by header name or by 0-based "
+        "position: eruptions,waiting or 0,2 (default: every numeric column)",
     )
 
 
@@ -767,7 +337,8 @@ def _add_run_options(parser, seed_help: str) -> None:
         "--reg-covar",
         type=float,
         default=1e-6,
-        help="variance floor (default: %(default)s)",
+        help="variance floor, added to the covariances of the starts and, for "
+        "em and anneal, of every step (default: %(default)s)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help=f"{seed_help} (default: %(default)s)"
@@ -816,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--method",
         default="em",
-        choices=list(_METHODS),
+        choices=list(METHODS),
         help="em, adam or lbfgs (optax, on the unconstrained parameters), or "
         "anneal (EM with a linear beta schedule); default: em",
     )

@@ -65,10 +65,11 @@ def test_every_lane_equals_its_start_fitted_alone(faithful, covariance_type):
         covariance_type=covariance_type,
         init="random_from_data",
         max_steps=150,
+        reg_covar=1e-4,
     )
     starts = []
     for i, k in enumerate(start_keys(key, 4)):
-        # the starts get the fitter's reg_covar, as scikit-learn's do
+        # the starts get multistart's reg_covar, as init_gmm's do
         gmm0 = gmmjax.init_gmm(
             k,
             faithful,
@@ -253,6 +254,13 @@ def test_best_of_rejects_bad_input(faithful):
         gmmjax.best_of({"log_likelihood": np.zeros(3)})
 
 
+class _Unhashable:
+    __hash__ = None
+
+    def __call__(self, n_steps, mean_ll, running):
+        pass
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -266,6 +274,10 @@ def test_best_of_rejects_bad_input(faithful):
         (dict(n_components=300), ValueError, "need n_samples >= n_components"),
         (dict(max_steps=-1), ValueError, "max_steps must be >= 0"),
         (dict(tol=-1.0), ValueError, "tol must be"),
+        (dict(reg_covar=-1.0), ValueError, "reg_covar must be a finite number >= 0"),
+        (dict(reg_covar="big"), TypeError, "reg_covar must be a number"),
+        (dict(report=3), TypeError, "report must be a function or None, got int"),
+        (dict(report=_Unhashable()), TypeError, "report must be hashable"),
         (dict(sample_weight=np.ones(5)), ValueError, "sample_weight must have"),
     ],
 )
@@ -291,3 +303,106 @@ def test_multistart_rejects_bad_key_fitter_and_data(faithful):
         )
     with pytest.raises(ValueError, match="2-D array"):
         gmmjax.multistart(gmmjax.EM(), jax.random.key(0), faithful[:, 0], **kwargs)
+
+
+def test_reg_covar_regularizes_the_starts_whatever_the_fitter(faithful):
+    # Annealed has no reg_covar of its own: the starts used to get 1e-6 whatever
+    # the inner EM's was; now they get multistart's, and only it
+    key = jax.random.key(6)
+    kwargs = dict(n_components=2, n_init=2, covariance_type="diag", max_steps=0)
+    fitter = gmmjax.Annealed(gmmjax.EM(reg_covar=1e-3), lambda t: 1.0)
+    for reg_covar, expected in ((None, 1e-6), (1e-3, 1e-3), (0.5, 0.5)):
+        extra = {} if reg_covar is None else {"reg_covar": reg_covar}
+        runs = gmmjax.multistart(fitter, key, faithful, **kwargs, **extra)
+        for i, k in enumerate(start_keys(key, 2)):
+            gmm0 = gmmjax.init_gmm(
+                k,
+                faithful,
+                n_components=2,
+                covariance_type="diag",
+                reg_covar=expected,
+            )
+            # max_steps=0: the result is the start itself
+            np.testing.assert_allclose(
+                lane(runs, i).gmm.covariances, gmm0.covariances, rtol=1e-12
+            )
+
+
+def _recorder():
+    calls = []
+
+    def report(n_steps, mean_ll, running):
+        calls.append((np.array(n_steps), np.array(mean_ll), np.array(running)))
+
+    return report, calls
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_report_sees_every_restart_and_changes_nothing(faithful, batch_size):
+    # 7 starts in batches of 3, 3 and 1 (a remainder batch), or all at once
+    kwargs = dict(
+        n_components=3,
+        n_init=7,
+        covariance_type="spherical",
+        init="random_from_data",
+        max_steps=60,
+        batch_size=batch_size or 7,
+    )
+    key = jax.random.key(8)
+    plain = gmmjax.multistart(gmmjax.EM(), key, faithful, **kwargs)
+    report, calls = _recorder()
+    seen = gmmjax.multistart(gmmjax.EM(), key, faithful, report=report, **kwargs)
+    jax.effects_barrier()
+    # the report only observes: the same results, bit for bit
+    for a, b in zip(
+        jax.tree_util.tree_leaves(seen), jax.tree_util.tree_leaves(plain), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    n = np.asarray(plain.n_steps)
+    batches = [slice(0, 7)] if batch_size is None else [slice(0, 3), slice(3, 6)]
+    batches += [] if batch_size is None else [slice(6, 7)]
+    assert len({int(n[b].max()) for b in batches}) > 1 or batch_size is None
+    # every call shows all 7 restarts; each batch reports before each step of its
+    # slowest run and once at its end, one batch after the other
+    assert all(steps.shape == (7,) for steps, _, _ in calls)
+    assert len(calls) == sum(int(n[b].max()) + 1 for b in batches)
+    t = 0
+    for batch in batches:
+        before, after = slice(0, batch.start), slice(batch.stop, 7)
+        for step in range(int(n[batch].max()) + 1):
+            steps, mean_ll, running = calls[t]
+            t += 1
+            np.testing.assert_array_equal(steps[batch], np.minimum(step, n[batch]))
+            np.testing.assert_array_equal(running[batch], step < n[batch])
+            # the batches before have ended, those after have not started
+            np.testing.assert_array_equal(steps[before], n[before])
+            assert not running[before].any() and running[after].all()
+            assert (steps[after] == 0).all() and (mean_ll[after] == -np.inf).all()
+    final_steps, final_ll, final_running = calls[-1]
+    assert not final_running.any()
+    assert sum(not running.any() for _, _, running in calls) == 1
+    np.testing.assert_array_equal(final_steps, n)
+    assert np.all(final_ll <= np.asarray(plain.log_likelihood) / len(faithful))
+    # a second call of the same program reports afresh
+    calls.clear()
+    gmmjax.multistart(gmmjax.EM(), key, faithful, report=report, **kwargs)
+    jax.effects_barrier()
+    assert len(calls) == sum(int(n[b].max()) + 1 for b in batches)
+    np.testing.assert_array_equal(calls[-1][0], n)
+
+
+def test_without_report_the_program_has_no_callback(faithful):
+    from gmmjax._multistart import _multistart
+
+    x = jax.numpy.asarray(faithful)
+    keys = start_keys(jax.random.key(0), 4)
+    args = (gmmjax.EM(), keys, x, None, np.int32(10), 1e-6, 1e-6)
+    static = dict(n_components=2, covariance_type="spherical", init="kmeans++")
+    report, _ = _recorder()
+    for batch_size in (None, 3):
+        lowered = _multistart.lower(*args, **static, batch_size=batch_size, report=None)
+        assert "callback" not in lowered.as_text()
+        lowered = _multistart.lower(
+            *args, **static, batch_size=batch_size, report=report
+        )
+        assert "callback" in lowered.as_text()
