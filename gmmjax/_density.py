@@ -17,6 +17,22 @@ from ._validation import (
     check_sample_weight,
 )
 
+__all__ = [
+    "SMALL_D",
+    "center",
+    "check_gmm",
+    "component_log_prob",
+    "log_det_precision_cholesky",
+    "log_likelihood",
+    "log_prob",
+    "mahalanobis",
+    "prepare",
+    "responsibilities",
+    "sample",
+    "total_log_likelihood",
+    "weighted_log_prob",
+]
+
 
 def check_gmm(gmm) -> GMM:
     if not isinstance(gmm, GMM):

@@ -17,11 +17,22 @@ mixtures, :func:`gmmjax.observed_information`, :func:`gmmjax.standard_errors` an
 (weights without the last, means, covariance entries).
 """
 
+from ._critical import CriticalPoints as CriticalPoints
+from ._critical import find_critical_points as find_critical_points
 from ._landscape import CriticalPoint as CriticalPoint
-from ._landscape import CriticalPoints as CriticalPoints
 from ._landscape import EscapeDirection as EscapeDirection
 from ._landscape import classify as classify
 from ._landscape import escape_direction as escape_direction
-from ._landscape import find_critical_points as find_critical_points
 from ._landscape import gradient as gradient
 from ._landscape import hessian as hessian
+
+__all__ = [
+    "CriticalPoint",
+    "CriticalPoints",
+    "EscapeDirection",
+    "classify",
+    "escape_direction",
+    "find_critical_points",
+    "gradient",
+    "hessian",
+]

@@ -12,84 +12,41 @@ covariance sub-blocks).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.patches import Ellipse
 
-from ._density import log_prob, responsibilities
+from ._density import responsibilities
 from ._gmm import GMM
-
-_PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
+from ._plot_helpers import (
+    check_dims,
+    colour,
+    density_grid,
+    draw_density_1d,
+    draw_ellipses,
+    feature_labels,
+    figure_and_axes,
+    frame_limits,
+    frame_steps,
+    full_covariances,
+    label_axes,
+    trace_frame,
 )
 
-
-def _colour(j: int) -> str:
-    return _PALETTE[j % len(_PALETTE)]
-
-
-def _axes(ax):
-    """``(figure, axes)``: a new figure with one Agg-backed axes, or ``ax``'s."""
-    if ax is not None:
-        return ax.figure, ax
-    fig = Figure(figsize=(6.0, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
-def _full_covariances(gmm: GMM) -> np.ndarray:
-    """``(k, d, d)`` covariance matrices of any covariance type."""
-    cov = np.asarray(gmm.covariances, dtype=np.float64)
-    k, d = gmm.n_components, gmm.n_features
-    ctype = gmm.covariance_type
-    if ctype == "full":
-        return cov
-    if ctype == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if ctype == "diag":
-        return cov[:, :, None] * np.eye(d)
-    return cov[:, None, None] * np.eye(d)
-
-
-def _check_dims(gmm_or_x_d: int, dims) -> tuple[int, int]:
-    i, j = (int(v) for v in dims)
-    d = gmm_or_x_d
-    if not (0 <= i < d and 0 <= j < d) or i == j:
-        raise ValueError(
-            f"dims must be two different coordinates in [0, {d}), got {dims}"
-        )
-    return i, j
-
-
-def _feature_names(feature_names, d: int) -> list[str]:
-    """Axis labels of the ``d`` features: ``feature_names``, else ``x0, x1, ...``."""
-    if feature_names is None:
-        return [f"x{i}" for i in range(d)]
-    names = [str(name) for name in feature_names]
-    if len(names) != d:
-        raise ValueError(
-            f"feature_names must name all {d} features, got {len(names)} names"
-        )
-    return names
-
-
-def _label_features(ax, dims, names) -> None:
-    ax.set_xlabel(names[dims[0]])
-    ax.set_ylabel(names[dims[1]])
+__all__ = [
+    "animate_em",
+    "marginal",
+    "plot_em_path",
+    "plot_hessian_spectrum",
+    "plot_log_likelihood",
+    "plot_mixture",
+    "plot_responsibilities",
+    "plot_restarts",
+    "plot_samples",
+]
 
 
 def marginal(gmm: GMM, dims) -> GMM:
@@ -117,59 +74,13 @@ def marginal(gmm: GMM, dims) -> GMM:
         [3.0, 1.0]
     """
     idx = np.asarray(dims, dtype=int)
-    cov = _full_covariances(gmm)[:, idx[:, None], idx[None, :]]
+    cov = full_covariances(gmm)[:, idx[:, None], idx[None, :]]
     return GMM.from_natural(
         np.asarray(gmm.weights, np.float64),
         np.asarray(gmm.means, np.float64)[:, idx],
         cov,
         covariance_type="full",
     )
-
-
-def _draw_ellipses(ax, gmm2: GMM, n_sigma, alpha=1.0):
-    means = np.asarray(gmm2.means)
-    covs = np.asarray(gmm2.covariances)
-    patches = []
-    for j in range(gmm2.n_components):
-        values, vectors = np.linalg.eigh(covs[j])
-        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
-        for s in n_sigma:
-            # the s-sigma contour of N(mu, Sigma): Mahalanobis radius s
-            width, height = 2.0 * s * np.sqrt(np.maximum(values[::-1], 0.0))
-            patch = Ellipse(
-                means[j],
-                width,
-                height,
-                angle=angle,
-                fill=False,
-                edgecolor=_colour(j),
-                linewidth=1.5,
-                alpha=alpha / (1.0 + 0.5 * (s - 1)),
-            )
-            ax.add_patch(patch)
-            patches.append(patch)
-        ax.plot(*means[j], marker="x", color=_colour(j), markersize=8, mew=2)
-    return patches
-
-
-def _frame_limits(points: np.ndarray, gmm2: GMM, n_sigma) -> tuple:
-    """Axis limits holding the points and the widest ellipses."""
-    covs = np.asarray(gmm2.covariances)
-    means = np.asarray(gmm2.means)
-    reach = max(n_sigma) * np.sqrt(np.diagonal(covs, axis1=1, axis2=2))
-    lo = np.minimum((means - reach).min(axis=0), points.min(axis=0))
-    hi = np.maximum((means + reach).max(axis=0), points.max(axis=0))
-    pad = 0.05 * (hi - lo + 1e-12)
-    return lo - pad, hi + pad
-
-
-def _density_grid(gmm2: GMM, lo, hi, size=120):
-    gx = np.linspace(lo[0], hi[0], size)
-    gy = np.linspace(lo[1], hi[1], size)
-    mx, my = np.meshgrid(gx, gy)
-    grid = np.stack([mx.ravel(), my.ravel()], axis=1)
-    z = np.asarray(log_prob(gmm2, jnp.asarray(grid, gmm2.dtype)))
-    return mx, my, z.reshape(mx.shape)
 
 
 def plot_mixture(
@@ -213,50 +124,30 @@ def plot_mixture(
         >>> len(fig.axes[0].patches)
         6
     """
-    names = _feature_names(feature_names, gmm.n_features)
-    fig, ax = _axes(ax)
+    names = feature_labels(feature_names, gmm.n_features)
+    fig, ax = figure_and_axes(ax)
     points = None if x is None else np.asarray(x, dtype=np.float64)
     if gmm.n_features == 1:
-        _plot_density_1d(ax, gmm, points, names[0])
+        draw_density_1d(ax, gmm, points, names[0])
     else:
-        dims = _check_dims(gmm.n_features, dims)
+        dims = check_dims(gmm.n_features, dims)
         gmm2 = marginal(gmm, dims)
         shown = np.asarray(gmm2.means) if points is None else points[:, list(dims)]
-        lo, hi = _frame_limits(shown, gmm2, n_sigma)
+        lo, hi = frame_limits(shown, gmm2, n_sigma)
         if contours:
-            mx, my, z = _density_grid(gmm2, lo, hi)
+            mx, my, z = density_grid(gmm2, lo, hi)
             top = z.max()
             levels = np.sort(top - np.array([0.5, 1.5, 3.0, 5.0, 8.0, 12.0]))
             ax.contour(mx, my, z, levels=levels, colors="0.55", linewidths=0.7)
         if points is not None:
             ax.scatter(shown[:, 0], shown[:, 1], s=8, color="0.25", alpha=0.6)
-        _draw_ellipses(ax, gmm2, n_sigma)
+        draw_ellipses(ax, gmm2, n_sigma)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
-        _label_features(ax, dims, names)
+        label_axes(ax, dims, names)
     if title is not None:
         ax.set_title(title)
     return fig
-
-
-def _plot_density_1d(ax, gmm, points, name):
-    means = np.asarray(gmm.means)[:, 0]
-    sd = np.sqrt(_full_covariances(gmm)[:, 0, 0])
-    lo, hi = (means - 4 * sd).min(), (means + 4 * sd).max()
-    if points is not None:
-        lo, hi = min(lo, points.min()), max(hi, points.max())
-        ax.hist(points[:, 0], bins=30, density=True, color="0.8", edgecolor="0.6")
-    grid = np.linspace(lo, hi, 400)
-    g = jnp.asarray(grid[:, None], gmm.dtype)
-    ax.plot(grid, np.exp(np.asarray(log_prob(gmm, g))), color="k", label="mixture")
-    weights = np.asarray(gmm.weights)
-    for j in range(gmm.n_components):
-        comp = weights[j] * np.exp(-0.5 * ((grid - means[j]) / sd[j]) ** 2)
-        comp /= sd[j] * np.sqrt(2 * np.pi)
-        ax.plot(grid, comp, color=_colour(j), linestyle="--", label=f"component {j}")
-    ax.set_xlabel(name)
-    ax.set_ylabel("density")
-    ax.legend(loc="best", fontsize="small")
 
 
 def plot_responsibilities(
@@ -287,39 +178,23 @@ def plot_responsibilities(
         >>> fig.axes[0].collections[0].get_facecolors().shape
         (3, 4)
     """
-    names = _feature_names(feature_names, gmm.n_features)
-    fig, ax = _axes(ax)
-    dims = _check_dims(gmm.n_features, dims)
+    names = feature_labels(feature_names, gmm.n_features)
+    fig, ax = figure_and_axes(ax)
+    dims = check_dims(gmm.n_features, dims)
     points = np.asarray(x, dtype=np.float64)
     resp = np.asarray(responsibilities(gmm, jnp.asarray(points, gmm.dtype)))
-    rgb = np.array([to_rgb(_colour(j)) for j in range(gmm.n_components)])
+    rgb = np.array([to_rgb(colour(j)) for j in range(gmm.n_components)])
     colours = np.clip(resp @ rgb, 0.0, 1.0)
     shown = points[:, list(dims)]
     ax.scatter(shown[:, 0], shown[:, 1], s=14, c=colours, edgecolors="none")
     gmm2 = marginal(gmm, dims)
-    _draw_ellipses(ax, gmm2, n_sigma)
-    lo, hi = _frame_limits(shown, gmm2, n_sigma)
+    draw_ellipses(ax, gmm2, n_sigma)
+    lo, hi = frame_limits(shown, gmm2, n_sigma)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
-    _label_features(ax, dims, names)
+    label_axes(ax, dims, names)
     ax.set_title("responsibilities")
     return fig
-
-
-def _frame(trace, t: int) -> GMM:
-    return jax.tree_util.tree_map(lambda a: a[t], trace.gmm)
-
-
-def _frame_steps(trace, steps):
-    n = int(np.shape(trace.log_likelihood)[0])
-    if steps is None:
-        picks = np.unique(np.round(np.geomspace(1, n, min(n, 6))).astype(int)) - 1
-        return [int(t) for t in picks]
-    steps = [int(t) for t in steps]
-    for t in steps:
-        if not 0 <= t < n:
-            raise ValueError(f"steps must be in [0, {n}), got {t}")
-    return steps
 
 
 def plot_em_path(
@@ -350,7 +225,7 @@ def plot_em_path(
         >>> len(fig.axes)
         3
     """
-    steps = _frame_steps(trace, steps)
+    steps = frame_steps(trace, steps)
     if ax is None:
         fig = Figure(figsize=(3.2 * len(steps), 3.2), layout="constrained")
         FigureCanvasAgg(fig)
@@ -363,7 +238,7 @@ def plot_em_path(
     lls = np.asarray(trace.log_likelihood)
     for a, t in zip(axes, steps, strict=True):
         plot_mixture(
-            _frame(trace, t),
+            trace_frame(trace, t),
             x,
             ax=a,
             dims=dims,
@@ -413,14 +288,16 @@ def animate_em(
         True
     """
     n = int(np.shape(trace.log_likelihood)[0])
-    steps = list(range(n)) if steps is None else _frame_steps(trace, steps)
-    fig, ax = _axes(None)
+    steps = list(range(n)) if steps is None else frame_steps(trace, steps)
+    fig, ax = figure_and_axes(None)
     lls = np.asarray(trace.log_likelihood)
     points = np.asarray(x, dtype=np.float64)
-    dims = _check_dims(points.shape[1], dims)
+    dims = check_dims(points.shape[1], dims)
     # fixed limits over all frames, so the picture does not jump
     bounds = [
-        _frame_limits(points[:, list(dims)], marginal(_frame(trace, t), dims), n_sigma)
+        frame_limits(
+            points[:, list(dims)], marginal(trace_frame(trace, t), dims), n_sigma
+        )
         for t in steps
     ]
     lo = np.min([b[0] for b in bounds], axis=0)
@@ -430,7 +307,7 @@ def animate_em(
         ax.clear()
         t = steps[i]
         plot_mixture(
-            _frame(trace, t),
+            trace_frame(trace, t),
             points,
             ax=ax,
             dims=dims,
@@ -471,28 +348,28 @@ def plot_samples(x, labels, *, gmm=None, ax=None, dims=(0, 1), feature_names=Non
         >>> len(plot_samples(x, z).axes[0].collections)
         2
     """
-    fig, ax = _axes(ax)
+    fig, ax = figure_and_axes(ax)
     points = np.asarray(x, dtype=np.float64)
     labels = np.asarray(labels)
     if labels.shape != (points.shape[0],):
         raise ValueError(
             f"labels must have shape ({points.shape[0]},), got {labels.shape}"
         )
-    dims = _check_dims(points.shape[1], dims)
-    names = _feature_names(feature_names, points.shape[1])
+    dims = check_dims(points.shape[1], dims)
+    names = feature_labels(feature_names, points.shape[1])
     for j in np.unique(labels):
         sel = points[labels == j][:, list(dims)]
         ax.scatter(
             sel[:, 0],
             sel[:, 1],
             s=10,
-            color=_colour(int(j)),
+            color=colour(int(j)),
             label=f"component {int(j)} ({sel.shape[0]})",
         )
     if gmm is not None:
-        _draw_ellipses(ax, marginal(gmm, dims), (2,))
+        draw_ellipses(ax, marginal(gmm, dims), (2,))
     ax.legend(loc="best", fontsize="small")
-    _label_features(ax, dims, names)
+    label_axes(ax, dims, names)
     ax.set_title("samples by component")
     return fig
 
@@ -516,7 +393,7 @@ def plot_log_likelihood(traces, *, ax=None, labels=None, per_sample=None):
         >>> len(fig.axes[0].lines)
         2
     """
-    fig, ax = _axes(ax)
+    fig, ax = figure_and_axes(ax)
     values = np.asarray(getattr(traces, "log_likelihood", traces), dtype=np.float64)
     if values.ndim == 1:
         values = values[None]
@@ -533,7 +410,7 @@ def plot_log_likelihood(traces, *, ax=None, labels=None, per_sample=None):
         ax.plot(
             steps,
             v,
-            color=_colour(r),
+            color=colour(r),
             label=None if labels is None else labels[r],
             linewidth=1.3,
         )
@@ -566,7 +443,7 @@ def plot_restarts(result, *, ax=None, bins=30, per_sample=None):
         >>> fig.axes[0].get_title()
         '4 restarts (1 not finite); best -10'
     """
-    fig, ax = _axes(ax)
+    fig, ax = figure_and_axes(ax)
     values = np.asarray(getattr(result, "log_likelihood", result), dtype=np.float64)
     values = values.ravel()
     if per_sample is not None:
@@ -574,8 +451,8 @@ def plot_restarts(result, *, ax=None, bins=30, per_sample=None):
     finite = values[np.isfinite(values)]
     bad = values.size - finite.size
     if finite.size:
-        ax.hist(finite, bins=bins, color=_colour(0), edgecolor="white")
-        ax.axvline(finite.max(), color=_colour(3), linestyle="--", label="best")
+        ax.hist(finite, bins=bins, color=colour(0), edgecolor="white")
+        ax.axvline(finite.max(), color=colour(3), linestyle="--", label="best")
         ax.legend(loc="best", fontsize="small")
     note = f" ({bad} not finite)" if bad else ""
     best = f"; best {finite.max():.6g}" if finite.size else ""
@@ -607,11 +484,11 @@ def plot_hessian_spectrum(eigenvalues, *, ax=None, tol=None):
         >>> len(fig.axes[0].patches)
         4
     """
-    fig, ax = _axes(ax)
+    fig, ax = figure_and_axes(ax)
     values = np.sort(
         np.asarray(getattr(eigenvalues, "eigenvalues", eigenvalues), np.float64).ravel()
     )
-    colours = [_colour(3) if v > 0 else _colour(0) for v in values]
+    colours = [colour(3) if v > 0 else colour(0) for v in values]
     ax.bar(np.arange(values.size), values, color=colours)
     ax.axhline(0.0, color="k", linewidth=0.8)
     scale = np.abs(values[values != 0]).min() if np.any(values != 0) else 1.0

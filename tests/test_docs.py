@@ -105,7 +105,10 @@ def public_objects():
                 inspect.isfunction(obj) or inspect.isclass(obj)
             ):
                 continue
-            if defined_by(getattr(obj, "__module__", "") or "", module_name):
+            exported = name in getattr(module, "__all__", ())
+            if exported or defined_by(
+                getattr(obj, "__module__", "") or "", module_name
+            ):
                 out.append((f"{module_name}.{name}", obj))
     return out
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 import gmmjax
 from gmmjax import plot
+from gmmjax._plot_helpers import PALETTE
 
 matplotlib.use("Agg")
 
@@ -98,7 +99,7 @@ def test_responsibilities_as_colours(tmp_path, fitted):
     ax = fig.axes[0]
     colours = ax.collections[0].get_facecolors()[:, :3]
     resp = np.asarray(gmmjax.responsibilities(gmm, X))
-    palette = np.array([to_rgb(c) for c in plot._PALETTE[:3]])
+    palette = np.array([to_rgb(c) for c in PALETTE[:3]])
     np.testing.assert_allclose(colours, np.clip(resp @ palette, 0, 1), atol=1e-6)
     assert len(_ellipses(ax)) == 3
     _png(fig, tmp_path)
