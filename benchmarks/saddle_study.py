@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gmmjax._study_report import run_saddle_study
+from gmmjax._studies.saddle import run_saddle_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
