@@ -21,8 +21,8 @@ class _Recording:
 
     scikit-learn's ``lower_bounds_`` is the whole per-step history; the driver
     (``gmmjax._fit.run``) returns the final state, which holds it. The history
-    has ``capacity`` slots, a power of two at least the step budget, so budgets
-    up to it share one compiled program.
+    has ``capacity`` slots (:func:`history_capacity`), a power of two at least
+    the step budget, so budgets up to it share one compiled program.
     """
 
     inner: Any
@@ -73,6 +73,12 @@ def fit_with_histories(fitter, gmm0s, x, w, max_steps, tol, *, capacity):
     return jax.vmap(one)(gmm0s)
 
 
+# a thousand steps of history cost 8 KB a restart; every max_iter up to it
+# shares one compiled program
+_MIN_CAPACITY = 1024
+
+
 def history_capacity(max_iter: int) -> int:
-    """The history's slots: the next power of two >= ``max_iter`` (at least 16)."""
-    return max(16, 1 << max(max_iter - 1, 0).bit_length())
+    """The history's slots: the next power of two >= ``max_iter``, at least
+    ``_MIN_CAPACITY``."""
+    return max(_MIN_CAPACITY, 1 << max(max_iter - 1, 0).bit_length())

@@ -283,3 +283,16 @@ def test_diagnose_tells_a_maximum_from_a_saddle(em_faithful):
     assert diagnosis.kind == "saddle"
     # standardized, per-sample curvature: the uphill direction is clearly nonzero
     assert np.max(np.asarray(diagnosis.eigenvalues)) > 0.1
+
+
+def test_new_max_iter_tol_and_seed_do_not_recompile():
+    from gmmjax import _histories
+
+    GaussianMixture(3, random_state=0).fit(IRIS)
+    programs = _histories.fit_with_histories._cache_size()
+    short = GaussianMixture(3, max_iter=7, tol=1e-2, random_state=3).fit(IRIS)
+    long = GaussianMixture(3, max_iter=300, tol=1e-5, random_state=4).fit(IRIS)
+    assert _histories.fit_with_histories._cache_size() == programs
+    # the new values are used
+    assert short.n_iter_ <= 7 and len(short.lower_bounds_) == short.n_iter_
+    assert long.n_iter_ > short.n_iter_
