@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._anneal import AnnealedState as AnnealedState
     from ._anneal import AnnealInfo as AnnealInfo
     from ._anneal import anneal_variance as anneal_variance
+    from ._cache import enable_compilation_cache as enable_compilation_cache
     from ._density import component_log_prob as component_log_prob
     from ._density import log_likelihood as log_likelihood
     from ._density import log_prob as log_prob

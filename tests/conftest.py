@@ -1,6 +1,10 @@
+import atexit
+import contextlib
 import gc
 import json
 import os
+import shutil
+import tempfile
 
 try:
     import fcntl
@@ -19,11 +23,25 @@ def _share_test_run_settings() -> None:
       OpenMP threads only spin and wait (scikit-learn's k-means fits took ten
       times the CPU time with them). At most rounding in the references changes.
 
-    No JAX compilation cache is shared between the workers: two workers
-    compiling into one cache directory aborted a worker during compilation.
+    - JAX's persistent compilation cache (``GMMJAX_CACHE_DIR``) in a temporary
+      directory of this run, never the user's own, shared by the workers and
+      the ``gmmjax`` subprocesses: a program is compiled once per run, not once
+      per module (the in-memory caches are cleared after every module, see
+      ``_release_compiled_code``), worker and subprocess. Entries are written
+      atomically (``gmmjax._cache``), so concurrent writers are safe.
+      ``GMMJAX_CACHE_DIR=off pytest`` runs without it.
     """
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
+    switch = os.environ.get("GMMJAX_CACHE_DIR", "").strip().lower()
+    if switch in ("off", "0", "false", "no"):
+        return
+    root = os.environ.get("GMMJAX_TEST_CACHE_ROOT")
+    if root is None:  # the first process of the run: the workers inherit it
+        root = tempfile.mkdtemp(prefix="gmmjax-test-cache-")
+        os.environ["GMMJAX_TEST_CACHE_ROOT"] = root
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    os.environ["GMMJAX_CACHE_DIR"] = root
 
 
 _share_test_run_settings()
@@ -32,7 +50,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from gmmjax import _cache as gmmjax_cache  # noqa: E402
+
 jax.config.update("jax_enable_x64", True)
+# the library's own calls too, not only the estimator's and the command's
+gmmjax_cache.default_cache()
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -63,6 +85,38 @@ def full_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int):
     if covariance_type == "diag":
         return np.stack([np.diag(c) for c in cov])
     return cov[:, None, None] * np.eye(d)
+
+
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_compile_logs: list[list] = []
+
+
+def _record_compilation(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        for log in _compile_logs:
+            log.append(event.rsplit("/", 1)[-1])
+
+
+jax.monitoring.register_event_duration_secs_listener(_record_compilation)
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Collect the names of JAX's tracing and XLA compilation events in a block.
+
+    A program found in the in-memory caches neither traces nor compiles; one
+    loaded from a persistent compilation cache still traces. So an empty list
+    means that nothing new was traced or compiled.
+    """
+    log: list = []
+    _compile_logs.append(log)
+    try:
+        yield log
+    finally:
+        _compile_logs.remove(log)
 
 
 @pytest.fixture
