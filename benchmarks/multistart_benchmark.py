@@ -1,7 +1,9 @@
 """Thousands of EM restarts at once (gmmjax.multistart) vs scikit-learn's n_init loop.
 
 Fixed work: every restart runs exactly 100 EM steps (``tol=0``) from a
-``random_from_data`` start, full covariances, float64 on both sides.
+``random_from_data`` start, full covariances, float64 on both sides; gmmjax is
+also timed in float32 on the same data (issue 21: float32 restarts at least as
+fast as float64), the two interleaved in one process.
 
 Cases (issue 11):
   a: 1,000 restarts of K=3, D=2, N=200
@@ -20,9 +22,15 @@ compared.
 Each case runs in its own subprocess so that its peak RSS (``getrusage``) is its
 own; scikit-learn's numpy peak is measured with ``tracemalloc``.
 
-Usage: ``python benchmarks/multistart_benchmark.py [--quick]``; results go to
-``benchmarks/results/multistart.json`` and ``multistart.png`` (``--quick``: a
-short smoke run written to ``multistart_quick.*``).
+``--wine`` adds issue 21's user report: ``gmmjax.multistart(gmmjax.EM(), key,
+x, n_components=3, n_init=1000)`` with every default, ``x`` the standardized wine
+data in float32 (and float64), its first call (compilation included) and the
+median of warm calls.
+
+Usage: ``python benchmarks/multistart_benchmark.py [--quick] [--cases abc]
+[--wine] [--out STEM]``; results go to ``benchmarks/results/multistart.json`` and
+``multistart.png`` (``--quick``: a short smoke run written to
+``multistart_quick.*``; ``--out``: another file stem, for a partial run).
 """
 
 from __future__ import annotations
@@ -137,14 +145,15 @@ def run_case(name: str, spec: dict, repeats: int, sklearn_inits: int) -> dict:
     key = jax.random.key(0)
     fitter = gmmjax.EM(reg_covar=1e-6)
     xj = jax.numpy.asarray(x)
-    jax.block_until_ready(xj)
+    x32 = jax.numpy.asarray(x, np.float32)
+    jax.block_until_ready((xj, x32))
     rss_before = current_rss_bytes()
 
-    def ours():
+    def ours(data):
         result = gmmjax.multistart(
             fitter,
             key,
-            xj,
+            data,
             n_components=k,
             n_init=restarts,
             init="random_from_data",
@@ -154,16 +163,23 @@ def run_case(name: str, spec: dict, repeats: int, sklearn_inits: int) -> dict:
         return jax.block_until_ready(result)
 
     t0 = time.perf_counter()
-    result = ours()
+    result = ours(xj)
     first_call = time.perf_counter() - t0
-    times = []
+    peak_rss = peak_rss_bytes()  # float64 alone, as before float32 was timed
+    t0 = time.perf_counter()
+    result32 = ours(x32)
+    first_call32 = time.perf_counter() - t0
+    # interleaved, so that a busy machine slows both alike
+    times, times32 = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = ours()
-        times.append(time.perf_counter() - t0)
+        for data, out in ((xj, times), (x32, times32)):
+            t0 = time.perf_counter()
+            ours(data)
+            out.append(time.perf_counter() - t0)
     ours_time = statistics.median(times)
-    peak_rss = peak_rss_bytes()
+    ours_time32 = statistics.median(times32)
     statuses = np.bincount(np.asarray(result.status), minlength=4)
+    statuses32 = np.bincount(np.asarray(result32.status), minlength=4)
     best = gmmjax.best_of(result)
 
     # parity on identical starts: lane i vs scikit-learn from init i
@@ -220,16 +236,71 @@ def run_case(name: str, spec: dict, repeats: int, sklearn_inits: int) -> dict:
             "init": "its own random_from_data (random_state=0)",
             "blas_threads": 1,
         },
+        "gmmjax_float32": {
+            "seconds_median": ours_time32,
+            "seconds_all": times32,
+            "first_call_seconds_incl_compile": first_call32,
+            "seconds_per_restart": ours_time32 / restarts,
+            "restarts_per_second": restarts / ours_time32,
+            "mean_steps": float(np.mean(np.asarray(result32.n_steps))),
+            "status_counts": {s.name: int(statuses32[s]) for s in gmmjax.Status},
+            "best_mean_log_likelihood": float(gmmjax.best_of(result32).log_likelihood)
+            / n,
+        },
+        "float32_over_float64_seconds": ours_time32 / ours_time,
         "speedup": sk_per_restart / ours_per_restart,
+        "speedup_float32": sk_per_restart / (ours_time32 / restarts),
         "parity_max_abs_mean_ll_diff_identical_starts": max(parity),
     }
+
+
+def run_wine(repeats: int) -> dict:
+    """Issue 21's user report, timed in this process (a fresh subprocess)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from sklearn.datasets import load_wine
+    from sklearn.preprocessing import StandardScaler
+
+    sys.path.insert(0, str(ROOT))
+    import gmmjax
+
+    x = StandardScaler().fit_transform(load_wine().data)
+    record = {"n_init": 1000, "n_components": 3, "n": x.shape[0], "d": x.shape[1]}
+    for dtype in (np.float32, np.float64):
+        data = jax.numpy.asarray(x.astype(dtype))
+
+        def call(data=data):
+            result = gmmjax.multistart(
+                gmmjax.EM(), jax.random.key(0), data, n_components=3, n_init=1000
+            )
+            return jax.block_until_ready(result)
+
+        t0 = time.perf_counter()
+        result = call()
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        statuses = np.bincount(np.asarray(result.status), minlength=4)
+        record[np.dtype(dtype).name] = {
+            "first_call_seconds_incl_compile": first,
+            "seconds_median": statistics.median(times),
+            "seconds_all": times,
+            "max_steps_taken": int(np.max(np.asarray(result.n_steps))),
+            "status_counts": {s.name: int(statuses[s]) for s in gmmjax.Status},
+        }
+    return record
 
 
 def environment() -> dict:
     return {
         "machine": machine_info("scikit-learn"),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dtype": "float64",
+        "dtypes": ["float64", "float32"],
         "covariance_type": "full",
         "init": "random_from_data",
         "tol": 0.0,
@@ -246,13 +317,19 @@ def plot(results: list[dict], path: Path) -> None:
         f"({r['case']}) {r['restarts']:,} x K={r['k']}, N={r['n']:,}" for r in results
     ]
     ours = [r["gmmjax"]["seconds_per_restart"] * 1e3 for r in results]
+    ours32 = [r["gmmjax_float32"]["seconds_per_restart"] * 1e3 for r in results]
     ref = [r["sklearn"]["seconds_per_restart"] * 1e3 for r in results]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     pos = range(len(results))
-    ax.barh([p + 0.2 for p in pos], ref, height=0.4, label="scikit-learn n_init loop")
-    ax.barh([p - 0.2 for p in pos], ours, height=0.4, label="gmmjax.multistart")
+    h = 0.27
+    ax.barh([p + h for p in pos], ref, height=h, label="scikit-learn n_init loop")
+    ax.barh(list(pos), ours, height=h, label="gmmjax.multistart, float64")
+    ax.barh([p - h for p in pos], ours32, height=h, label="gmmjax.multistart, float32")
     for p, r in zip(pos, results, strict=True):
-        ax.text(ours[p], p - 0.2, f" {r['speedup']:.0f}x", va="center", fontsize=9)
+        ax.text(ours[p], p, f" {r['speedup']:.0f}x", va="center", fontsize=8)
+        ax.text(
+            ours32[p], p - h, f" {r['speedup_float32']:.0f}x", va="center", fontsize=8
+        )
     ax.set_yticks(list(pos), labels)
     ax.set_xscale("log")
     ax.set_xlabel(f"milliseconds per restart ({STEPS} EM steps, full covariances)")
@@ -268,6 +345,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats")
     parser.add_argument("--cases", default="abc", help="which cases, e.g. ab")
+    parser.add_argument("--wine", action="store_true", help="issue 21's user report")
+    parser.add_argument("--out", help="results file stem (default multistart)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--case-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -275,15 +354,35 @@ def main(argv=None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     inits = 2 if args.quick else SKLEARN_INITS
 
+    if args.case == "wine":
+        Path(args.case_out).write_text(json.dumps(run_wine(repeats)))
+        return 0
     if args.case:
         record = run_case(args.case, specs[args.case], repeats, inits)
         Path(args.case_out).write_text(json.dumps(record))
         return 0
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "multistart_quick" if args.quick else "multistart"
+    stem = args.out or ("multistart_quick" if args.quick else "multistart")
     results = []
     env = environment()
+    extra = {}
+    if args.wine:
+        out = RESULTS / f".{stem}_wine.json"
+        cmd = [sys.executable, __file__, "--case", "wine", "--case-out", str(out)]
+        subprocess.run([*cmd, "--repeats", str(repeats)], check=True)
+        extra["user_report_wine"] = json.loads(out.read_text())
+        out.unlink()
+        for dtype in ("float32", "float64"):
+            w = extra["user_report_wine"][dtype]
+            print(
+                f"(wine, {dtype}) 1000 restarts, defaults: first call "
+                f"{w['first_call_seconds_incl_compile']:.1f} s, warm "
+                f"{w['seconds_median']:.2f} s",
+                flush=True,
+            )
+        payload = {**env, **extra}
+        (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     for name in args.cases:
         out = RESULTS / f".{stem}_{name}.json"
         cmd = [sys.executable, __file__, "--case", name, "--case-out", str(out)]
@@ -293,17 +392,20 @@ def main(argv=None) -> int:
         out.unlink()
         results.append(record)
         g, s = record["gmmjax"], record["sklearn"]
+        g32 = record["gmmjax_float32"]
         print(
             f"({name}) {record['restarts']} restarts K={record['k']} "
             f"N={record['n']}: gmmjax {g['seconds_median']:.3f} s "
             f"({g['restarts_per_second']:.0f} restarts/s, peak RSS "
-            f"{g['peak_rss_bytes'] / 2**20:.0f} MiB); scikit-learn "
+            f"{g['peak_rss_bytes'] / 2**20:.0f} MiB), float32 "
+            f"{g32['seconds_median']:.3f} s; scikit-learn "
             f"{s['seconds_per_restart'] * 1e3:.2f} ms/restart -> "
-            f"{s['extrapolated_seconds']:.1f} s; speedup {record['speedup']:.1f}x",
+            f"{s['extrapolated_seconds']:.1f} s; speedup {record['speedup']:.1f}x "
+            f"(float32 {record['speedup_float32']:.1f}x)",
             flush=True,
         )
         # written after every case, so a long run interrupted keeps what it measured
-        payload = {**env, "cases": results}
+        payload = {**env, **extra, "cases": results}
         (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
         plot(results, RESULTS / f"{stem}.png")
     print(f"wrote {RESULTS / (stem + '.json')} and {stem}.png")

@@ -17,6 +17,12 @@ direction, over the data's variance along that direction):
 
 All three call it collapsed at the rounding level of that ratio, and empty below
 a thousandth of one average sample's weight.
+
+A component whose logit is ``-inf`` (weight exactly 0) is *inactive*, masked out
+of the model: EM fits the others exactly as a mixture of the active components
+alone and keeps it frozen (:func:`keep_inactive`), and it is never empty,
+collapsed or re-seeded. One compiled program with ``K`` components thus fits
+every ``k <= K`` (:func:`gmmjax.select`).
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ __all__ = [
     "data_variance",
     "degenerate_component",
     "empty_components",
+    "keep_inactive",
     "model_spread",
     "reseed_component",
+    "sample_count",
     "smallest_variance",
 ]
 
@@ -242,36 +250,48 @@ def _extreme_eigenvalues(a):
     return smallest, largest
 
 
+def sample_count(x, sample_weight):
+    """The number of samples: rows of positive weight (rows of weight 0, such as
+    the padding of a size bucket, are not samples)."""
+    if sample_weight is None:
+        return x.shape[0]
+    return jnp.sum(sample_weight > 0)
+
+
 def empty_components(counts, n, total):
     """``(k,)`` bool: components holding less than a thousandth of an average
     sample's weight, ``counts < 1e-3 total / n``.
 
     Args:
         counts: ``(k,)`` effective counts ``sum_i w_i r_ij`` (without a floor).
-        n: the number of samples.
+        n: the number of samples (:func:`sample_count`).
         total: ``sum_i w_i`` (``n`` without weights).
     """
     return counts < 1e-3 * total / n
 
 
-def degenerate_component(counts, spread: Spread, n, total):
+def degenerate_component(counts, spread: Spread, n, total, active=None):
     """Index of the first empty or collapsed component, ``-1`` if there is none.
 
     A component is *empty* by :func:`empty_components` and *collapsed* when its
     standardized variance, ``reg_covar`` included, is at its rounding level
     (``spread.variance <= spread.level``, see :func:`smallest_variance`). A
-    ``tied`` model collapses as a whole and reports component 0.
+    ``tied`` model collapses as a whole and reports its first active component.
+    Inactive components (zero weight, see :func:`keep_inactive`) are neither.
 
     Args:
         counts: ``(k,)`` effective counts (without a floor).
         spread: the components' :class:`Spread`.
-        n: the number of samples.
+        n: the number of samples (:func:`sample_count`).
         total: ``sum_i w_i`` (``n`` without weights).
+        active: optional ``(k,)`` bool, the active components (default: all).
 
     Returns:
         ``()`` int32.
     """
     bad = empty_components(counts, n, total) | (spread.variance <= spread.level)
+    if active is not None:
+        bad = bad & active
     return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
 
@@ -305,7 +325,8 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
     and the new covariance ``diag(V) / k + reg_covar I`` with ``V`` the data's
     per-feature variance (:func:`data_variance`): a component about as wide as a
     ``k``-th of the data, wide enough to gather points again. A ``tied``
-    covariance is shared and kept. Jittable, ``j`` may be traced.
+    covariance is shared and kept. ``k`` counts the active components only:
+    inactive ones (logit ``-inf``) keep weight 0. Jittable, ``j`` may be traced.
 
     Args:
         gmm: the model after an M step.
@@ -319,7 +340,9 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
         The model with component ``j`` replaced.
     """
     dtype = x.dtype
-    k = gmm.n_components
+    # k counts the active components: inactive ones (logit -inf) stay at weight 0
+    active = jnp.isfinite(gmm.logits)
+    k = jnp.sum(active).astype(dtype)
     fit = (
         log_prob
         if sample_weight is None
@@ -329,9 +352,61 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
     var = data_variance(x, sample_weight) / k + reg_covar
     log_w = gmm.log_weights.astype(dtype)
     rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
-    if k > 1:
-        scaled = log_w + math.log1p(-1 / k) - rest
-    else:
-        scaled = log_w
-    logits = jnp.where(jnp.arange(k) == j, -math.log(k), scaled)
+    scaled = jnp.where(k > 1, log_w + jnp.log1p(-1 / k) - rest, log_w)
+    scaled = jnp.where(active, scaled, -jnp.inf)
+    logits = jnp.where(jnp.arange(gmm.n_components) == j, -jnp.log(k), scaled)
     return gmm.replace_component(j, logits=logits, mean=x[worst], variances=var)
+
+
+def keep_inactive(new: GMM, old: GMM, counts, active) -> GMM:
+    """``new`` (an M step's model) with its inactive components taken from ``old``.
+
+    Masked components: ``active`` ``(k,)`` marks the components of nonzero
+    weight. The active ones keep ``new``'s parameters, with their weights
+    renormalized over them, ``pi_j = N'_j / sum_{l active} N'_l`` with the
+    floored counts ``N'_j = N_j + 10 eps``: exactly the weights an M step over
+    the active components alone gives (the others' floors left out). The
+    inactive ones take ``old``'s parameters (finite, positive definite) and the
+    logit ``-inf``. A ``tied`` covariance is shared: ``new``'s (the inactive
+    components' zero scatter changes it by their floors, ``10 eps`` each, at the
+    rounding level). When every component is active the result is ``new``, bit
+    for bit. Jittable.
+
+    Args:
+        new: the model of the M step, ``k`` components.
+        old: a model with the same structure: the parameters the inactive
+            components keep.
+        counts: ``(k,)`` the M step's effective counts ``N_j`` (without a floor).
+        active: ``(k,)`` bool.
+
+    Returns:
+        The merged :class:`GMM`.
+
+    Example:
+        >>> import jax.numpy as jnp, gmmjax
+        >>> from gmmjax._degeneracy import keep_inactive
+        >>> old = gmmjax.GMM.from_natural([0.5, 0.5, 0.0], [[0.0], [1.0], [9.0]],
+        ...                               [1.0, 1.0, 4.0], covariance_type="spherical")
+        >>> new = gmmjax.GMM.from_natural([0.4, 0.4, 0.2], [[0.5], [2.0], [0.0]],
+        ...                               [1.0, 2.0, 1.0], covariance_type="spherical")
+        >>> out = keep_inactive(new, old, jnp.array([3.0, 1.0, 0.0]),
+        ...                     jnp.isfinite(old.logits))
+        >>> [round(float(w), 6) for w in out.weights], out.means[:, 0].tolist()
+        ([0.75, 0.25, 0.0], [0.5, 2.0, 9.0])
+    """
+    nk = counts.astype(new.dtype) + 10 * jnp.finfo(new.dtype).eps
+    share = nk / jnp.sum(jnp.where(active, nk, 0.0))
+    logits = jnp.where(active, jnp.log(jnp.where(active, share, 1.0)), -jnp.inf)
+    logits = jnp.where(jnp.all(active), new.logits, logits)
+
+    def pick(a, b):
+        mask = active.reshape(active.shape + (1,) * (a.ndim - 1))
+        return jnp.where(mask, a, b.astype(a.dtype))
+
+    log_diag, off_diag = new.log_diag, new.off_diag
+    if new.covariance_type != "tied":
+        log_diag = pick(log_diag, old.log_diag)
+        if off_diag is not None:
+            off_diag = pick(off_diag, old.off_diag)
+    means = pick(new.means, old.means)
+    return GMM(logits, means, log_diag, off_diag, new.covariance_type)

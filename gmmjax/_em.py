@@ -18,10 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._degeneracy import degenerate_component, reseed_component
+from ._degeneracy import (
+    degenerate_component,
+    keep_inactive,
+    reseed_component,
+    sample_count,
+)
 from ._density import center, mahalanobis, prepare, weighted_log_prob
 from ._fit import StepInfo
 from ._gmm import GMM
+from ._lanes import lane_cond
 from ._stats import (
     chunk_rows,
     coefficients,
@@ -121,9 +127,15 @@ def _posteriors(joint, beta, axis=-1):
     ll = jnp.sum(top) + _sum_log(total, k)
     if _is_one(beta):
         return plain / jnp.expand_dims(total, axis), log_prob, ll
-    tempered = jnp.exp(beta * shifted)
+    tempered = jnp.exp(_temper(beta, shifted))
     norm = _over_components(jnp.add, jnp.sum, tempered, axis)
     return tempered / jnp.expand_dims(norm, axis), log_prob, ll
+
+
+def _temper(beta, shifted):
+    """``beta * shifted``, ``-inf`` where ``shifted`` is (an inactive component,
+    weight 0): ``0 * -inf`` would be NaN at ``beta = 0``."""
+    return jnp.where(shifted == -jnp.inf, -jnp.inf, beta * shifted)
 
 
 def _sum_log(t, k: int):
@@ -160,21 +172,24 @@ def _expansion_is_accurate(gmm: GMM, x):
     center from the component, so the rounding grows like ``eps`` times it. A
     tight component far from the center (or one collapsing onto a point) makes
     it large; the two-pass route, centered on every component, then takes over.
+    Inactive components (weight 0) contribute nothing and are left out.
     """
     c = jnp.mean(x, axis=0)
-    distance = mahalanobis(gmm, c[None, :])
+    distance = mahalanobis(gmm, c[None, :])[0]
+    distance = jnp.where(jnp.isfinite(gmm.logits), distance, 0.0)
     return jnp.finfo(x.dtype).eps * jnp.max(distance) <= _EXPANSION_ERROR
 
 
 def _by_route(expanded, two_pass, gmm: GMM, *args):
     """float64 always expands the square; float32 expands it unless
-    :func:`_expansion_is_accurate` says that would cost digits. Under ``vmap`` a
-    per-lane choice evaluates both routes."""
+    :func:`_expansion_is_accurate` says that would cost digits. Under ``vmap``
+    the two-pass route runs only on the lanes that need it
+    (:func:`gmmjax._lanes.lane_cond`)."""
     x = args[0]
     if x.dtype == jnp.float64:
         return expanded(gmm, *args)
     accurate = _expansion_is_accurate(gmm, x)
-    return jax.lax.cond(accurate, expanded, two_pass, gmm, *args)
+    return lane_cond(accurate, expanded, two_pass, gmm, *args)
 
 
 def _expanded_center(gmm: GMM, x):
@@ -207,7 +222,7 @@ def _e_step(gmm: GMM, x, beta):
     shifted, top = _shift(joint, -1)
     total = _over_components(jnp.add, jnp.sum, jnp.exp(shifted), -1)
     log_prob = top + jnp.log(total)
-    tempered = beta * shifted
+    tempered = _temper(beta, shifted)
     norm = _over_components(jnp.add, jnp.sum, jnp.exp(tempered), -1)
     return tempered - jnp.log(norm)[:, None], log_prob
 
@@ -359,13 +374,22 @@ def em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
 
 
 def _em_step(gmm: GMM, x, sample_weight, reg_covar, beta):
-    """One EM step: ``(gmm, StepInfo, log p(x_i) of the starting model)``."""
+    """One EM step: ``(gmm, StepInfo, log p(x_i) of the starting model)``.
+
+    Components of weight 0 (logit ``-inf``) are inactive: their posteriors are
+    exactly 0, so the active ones get the step of the mixture of the active
+    components alone (to rounding), while the inactive ones keep their
+    parameters and weight 0 (:func:`gmmjax._degeneracy.keep_inactive`) and never
+    count as empty or collapsed.
+    """
     (new, counts, spread), ll, log_prob = em_update(
         gmm, x, sample_weight, reg_covar, beta
     )
-    n = x.shape[0]
-    total = n if sample_weight is None else jnp.sum(sample_weight)
-    degenerate = degenerate_component(counts, spread, n, total)
+    active = jnp.isfinite(gmm.logits)
+    new = keep_inactive(new, gmm, counts, active)
+    n = sample_count(x, sample_weight)
+    total = x.shape[0] if sample_weight is None else jnp.sum(sample_weight)
+    degenerate = degenerate_component(counts, spread, n, total, active)
     return new, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
 
 
@@ -382,12 +406,12 @@ def _reseed_step(log_prob, gmm, info, x, sample_weight, reg_covar, used, budget)
     j = info.degenerate
     go = (j >= 0) & (used < budget)
 
-    def reseed():
-        return reseed_component(
-            gmm, jnp.maximum(j, 0), log_prob, x, sample_weight, reg_covar
-        )
+    def keep(gmm, *_):
+        return gmm
 
-    new = jax.lax.cond(go, reseed, lambda: gmm)
+    # re-seeds are rare: under vmap only the lanes that re-seed run it
+    args = (jnp.maximum(j, 0), log_prob, x, sample_weight, reg_covar)
+    new = lane_cond(~go, keep, reseed_component, gmm, *args)
     info = StepInfo(
         info.log_likelihood, jnp.where(go, -1, j).astype(jnp.int32), info.can_stop & ~go
     )
@@ -453,8 +477,8 @@ class EM:
 
     ``max_reseeds`` is static (part of the pytree's structure, not a leaf): a new
     budget compiles a new program, and the default ``0`` compiles a step without
-    the re-seed code, which compiles about a fifth faster and, under ``vmap``,
-    runs faster (a per-lane ``lax.cond`` evaluates both branches).
+    the re-seed code, which compiles about a fifth faster; under ``vmap`` only
+    the restarts that re-seed run the re-seed.
 
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in

@@ -241,8 +241,21 @@ def prepare_fit(fitter, gmm0, x, sample_weight):
 
 
 def _all_finite(tree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+    """Whether every leaf is finite; a model's logits may also be ``-inf`` (an
+    inactive, masked component of weight 0) while one of them is finite."""
+    checks = []
+    for node in jax.tree_util.tree_leaves(tree, is_leaf=_is_gmm):
+        if isinstance(node, GMM):
+            logits = node.logits
+            checks.append(jnp.all(jnp.any(jnp.isfinite(logits), axis=-1)))
+            checks.append(jnp.all(jnp.isfinite(logits) | (logits == -jnp.inf)))
+            node = (node.means, node.log_diag, node.off_diag)
+        checks += [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(node)]
+    return jnp.all(jnp.stack(checks))
+
+
+def _is_gmm(node) -> bool:
+    return isinstance(node, GMM)
 
 
 def total_weight(x, w):

@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ._degeneracy import data_variance, keep_inactive
 from ._gmm import GMM
 from ._stats import maximize, two_pass_statistics
 from ._validation import (
@@ -51,69 +52,104 @@ def _choice_without_replacement(key, p, k: int):
     return jnp.stack(out)
 
 
-def _sq_distances(x, centers):
-    """``(n, k)`` squared Euclidean distances, from one matrix product."""
-    shift = jnp.mean(centers, axis=0)
+def _sq_distances(x, centers, active=None):
+    """``(n, k)`` squared Euclidean distances, from one matrix product; ``inf``
+    to the inactive centers (``active`` ``(k,)`` bool, default all active), which
+    also stay out of the shift."""
+    if active is None:
+        shift = jnp.mean(centers, axis=0)
+    else:
+        count = jnp.sum(active).astype(centers.dtype)
+        shift = jnp.sum(jnp.where(active[:, None], centers, 0.0), axis=0) / count
     xc, cc = x - shift, centers - shift
     d2 = (
         jnp.sum(xc**2, axis=1)[:, None]
         - 2.0 * xc @ cc.T
         + jnp.sum(cc**2, axis=1)[None, :]
     )
-    return jnp.maximum(d2, 0.0)
+    d2 = jnp.maximum(d2, 0.0)
+    return d2 if active is None else jnp.where(active, d2, jnp.inf)
 
 
-def _log_or_floor(p):
-    """``log p`` for a sampling distribution; uniform where ``p`` is all zero."""
-    p = jnp.where(jnp.sum(p) > 0, p, jnp.ones_like(p))
+def _log_or_floor(p, w):
+    """``log p`` for a sampling distribution; ``log w`` (the sample weights) where
+    ``p`` is all zero, so that a row of weight 0 is never drawn."""
+    p = jnp.where(jnp.sum(p) > 0, p, w)
     return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
 
 
-def kmeans_plusplus(key, x, n_components: int, sample_weight=None):
+def _n_trials(k: int) -> int:
+    """Candidates per k-means++ center: ``2 + floor(log k)``, as scikit-learn."""
+    return 2 + int(math.log(k))
+
+
+def kmeans_plusplus(key, x, n_components: int, sample_weight=None, n_active=None):
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007).
 
     Each new center is the best of ``2 + floor(log k)`` candidates drawn with
     probability proportional to ``w_i D(x_i)^2`` (the squared distance to the
     nearest chosen center), as in scikit-learn.
 
+    The draws are invariant to rows of weight 0 appended to ``x`` (a size
+    bucket's padding) and to ``n_components`` beyond ``n_active``: every
+    candidate is a Gumbel-max draw of its own key (center ``j``, trial ``t``),
+    whose noise over the rows is prefix-invariant (JAX's partitionable threefry),
+    so the first ``k`` centers of a ``K``-center call with ``n_active=k`` are
+    those of a ``k``-center call.
+
     Args:
         key: a ``jax.random`` key.
         x: ``(n, d)`` data.
-        n_components: the number of centers ``k`` (static).
+        n_components: the number of centers ``K`` (static).
         sample_weight: optional ``(n,)`` weights.
+        n_active: optional ``()`` int, the number ``k <= K`` of centers to seed
+            (may be traced); the remaining rows of the result are zero.
 
     Returns:
-        ``(k, d)`` centers, all of them data points.
+        ``(K, d)`` centers, the first ``k`` of them data points.
     """
     x = jnp.asarray(x)
     n, d = x.shape
     w = jnp.ones(n, x.dtype) if sample_weight is None else sample_weight
-    trials = 2 + int(math.log(n_components))
+    max_trials = _n_trials(n_components)
+    if n_active is None:
+        n_active, trials = n_components, max_trials
+    else:
+        table = [_n_trials(max(k, 1)) for k in range(n_components + 1)]
+        trials = jnp.asarray(table)[n_active]
     key_first, key_rest = jax.random.split(key)
-    first = jax.random.categorical(key_first, _log_or_floor(w))
+    first = jax.random.categorical(key_first, _log_or_floor(w, w))
     centers = jnp.zeros((n_components, d), x.dtype).at[0].set(x[first])
     closest = jnp.sum((x - x[first]) ** 2, axis=1)
+    trial_ids = jnp.arange(max_trials)
+    draw = jax.vmap(jax.random.categorical, in_axes=(0, None))
 
     def body(j, carry):
         centers, closest = carry
-        logits = _log_or_floor(w * closest)
-        candidates = jax.random.categorical(
-            jax.random.fold_in(key_rest, j), logits, shape=(trials,)
+        logits = _log_or_floor(w * closest, w)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            jax.random.fold_in(key_rest, j), trial_ids
         )
-        new = jnp.minimum(closest[None, :], _sq_distances(x, x[candidates]).T)
-        best = jnp.argmin(new @ w)
+        candidates = draw(keys, logits)
+        # each candidate's distances on their own (no shared shift), so a
+        # candidate's cost does not depend on how many others are drawn
+        d2 = jnp.sum((x[None, :, :] - x[candidates][:, None, :]) ** 2, axis=-1)
+        new = jnp.minimum(closest[None, :], d2)
+        cost = jnp.where(trial_ids < trials, jnp.sum(new * w, axis=1), jnp.inf)
+        best = jnp.argmin(cost)
         return centers.at[j].set(x[candidates[best]]), new[best]
 
-    centers, _ = jax.lax.fori_loop(1, n_components, body, (centers, closest))
+    centers, _ = jax.lax.fori_loop(1, n_active, body, (centers, closest))
     return centers
 
 
-def _lloyd(x, centers, w, max_iter=100):
-    """Lloyd's k-means iterations until the assignment stops changing."""
+def _lloyd(x, centers, w, active=None, max_iter=100):
+    """Lloyd's k-means iterations until the assignment of the samples of
+    positive weight stops changing; inactive centers get no samples."""
     k = centers.shape[0]
 
     def assign(c):
-        return jnp.argmin(_sq_distances(x, c), axis=1)
+        return jnp.argmin(_sq_distances(x, c, active), axis=1)
 
     def cond(carry):
         _, _, changed, i = carry
@@ -128,7 +164,8 @@ def _lloyd(x, centers, w, max_iter=100):
         safe = jnp.where(counts > 0, counts, 1.0)
         centers = jnp.where(counts[:, None] > 0, sums / safe[:, None], centers)
         new_labels = assign(centers)
-        return centers, new_labels, jnp.any(new_labels != labels), i + 1
+        changed = jnp.any((new_labels != labels) & (w > 0))
+        return centers, new_labels, changed, i + 1
 
     labels = assign(centers)
     centers, _, _, _ = jax.lax.while_loop(
@@ -137,30 +174,77 @@ def _lloyd(x, centers, w, max_iter=100):
     return centers
 
 
+def _uniform_columns(key, n: int, k: int, dtype):
+    """``(n, k)`` uniform draws, column ``j`` from its own key: the first columns
+    do not depend on ``k``, the first rows not on ``n``."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(k))
+    return jax.vmap(lambda kk: jax.random.uniform(kk, (n,), dtype))(keys).T
+
+
+def _frozen(x, w, gmm: GMM) -> GMM:
+    """``gmm``'s structure with every component at the data's (weighted) mean
+    and per-feature variance: the finite, positive-definite parameters an
+    inactive component keeps."""
+    k, d = gmm.means.shape
+    weights = jnp.ones(x.shape[0], x.dtype) if w is None else w
+    mean = weights @ x / jnp.sum(weights)
+    var = data_variance(x, w)
+    ctype = gmm.covariance_type
+    if ctype == "full":
+        cov = jnp.broadcast_to(jnp.diag(var), (k, d, d))
+    elif ctype == "tied":
+        cov = jnp.diag(var)
+    elif ctype == "diag":
+        cov = jnp.broadcast_to(var, (k, d))
+    else:
+        cov = jnp.full((k,), jnp.mean(var))
+    means = jnp.broadcast_to(mean, (k, d))
+    return GMM.from_covariances(gmm.logits, means, cov, covariance_type=ctype)
+
+
 @functools.partial(
     jax.jit, static_argnames=("n_components", "covariance_type", "method")
 )
-def init_gmm_jit(key, x, w, reg_covar, *, n_components, covariance_type, method):
+def init_gmm_jit(
+    key, x, w, reg_covar, n_active=None, *, n_components, covariance_type, method
+):
     """:func:`init_gmm`'s jitted kernel, without validation (``w``: weights or
-    ``None``)."""
+    ``None``).
+
+    ``n_active`` (``()`` int, traced; default ``n_components``) masks
+    components: the first ``k = n_active`` of the ``K = n_components`` are
+    initialized as :func:`init_gmm` with ``n_components=k`` and the same key
+    initializes them (to rounding), the others are inactive: logit ``-inf``
+    (weight 0) and the data's mean and per-feature variance, so one compiled
+    program serves every ``k <= K``. Rows of weight 0 appended to ``x`` change
+    nothing but rounding.
+    """
     n = x.shape[0]
+    k = n_components
     weights = jnp.ones(n, x.dtype) if w is None else w
+    active = None if n_active is None else jnp.arange(k) < n_active
     if method == "random":
-        resp = jax.random.uniform(key, (n, n_components), x.dtype)
+        resp = _uniform_columns(key, n, k, x.dtype)
+        if active is not None:
+            resp = jnp.where(active, resp, 0.0)
         resp = resp / jnp.sum(resp, axis=1, keepdims=True)
     else:
         if method == "random_from_data":
             p = weights / jnp.sum(weights)
-            idx = _choice_without_replacement(key, p, n_components)
+            idx = _choice_without_replacement(key, p, k)
             centers = x[idx]
         else:
-            centers = kmeans_plusplus(key, x, n_components, w)
+            centers = kmeans_plusplus(key, x, k, w, n_active)
             if method == "kmeans":
-                centers = _lloyd(x, centers, weights)
-        labels = jnp.argmin(_sq_distances(x, centers), axis=1)
-        resp = jax.nn.one_hot(labels, n_components, dtype=x.dtype)
+                centers = _lloyd(x, centers, weights, active)
+        labels = jnp.argmin(_sq_distances(x, centers, active), axis=1)
+        resp = jax.nn.one_hot(labels, k, dtype=x.dtype)
     stats = two_pass_statistics(x, resp, w, covariance_type)
-    return maximize(stats, reg_covar, covariance_type, expanded=False).gmm
+    m = maximize(stats, reg_covar, covariance_type, expanded=False)
+    if active is None:
+        return m.gmm
+    frozen = _frozen(x, w, m.gmm)
+    return keep_inactive(m.gmm, frozen, m.centered.counts, active)
 
 
 def init_gmm(

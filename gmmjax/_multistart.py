@@ -20,7 +20,7 @@ from ._validation import (
     check_sample_weight,
 )
 
-__all__ = ["best_index", "best_of", "multistart", "start_keys"]
+__all__ = ["best_index", "best_of", "multistart", "multistart_masked", "start_keys"]
 
 
 def start_keys(key, n_init: int) -> jax.Array:
@@ -74,19 +74,25 @@ class _EveryRestart:
         self.report(*arrays)
 
 
-def _map_in_order(f, keys, x, batch_size):
-    """``lax.map(lambda k: f(k, x), keys, batch_size=batch_size)`` whose
+def _map_in_order(f, lanes, x, batch_size):
+    """``lax.map(lambda k: f(k, x), lanes, batch_size=batch_size)`` whose
     remainder batch (when ``batch_size`` does not divide the starts) runs after
     the full batches, not beside them: the barrier makes its data depend on
-    their results, so the reports of the batches arrive in order."""
-    n_full = keys.shape[0] // batch_size * batch_size
-    full = keys[:n_full].reshape(-1, batch_size)
+    their results, so the reports of the batches arrive in order. ``lanes`` is
+    a pytree of arrays with a leading axis of starts."""
+    n = jax.tree_util.tree_leaves(lanes)[0].shape[0]
+    n_full = n // batch_size * batch_size
+    full = jax.tree_util.tree_map(
+        lambda a: a[:n_full].reshape(-1, batch_size, *a.shape[1:]), lanes
+    )
     _, ys = jax.lax.scan(lambda _, k: ((), jax.vmap(lambda kk: f(kk, x))(k)), (), full)
     ys = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), ys)
-    if n_full == keys.shape[0]:
+    if n_full == n:
         return ys
     x_after, ys = jax.lax.optimization_barrier((x, ys))
-    rest = jax.vmap(lambda k: f(k, x_after))(keys[n_full:])
+    rest = jax.vmap(lambda k: f(k, x_after))(
+        jax.tree_util.tree_map(lambda a: a[n_full:], lanes)
+    )
     return jax.tree_util.tree_map(
         lambda a, b: jnp.concatenate([a, b], axis=0), ys, rest
     )
@@ -104,6 +110,7 @@ def _multistart(
     max_steps,
     tol,
     reg_covar,
+    n_active=None,
     *,
     n_components,
     covariance_type,
@@ -111,28 +118,32 @@ def _multistart(
     batch_size,
     report,
 ):
+    # n_active: None, or (b,) the active components of every start (masking)
     if report is not None and batch_size is not None:
         report = _EveryRestart(report, keys.shape[0], batch_size, x.dtype)
 
-    def one(key, x):
+    def one(lane, x):
+        key, active = lane
         gmm0 = init_gmm_jit(
             key,
             x,
             w,
             reg_covar,
+            active,
             n_components=n_components,
             covariance_type=covariance_type,
             method=init,
         )
         return run(fitter, gmm0, x, w, max_steps, tol, report)[0]
 
+    lanes = (keys, n_active)
     if batch_size is None:
-        return jax.vmap(lambda key: one(key, x))(keys)
+        return jax.vmap(lambda lane: one(lane, x))(lanes)
     if report is not None:
-        return _map_in_order(one, keys, x, batch_size)
+        return _map_in_order(one, lanes, x, batch_size)
     # lax.map vmaps `one` over chunks of `batch_size` starts (and the remainder),
     # so only one chunk's responsibilities (batch_size x n x k) live at once.
-    return jax.lax.map(lambda key: one(key, x), keys, batch_size=batch_size)
+    return jax.lax.map(lambda lane: one(lane, x), lanes, batch_size=batch_size)
 
 
 def multistart(
@@ -295,6 +306,121 @@ def _check_report(report) -> None:
         ) from None
 
 
+@functools.partial(
+    jax.jit,
+    static_argnames=("n_components", "covariance_type", "init", "batch_size"),
+)
+def _best_masked(
+    fitter,
+    keys,
+    x,
+    w,
+    max_steps,
+    tol,
+    reg_covar,
+    n_active,
+    *,
+    n_components,
+    covariance_type,
+    init,
+    batch_size,
+):
+    """The best of the ``(b,)`` starts ``keys`` for every ``(g,)`` number of
+    active components ``n_active``, as one program: ``g b`` masked runs with
+    ``K = n_components`` components, then :func:`best_index` per group."""
+    g, b = n_active.shape[0], keys.shape[0]
+    lane_keys = jnp.broadcast_to(keys[None], (g, b)).reshape(g * b)
+    lane_active = jnp.repeat(n_active, b)
+    runs = _multistart(
+        fitter,
+        lane_keys,
+        x,
+        w,
+        max_steps,
+        tol,
+        reg_covar,
+        lane_active,
+        n_components=n_components,
+        covariance_type=covariance_type,
+        init=init,
+        batch_size=batch_size,
+        report=None,
+    )
+    runs = jax.tree_util.tree_map(lambda a: a.reshape(g, b, *a.shape[1:]), runs)
+    index = jax.vmap(best_index)(runs.log_likelihood, runs.status)
+    return jax.tree_util.tree_map(lambda a: jax.vmap(lambda r, i: r[i])(a, index), runs)
+
+
+def multistart_masked(
+    fitter,
+    key,
+    x,
+    *,
+    n_active,
+    n_init: int,
+    covariance_type: str = "full",
+    init: str = "kmeans++",
+    max_steps=500,
+    tol=1e-6,
+    sample_weight=None,
+    batch_size: int | None = None,
+    reg_covar=1e-6,
+) -> FitResult:
+    """:func:`multistart` and :func:`best_of` for several numbers of components
+    at once, in one compiled program per covariance type.
+
+    For every ``k`` of ``n_active`` (``(g,)`` ints in ``1..K``), the ``n_init``
+    starts of ``multistart(fitter, key, x, n_components=k, ...)`` (the same
+    keys) are fitted with ``K = max(n_active)`` components of which the first
+    ``k`` are active and the others masked (weight 0, frozen; see
+    ``gmmjax._em._em_step``), all ``g n_init`` runs batched together, and the
+    best run of each ``k`` is kept (:func:`best_index`). A masked run equals the
+    ``k``-component run to rounding. The program depends on ``K``, ``g``,
+    ``n_init`` and the static arguments, not on the values of ``n_active``.
+    Validation as in :func:`multistart` (``n_active`` excepted, checked by the
+    caller); ``batch_size`` bounds the runs fitted together, over all ``g
+    n_init`` of them.
+
+    Returns:
+        A :class:`FitResult` with a leading ``(g,)`` axis whose models have
+        ``K`` components, the first ``k`` active: slice them to ``k``
+        components (:func:`gmmjax._selection.leading_components`).
+    """
+    check_fitter(fitter)
+    n_init = check_positive_int(n_init, "n_init")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    covariance_type = check_covariance_type(covariance_type)
+    if not isinstance(init, str) or init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
+    x = check_data(x)
+    n_active = np.asarray(n_active, np.int32)
+    k_max = int(n_active.max())
+    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
+    check_steps(max_steps, "max_steps")
+    check_nonnegative_scalar(tol, "tol")
+    check_nonnegative_scalar(reg_covar, "reg_covar")
+    keys = check_key(key)
+    n_runs = n_init * n_active.shape[0]
+    if batch_size is None:
+        batch_size = _auto_batch_size(x.shape[0], k_max)
+    batch_size = None if batch_size >= n_runs else batch_size
+    return _best_masked(
+        fitter,
+        start_keys(keys, n_init),
+        x,
+        w,
+        jnp.asarray(max_steps, jnp.int32),
+        tol,
+        reg_covar,
+        jnp.asarray(n_active),
+        n_components=k_max,
+        covariance_type=covariance_type,
+        init=init,
+        batch_size=batch_size,
+    )
+
+
 # On CPU a batch of restarts works best when its responsibilities, about
 # 2**19 numbers (4 MiB in float64), stay near the cache: measured on the
 # issue-11 cases (EM without re-seeding), 1,000 restarts of K=5, N=2,000 ran
@@ -324,6 +450,14 @@ def best_index(ll, status) -> jax.Array:
     # lexsort sorts by the last key first: the lowest tier, then the highest score;
     # it is stable, so ties go to the earliest start
     return jnp.lexsort((-score, tier))[0]
+
+
+@jax.jit
+def _take_best(result: FitResult) -> FitResult:
+    # one program: indexed leaf by leaf, op by op, a fresh process compiled a
+    # small program per leaf
+    index = best_index(result.log_likelihood, result.status)
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], result)
 
 
 def best_of(result: FitResult) -> FitResult:
@@ -356,11 +490,10 @@ def best_of(result: FitResult) -> FitResult:
         raise TypeError(
             f"result must be a gmmjax.FitResult, got {type(result).__name__}"
         )
-    ll = jnp.asarray(result.log_likelihood)
-    if ll.ndim != 1 or ll.shape[0] == 0:
+    shape = np.shape(result.log_likelihood)
+    if len(shape) != 1 or shape[0] == 0:
         raise ValueError(
             "result must be a batched FitResult with a leading n_init axis "
-            f"(as returned by multistart); its log_likelihood has shape {ll.shape}"
+            f"(as returned by multistart); its log_likelihood has shape {shape}"
         )
-    index = best_index(ll, jnp.asarray(result.status))
-    return jax.tree_util.tree_map(lambda leaf: leaf[index], result)
+    return _take_best(result)

@@ -9,12 +9,13 @@ import numbers
 import jax
 import numpy as np
 
+from ._anneal import Annealed
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps
 from ._gmm import GMM
 from ._init import INIT_METHODS
-from ._multistart import best_of, multistart
+from ._multistart import best_of, multistart, multistart_masked
 from ._validation import (
     COVARIANCE_TYPES,
     check_covariance_type,
@@ -23,7 +24,14 @@ from ._validation import (
     check_positive_int,
 )
 
-__all__ = ["SelectionResult", "aic", "bic", "n_parameters", "select"]
+__all__ = [
+    "SelectionResult",
+    "aic",
+    "bic",
+    "leading_components",
+    "n_parameters",
+    "select",
+]
 
 CRITERIA = ("bic", "aic")
 
@@ -200,6 +208,66 @@ class SelectionResult:
         return f"{title}\n{self.to_markdown()}\n{choice}"
 
 
+def leading_components(gmm: GMM, k: int) -> GMM:
+    """The mixture of ``gmm``'s first ``k`` components, the others dropped (a
+    ``tied`` covariance is shared and kept). With the others masked (weight 0,
+    see ``gmmjax._em._em_step``) it is the same density. Works on the host
+    (NumPy leaves) and on device arrays."""
+    per_component = gmm.covariance_type != "tied"
+    log_diag, off_diag = gmm.log_diag, gmm.off_diag
+    if per_component:
+        log_diag = log_diag[:k]
+        if off_diag is not None:
+            off_diag = off_diag[:k]
+    return GMM(gmm.logits[:k], gmm.means[:k], log_diag, off_diag, gmm.covariance_type)
+
+
+def _masks_components(fitter) -> bool:
+    """Whether ``fitter`` keeps components of weight 0 frozen at weight 0 and
+    fits the others as a mixture of them alone: :class:`gmmjax.EM` does, and so
+    does :class:`gmmjax.Annealed` around it."""
+    while isinstance(fitter, Annealed):
+        fitter = fitter.inner
+    return isinstance(fitter, EM)
+
+
+def _fit_cells(fitter, key, x, candidates, covariance_type, options):
+    """``(i, k, best run)`` for every candidate ``k``, as its result is ready.
+
+    With a fitter that masks components, every ``k`` runs in one program with
+    ``max(candidates)`` components (:func:`multistart_masked`); the best runs
+    are cut to their ``k`` components on the host (slicing device arrays would
+    compile a program per ``k``). Other fitters run
+    :func:`gmmjax.multistart` per ``k``.
+    """
+    if not _masks_components(fitter):
+        for i, k in enumerate(candidates):
+            runs = multistart(
+                fitter,
+                key,
+                x,
+                n_components=k,
+                covariance_type=covariance_type,
+                **options,
+            )
+            yield i, k, best_of(runs)
+        return
+    bests = multistart_masked(
+        fitter,
+        key,
+        x,
+        n_active=candidates,
+        covariance_type=covariance_type,
+        **options,
+    )
+    bests = jax.device_get(bests)
+    for i, k in enumerate(candidates):
+        best = jax.tree_util.tree_map(lambda a, i=i: a[i], bests)
+        best = best._replace(gmm=leading_components(best.gmm, k))
+        # device_put copies without compiling (jnp.asarray compiles per shape)
+        yield i, k, jax.device_put(best)
+
+
 def _check_candidates(n_components, n_samples: int) -> tuple[int, ...]:
     if isinstance(n_components, numbers.Integral) and not isinstance(
         n_components, (bool, np.bool_)
@@ -264,12 +332,19 @@ def select(
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
 
-    Each cell of the grid is fitted by :func:`gmmjax.multistart` with ``n_init``
-    batched restarts (the same keys in every cell), its best run is kept
-    (:func:`gmmjax.best_of`) and scored by the criterion (:func:`gmmjax.bic` or
-    :func:`gmmjax.aic`, lower is better). The chosen model minimizes the criterion
-    over the cells whose best run ended normally; ties go to the fewer
-    components, then to the earlier covariance type.
+    Each cell of the grid is fitted as by :func:`gmmjax.multistart` with
+    ``n_init`` batched restarts (the same keys in every cell), its best run is
+    kept (:func:`gmmjax.best_of`) and scored by the criterion
+    (:func:`gmmjax.bic` or :func:`gmmjax.aic`, lower is better). The chosen model
+    minimizes the criterion over the cells whose best run ended normally; ties go
+    to the fewer components, then to the earlier covariance type.
+
+    All the cells of one covariance type run as one compiled program: every
+    candidate ``k`` is fitted with ``K = max(n_components)`` components of which
+    ``k`` are active and the others masked (weight 0, frozen), which is the
+    ``k``-component fit to rounding, and each cell's best run is cut back to its
+    ``k`` components. So a grid compiles one program per covariance type, not
+    one per cell, at the price of ``K``-component arithmetic for every ``k``.
 
     Args:
         key: a ``jax.random`` key.
@@ -284,14 +359,21 @@ def select(
         tol: convergence threshold on the change in mean log-likelihood.
         init: the :func:`gmmjax.init_gmm` method of the starts.
         fitter: the fitter of every run; default ``gmmjax.EM()``.
-        batch_size: passed to :func:`gmmjax.multistart` to bound memory.
+        batch_size: the number of runs fitted together (>= 1), over all the
+            ``len(n_components) * n_init`` runs of a covariance type, to bound
+            memory; ``None`` chooses as :func:`gmmjax.multistart` does for ``K``
+            components.
         reg_covar: added to the diagonal of the starting covariances
             (:func:`gmmjax.multistart`'s ``reg_covar``); give the fitter's own
             value, e.g. ``fitter=gmmjax.EM(reg_covar=1e-3), reg_covar=1e-3``,
             as scikit-learn does.
         progress: optional host function ``progress(i, n_cells, k,
-            covariance_type)``, called before cell ``i`` (counted from 0, rows
-            first) of the ``n_cells`` is fitted, e.g. to draw a progress line.
+            covariance_type)``, called once per cell as its result is ready,
+            ``i`` counting the calls from 0 to ``n_cells - 1``, e.g. to draw a
+            progress line. The cells of one covariance type are fitted together,
+            so its calls come together once its program has run, in the order of
+            ``n_components``; the covariance types follow one another in the
+            order of ``covariance_types``.
 
     Returns:
         A :class:`SelectionResult` with the table and the chosen model.
@@ -330,24 +412,17 @@ def select(
     counts = np.empty(shape, dtype=np.int64)
     status = np.empty(shape, dtype=np.int32)
     fits = {}
-    for i, k in enumerate(candidates):
-        for j, ctype in enumerate(types):
-            if progress is not None:
-                progress(i * len(types) + j, values.size, k, ctype)
-            runs = multistart(
-                fitter,
-                key,
-                x,
-                n_components=k,
-                n_init=n_init,
-                covariance_type=ctype,
-                init=init,
-                max_steps=max_steps,
-                tol=tol,
-                batch_size=batch_size,
-                reg_covar=reg_covar,
-            )
-            best = best_of(runs)
+    options = dict(
+        n_init=n_init,
+        init=init,
+        max_steps=max_steps,
+        tol=tol,
+        batch_size=batch_size,
+        reg_covar=reg_covar,
+    )
+    done = 0
+    for j, ctype in enumerate(types):
+        for i, k, best in _fit_cells(fitter, key, x, candidates, ctype, options):
             p = _count(k, d, ctype)
             ll = float(best.log_likelihood)
             values[i, j] = _criterion(criterion, ll, p, n)
@@ -355,6 +430,9 @@ def select(
             counts[i, j] = p
             status[i, j] = int(best.status)
             fits[(k, ctype)] = best
+            if progress is not None:
+                progress(done, values.size, k, ctype)
+            done += 1
 
     usable = np.isin(status, [Status.CONVERGED, Status.MAX_STEPS]) & np.isfinite(values)
     pool = usable if usable.any() else np.isfinite(values)

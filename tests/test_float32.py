@@ -13,6 +13,7 @@ together under ``vmap`` (one compiled fit per dtype and covariance type).
 """
 
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ import pytest
 from sklearn import datasets as skdatasets
 
 import gmmjax
-from gmmjax import _validation
+from gmmjax import _em, _lanes, _validation
 
 RNG = np.random.default_rng(7)
 BLOBS = np.concatenate(
@@ -128,3 +129,171 @@ def test_float64_input_without_x64_warns_once_and_runs_in_float32(monkeypatch):
         gmmjax.log_likelihood(gmm, BLOBS)  # x64 on: nothing is downcast
         with jax.enable_x64(False):
             gmmjax.log_likelihood(gmm, BLOBS.astype(np.float32))
+
+
+# ------------------------------------------------------ the route under vmap
+#
+# float32 expands the square in the E step unless that costs digits: a tight
+# component far from the data's mean (``gmmjax._em._expansion_is_accurate``); the
+# lanes of a vmapped fit choose one by one. TIGHT is BLOBS with its second blob
+# shrunk 100-fold about (4, 0), 2 from the mean: a component there of standard
+# deviation ``sd`` is inaccurate to expand for ``eps (2 / sd)^2 > 1e-3``, that is
+# ``sd`` below about 0.02.
+TIGHT = np.concatenate([BLOBS[:60], (BLOBS[60:] - [4.0, 0.0]) / 100 + [4.0, 0.0]])
+TIGHT = TIGHT.astype(np.float32)
+# a batch of lanes (the sd of the component on the tight blob): accurate,
+# inaccurate, accurate, inaccurate
+MIXED_SD = [1.0, 1e-3, 0.3, 3e-3]
+# Batched and unbatched programs are compiled separately and XLA may sum over the
+# n = 120 samples in another order: they agree to about n eps = 1.4e-5 of each
+# output's largest entry, the bound below (measured on CPU: bitwise equal).
+SAME = 1.5e-5
+
+
+def tight_model(sd, dtype=np.float32):
+    """k = 2, diag: a unit component at the origin and one of standard deviation
+    ``sd`` on TIGHT's tight blob."""
+    return gmmjax.GMM.from_natural(
+        np.array([0.5, 0.5], dtype),
+        np.array([[0.0, 0.0], [4.0, 0.0]], dtype),
+        np.array([[1.0, 1.0], [sd**2, sd**2]], dtype),
+        covariance_type="diag",
+    )
+
+
+def stack(trees):
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
+
+
+def lane(tree, i):
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def step_outputs(gmm, x):
+    """Everything an EM step computes: the new model, the log-likelihood of
+    ``gmm`` and ``log p(x_i)`` under it."""
+    new, info, log_prob = _em._em_step(gmm, x, None, 1e-6, 1.0)
+    return new, info.log_likelihood, log_prob
+
+
+def assert_same(got, expected):
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(got), leaves(expected), strict=True):
+        b = np.asarray(b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=SAME * np.max(np.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def route_steps():
+    """``(one, batched, nested, rounds, calls)``: EM steps (:func:`step_outputs`)
+    jitted alone, under vmap and under vmap of vmap, and under vmap with the
+    two-pass lanes redone 3 at a time (as on accelerators; CPU redoes them one by
+    one), compiled with a two-pass route that appends to ``calls`` (once per lane)
+    whenever it runs."""
+    calls = []
+    two_pass = _em._two_pass_update
+
+    def counted(*args):
+        jax.debug.callback(lambda: calls.append(1))
+        return two_pass(*args)
+
+    x = jnp.asarray(TIGHT)
+    models = stack([tight_model(sd) for sd in MIXED_SD])
+    batch = jax.vmap(step_outputs, in_axes=(0, None))
+    one = jax.jit(step_outputs)
+    batched = jax.jit(batch)
+    nested = jax.jit(jax.vmap(batch, in_axes=(0, None)))
+    rounds = jax.jit(lambda g, x: batch(g, x))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_em, "_two_pass_update", counted)
+        # compiled now, with the counter: later calls reuse these programs
+        one(lane(models, 0), x)
+        batched(models, x)
+        nested(stack([models, models]), x)
+        patch.setattr(_lanes, "_lanes_per_round", lambda b: min(b, 3))
+        rounds(models, x)
+        jax.effects_barrier()
+    calls.clear()
+    return one, batched, nested, rounds, calls
+
+
+def test_vmap_gives_every_lane_its_unbatched_route(route_steps):
+    """Under vmap (also vmap of vmap, and two-pass lanes redone in rounds) each
+    lane of a batch mixing accurate and inaccurate lanes gets the step it gets
+    alone: the two-pass one where the expansion would cost digits, which is far
+    from the expanded one there."""
+    one, batched, nested, rounds, calls = route_steps
+    x = jnp.asarray(TIGHT)
+    models = [tight_model(sd) for sd in MIXED_SD]
+    accurate = [bool(_em._expansion_is_accurate(g, x)) for g in models]
+    assert accurate == [True, False, True, False]
+    jax.effects_barrier()
+    calls.clear()
+    got = batched(stack(models), x)
+    jax.effects_barrier()
+    assert calls  # the inaccurate lanes ran the two-pass route
+    got_nested = nested(stack([stack(models), stack(models[::-1])]), x)
+    got_rounds = rounds(stack(models), x)
+    for i, gmm in enumerate(models):
+        expected = one(gmm, x)
+        assert_same(lane(got, i), expected)
+        assert_same(lane(got_rounds, i), expected)
+        assert_same(lane(lane(got_nested, 0), i), expected)
+        assert_same(lane(lane(got_nested, 1), 3 - i), expected)
+        if not accurate[i]:
+            _, _, log_prob = _em._expanded_update(gmm, x, None, 1e-6, 1.0)
+            gap = np.max(np.abs(log_prob - expected[2]))
+            assert gap > 100 * SAME * np.max(np.abs(expected[2])), gap
+
+
+def test_vmap_of_accurate_lanes_runs_only_the_expanded_route(route_steps):
+    """A batch whose lanes are all accurate never runs the two-pass route (the
+    common case costs one route) and gives each lane its unbatched step."""
+    one, batched, _, _, calls = route_steps
+    x = jnp.asarray(TIGHT)
+    models = [tight_model(sd) for sd in (1.0, 0.3, 0.5, 2.0)]
+    assert all(bool(_em._expansion_is_accurate(g, x)) for g in models)
+    jax.effects_barrier()
+    calls.clear()
+    got = batched(stack(models), x)
+    jax.effects_barrier()
+    assert not calls
+    for i, gmm in enumerate(models):
+        assert_same(lane(got, i), one(gmm, x))
+
+
+def test_derivatives_through_float32_em_step():
+    """grad and jvp through em_step in float32 match float64 on an accurate and an
+    inaccurate model, and grad of a vmapped loss matches the lanes' own.
+
+    The loss sums the new means, log standard deviations and log weights. float32
+    rounds the data's sums to about n eps = 1.4e-5; the bound 1e-4 of the largest
+    derivative leaves margin (measured: 1e-5 or less). The expanded route would
+    miss it by over 10% on the inaccurate model.
+    """
+
+    def loss(gmm, x):
+        new = gmmjax.em_step(gmm, x)
+        return jnp.sum(new.means) + jnp.sum(new.log_diag) + jnp.sum(new.log_weights)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    jvp_x = jax.jit(lambda g, x, t: jax.jvp(partial(loss, g), (x,), (t,))[1])
+    x32 = jnp.asarray(TIGHT)
+    x64 = x32.astype(jnp.float64)
+    tangent = jnp.asarray(np.random.default_rng(0).normal(size=x32.shape))
+    sds = [1.0, 1e-3]
+    grads_x = []
+    for sd in sds:
+        g32, g64 = tight_model(sd), tight_model(sd, np.float64)
+        assert bool(_em._expansion_is_accurate(g32, x32)) == (sd == 1.0)
+        got, expected = grad(g32, x32), grad(g64, x64)
+        leaves = jax.tree_util.tree_leaves
+        for a, b in zip(leaves(got), leaves(expected), strict=True):
+            assert np.all(np.isfinite(a))
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.max(np.abs(b)))
+        forward = jvp_x(g32, x32, tangent.astype(jnp.float32))
+        np.testing.assert_allclose(forward, jnp.vdot(expected[1], tangent), rtol=1e-4)
+        grads_x.append(got[1])
+    models = stack([tight_model(sd) for sd in sds])
+    summed = jax.jit(jax.grad(lambda x: jnp.sum(jax.vmap(loss, (0, None))(models, x))))
+    assert_same(summed(x32), grads_x[0] + grads_x[1])
