@@ -25,6 +25,7 @@ of :mod:`gmmjax.landscape`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -34,7 +35,15 @@ import numpy as np
 
 from ._density import prepare, total_log_likelihood
 from ._gmm import GMM
-from ._landscape import analyze, check_tol, hessian
+from ._landscape import (
+    SecondOrder,
+    check_chunk_size,
+    check_tol,
+    decide,
+    flat_hessian,
+    reduced_batch,
+    second_order,
+)
 
 __all__ = [
     "Diagnosis",
@@ -102,14 +111,34 @@ def from_natural_vector(theta, like: GMM) -> GMM:
     return GMM.from_natural(weights, means, cov, covariance_type=ctype)
 
 
-def _objective(gmm, x, sample_weight):
-    x, w = prepare(gmm, x, sample_weight)
+# The programs below take the mixture, the data and the weights as arguments and
+# close over no array, so each compiles once per covariance type, shapes and dtype
+# (STYLE rule 15): a second diagnosis of a same-shaped fit compiles nothing.
+
+
+def _log_likelihood_at(theta, gmm, x, w):
+    """``L(theta)``: the total log-likelihood at the natural vector ``theta`` (of
+    the shapes and type of ``gmm``)."""
+    return total_log_likelihood(from_natural_vector(theta, gmm), x, w)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _information(gmm, x, w, chunk_size):
+    """``(theta (p,), I (p, p))``: the natural vector and minus the Hessian of L."""
     theta = natural_vector(gmm).astype(x.dtype)
+    h = flat_hessian(lambda t: _log_likelihood_at(t, gmm, x, w), theta, chunk_size)
+    return theta, -h
 
-    def f(t):
-        return total_log_likelihood(from_natural_vector(t, gmm), x, w)
 
-    return f, theta
+@jax.jit
+def _inverse_information(matrix):
+    """``(positive definite?, errors (p,), I^-1 (p, p))`` through the Cholesky
+    factor of ``I``."""
+    chol = jnp.linalg.cholesky(matrix)
+    eye = jnp.eye(matrix.shape[0], dtype=matrix.dtype)
+    cov = jax.scipy.linalg.cho_solve((chol, True), eye)
+    cov = 0.5 * (cov + cov.T)
+    return jnp.all(jnp.isfinite(chol)), jnp.sqrt(jnp.diag(cov)), cov
 
 
 class ObservedInformation(NamedTuple):
@@ -145,7 +174,8 @@ class StandardErrors(NamedTuple):
     def __str__(self) -> str:
         width = max(len(label) for label in self.labels)
         lines = [f"{'parameter':<{width}}  {'estimate':>12}  {'std. error':>12}"]
-        for label, v, e in zip(self.labels, self.values, self.errors, strict=True):
+        values, errors = np.asarray(self.values), np.asarray(self.errors)
+        for label, v, e in zip(self.labels, values, errors, strict=True):
             lines.append(f"{label:<{width}}  {float(v):12.6g}  {float(e):12.6g}")
         return "\n".join(lines)
 
@@ -182,8 +212,8 @@ def observed_information(
         >>> [[round(float(v), 6) + 0.0 for v in row] for row in info.matrix]
         [[2.0, 0.0], [0.0, 1.0]]
     """
-    f, theta = _objective(gmm, x, sample_weight)
-    matrix = -hessian(f, theta, chunk_size=chunk_size)
+    x, w = prepare(gmm, x, sample_weight)
+    theta, matrix = _information(gmm, x, w, check_chunk_size(chunk_size))
     return ObservedInformation(natural_labels(gmm), theta, matrix)
 
 
@@ -220,18 +250,15 @@ def standard_errors(
     info = observed_information(
         gmm, x, sample_weight=sample_weight, chunk_size=chunk_size
     )
-    chol = jnp.linalg.cholesky(info.matrix)
-    if not bool(jnp.all(jnp.isfinite(chol))):
-        smallest = float(jnp.linalg.eigvalsh(info.matrix)[0])
+    definite, errors, cov = _inverse_information(info.matrix)
+    if not bool(definite):
+        smallest = float(np.linalg.eigvalsh(np.asarray(info.matrix))[0])
         raise ValueError(
             "the observed information is not positive definite (smallest eigenvalue "
             f"{smallest:.3g}): the point is not a strict local maximum of the "
             "likelihood, so standard errors are undefined; see gmmjax.diagnose"
         )
-    eye = jnp.eye(info.matrix.shape[0], dtype=info.matrix.dtype)
-    cov = jax.scipy.linalg.cho_solve((chol, True), eye)
-    cov = 0.5 * (cov + cov.T)
-    return StandardErrors(info.labels, info.values, jnp.sqrt(jnp.diag(cov)), cov)
+    return StandardErrors(info.labels, info.values, errors, cov)
 
 
 class Diagnosis(NamedTuple):
@@ -287,7 +314,9 @@ class Diagnosis(NamedTuple):
     advice: str
 
     def __str__(self) -> str:
-        top = ", ".join(f"{float(v):.4g}" for v in self.eigenvalues[::-1][:3])
+        top = ", ".join(
+            f"{float(v):.4g}" for v in np.asarray(self.eigenvalues)[::-1][:3]
+        )
         lines = [
             f"kind: {self.kind} ({self.message})",
             f"log-likelihood: {float(self.log_likelihood):.6g}",
@@ -330,6 +359,50 @@ def _natural_scale(gmm: GMM, x, w) -> jax.Array:
     else:
         cov = jnp.full(k, jnp.mean(s**2))
     return jnp.concatenate([jnp.ones(k - 1, x.dtype), jnp.tile(s, k), cov])
+
+
+def _standardized(z, gmm, x, w, scale, total):
+    """The mean log-likelihood ``L(c z) / W`` in the standardized vector ``z``."""
+    return _log_likelihood_at(z * scale, gmm, x, w) / total
+
+
+class _Evidence(NamedTuple):
+    """What one compiled program finds for :func:`diagnose`."""
+
+    second: SecondOrder  # of _standardized at z
+    predicted_gain: jax.Array  # ()
+    log_likelihood: jax.Array  # () L(theta)
+    z: jax.Array  # (p,) theta / scale
+    scale: jax.Array  # (p,)
+    total: jax.Array  # () W
+
+
+def _evidence_program(gmm, x, w) -> _Evidence:
+    """Everything a diagnosis needs to second order, in one program."""
+    theta = natural_vector(gmm).astype(x.dtype)
+    total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
+    scale = _natural_scale(gmm, x, w)
+    z = theta / scale
+    second = second_order(lambda t: _standardized(t, gmm, x, w, scale, total), z)
+    coef = jnp.abs(second.eigenvectors.T @ second.gradient)
+    curv = jnp.abs(second.eigenvalues)
+    inside = coef <= curv
+    newton = coef**2 / (2.0 * jnp.where(curv > 0, curv, 1.0))
+    gain = jnp.sum(jnp.where(inside, newton, coef - 0.5 * curv))
+    # L(theta) = W L(c z) / W: the same forward pass
+    return _Evidence(second, gain, second.value * total, z, scale, total)
+
+
+# The diagnosis program runs once per diagnosis, so its compilation is most of
+# its cost: on Old Faithful (k = 2, full) XLA's default optimization spends about
+# 2.5 s of CPU compiling it and level 0 about 1.7 s, for the same ~10 ms run.
+# The unoptimized code runs slower on large problems (n = 20,000, p = 83: 1.5 s
+# against 1.1 s), so it is used up to this many sample-parameter pairs only.
+_QUICK_COMPILE_MAX_WORK = 2**20
+_evidence = jax.jit(_evidence_program)
+_evidence_quick = jax.jit(
+    _evidence_program, compiler_options={"xla_backend_optimization_level": 0}
+)
 
 
 def _plural(count: int, word: str) -> str:
@@ -412,6 +485,11 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     ``tol`` (the diagnosis' ``advice`` says so). A critical point is classified by
     its curvature: an EM run that stalls near a saddle is a saddle.
 
+    **Cost.** One compiled program per covariance type, shapes and dtype finds
+    the log-likelihood, gradient, Hessian eigenpairs and gain; a later diagnosis
+    of the same shapes compiles nothing. The third- and fourth-order program is
+    compiled and run only at a critical point with a singular Hessian.
+
     Args:
         result: a fit result with a ``.gmm`` attribute (``gmmjax.FitResult``) or a
             bare :class:`gmmjax.GMM`.
@@ -450,42 +528,41 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
             f"{type(result).__name__}"
         )
     tol = check_tol(tol, "tol")
-    f, theta = _objective(gmm, x, sample_weight)
-    x_arr, w = prepare(gmm, x, sample_weight)
-    total = x_arr.shape[0] if w is None else jnp.sum(w)
-    scale = _natural_scale(gmm, x_arr, w)
-
-    def standardized(z):
-        return f(z * scale) / total
-
-    z = theta / scale
-    analysis = analyze(standardized, z, eigen_tol, math.inf)
-    point = analysis.point
-    g = jax.grad(standardized)(z)
-    coef = jnp.abs(point.eigenvectors.T @ g)
-    curv = jnp.abs(point.eigenvalues)
-    inside = coef <= curv
-    newton = coef**2 / (2.0 * jnp.where(curv > 0, curv, 1.0))
-    gain = jnp.sum(jnp.where(inside, newton, coef - 0.5 * curv))
-    if float(gain) <= tol:
-        kind, escape = point.kind, analysis.escape
-        escape_vec = None if escape is None else escape.direction
-        order = 0 if escape is None else escape.order
-    else:
-        kind, escape_vec, order = "not_critical", g, 1
+    x, w = prepare(gmm, x, sample_weight)
+    eigen_tol = check_tol(eigen_tol, "tol")
+    labels = natural_labels(gmm)
+    quick = x.shape[0] * len(labels) <= _QUICK_COMPILE_MAX_WORK
+    evidence = (_evidence_quick if quick else _evidence)(gmm, x, w)
+    gain = float(evidence.predicted_gain)
+    # the third- and fourth-order program runs (and compiles) only at a critical
+    # point with a singular Hessian; off one, the gradient is the way up
+    critical = gain <= tol
+    reduced = functools.partial(
+        reduced_batch,
+        _standardized,
+        evidence.z,
+        (gmm, x, w, evidence.scale, evidence.total),
+    )
+    point, escape = decide(
+        evidence.second, eigen_tol, math.inf if critical else -math.inf, reduced
+    )
+    kind = point.kind
+    escape_vec = None if escape is None else escape.direction
+    order = 0 if escape is None else escape.order
     if escape_vec is not None:
-        escape_vec = escape_vec * scale
-        escape_vec = escape_vec / jnp.linalg.norm(escape_vec)
-    message, advice = _verdict(kind, point, float(gain), tol, order)
+        # back to natural units, on the host: eager jax ops would compile
+        escape_vec = np.asarray(escape_vec) * np.asarray(evidence.scale)
+        escape_vec = jax.device_put(escape_vec / np.linalg.norm(escape_vec))
+    message, advice = _verdict(kind, point, gain, tol, order)
     return Diagnosis(
         kind=kind,
-        log_likelihood=f(theta),
+        log_likelihood=evidence.log_likelihood,
         gradient_norm=point.gradient_norm,
-        predicted_gain=gain,
+        predicted_gain=evidence.predicted_gain,
         eigenvalues=point.eigenvalues,
         escape_direction=escape_vec,
         escape_order=order,
-        labels=natural_labels(gmm),
+        labels=labels,
         message=message,
         advice=advice,
     )

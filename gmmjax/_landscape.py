@@ -71,18 +71,31 @@ __all__ = [
     "Analysis",
     "CriticalPoint",
     "EscapeDirection",
+    "SecondOrder",
     "analyze",
+    "check_chunk_size",
     "check_tol",
     "classify",
+    "decide",
     "escape_direction",
+    "flat_hessian",
     "gradient",
     "hessian",
+    "reduced_batch",
+    "second_order",
 ]
 
 
-def _flat(f, theta):
+def _flat(f, theta, args=()):
+    """``(z -> f(unravel(z), *args), flat theta, unravel)``, for use under ``jit``.
+
+    Every compiled program here takes the objective ``f`` as a static argument
+    (hashed by identity) and the point ``theta`` and the data ``args`` as traced
+    ones, so one program serves every point and every dataset of the same shapes
+    for as long as ``f`` is the same function object.
+    """
     flat, unravel = ravel_pytree(theta)
-    return (lambda z: f(unravel(z))), flat, unravel
+    return (lambda z: f(unravel(z), *args)), flat, unravel
 
 
 def gradient(f, theta) -> jax.Array:
@@ -145,22 +158,33 @@ def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
         >>> [[round(float(v), 6) for v in row] for row in h]
         [[4.0, 2.0], [2.0, 0.0]]
     """
+    return _hessian_jit(f, theta, check_chunk_size(chunk_size))
+
+
+def check_chunk_size(chunk_size):
+    """``chunk_size`` of :func:`hessian`, refused unless ``None`` or an int >= 1."""
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise TypeError("chunk_size must be None or a positive integer")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return _hessian_jit(f, theta, chunk_size)
+    return chunk_size
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _hessian_jit(f, theta, chunk_size):
     fz, flat, _ = _flat(f, theta)
+    return flat_hessian(fz, flat, chunk_size)
+
+
+def flat_hessian(fz, x, chunk_size):
+    """``(p, p)`` symmetrized Hessian of ``fz`` at the flat ``x`` (traceable; the
+    strategies of :func:`hessian`)."""
     if chunk_size is None:
-        h = jax.hessian(fz)(flat)
+        h = jax.hessian(fz)(x)
     else:
-        _, pullback = jax.vjp(jax.grad(fz), flat)
-        basis = jnp.eye(flat.shape[0], dtype=flat.dtype)
+        _, pullback = jax.vjp(jax.grad(fz), x)
+        basis = jnp.eye(x.shape[0], dtype=x.dtype)
         h = jax.lax.map(lambda e: pullback(e)[0], basis, batch_size=chunk_size)
     return 0.5 * (h + h.T)
 
@@ -287,12 +311,76 @@ def _canonical_sign(v):
     return v * jnp.where(v[i] < 0, -1.0, 1.0).astype(v.dtype)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _second_order(fz, x):
-    g = jax.grad(fz)(x)
-    h = jax.hessian(fz)(x)
+class SecondOrder(NamedTuple):
+    """Everything the second-order test needs, from one compiled program.
+
+    Attributes:
+        value: ``()`` the function's value.
+        gradient: ``(p,)`` the flat gradient.
+        gradient_norm: ``()`` its Euclidean norm.
+        uphill: ``(p,)`` the gradient over its norm.
+        eigenvalues: ``(p,)`` Hessian eigenvalues, ascending.
+        eigenvectors: ``(p, p)`` matching orthonormal eigenvectors (columns).
+        top: ``(p,)`` the top eigenvector, largest-magnitude entry positive.
+        top_rate: ``()`` half the top eigenvalue.
+        finite: ``()`` whether the gradient norm and every eigenvalue are finite.
+    """
+
+    value: jax.Array
+    gradient: jax.Array
+    gradient_norm: jax.Array
+    uphill: jax.Array
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+    top: jax.Array
+    top_rate: jax.Array
+    finite: jax.Array
+
+
+def second_order(fz, x) -> SecondOrder:
+    """:class:`SecondOrder` of the flat function ``fz`` at ``x``; traceable, for
+    callers that fuse it into a larger compiled program (``gmmjax.diagnose``).
+
+    The value, the gradient and the Hessian come from one linearization of
+    ``value_and_grad``: one forward and backward pass, then ``p``
+    Hessian-vector products (forward over reverse, as ``jax.hessian``) applied
+    to the basis under ``vmap``: a third less program to compile than a
+    separate ``jax.grad`` and ``jax.hessian``.
+    """
+    (value, g), lin = jax.linearize(jax.value_and_grad(fz), x)
+    h = jax.vmap(lambda e: lin(e)[1])(jnp.eye(x.shape[0], dtype=x.dtype))
     vals, vecs = jnp.linalg.eigh(0.5 * (h + h.T))
-    return g, vals, vecs
+    gnorm = jnp.linalg.norm(g)
+    finite = jnp.all(jnp.isfinite(vals)) & jnp.isfinite(gnorm)
+    top = _canonical_sign(vecs[:, -1])
+    return SecondOrder(
+        value, g, gnorm, g / gnorm, vals, vecs, top, 0.5 * vals[-1], finite
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _second_order(f, theta, args):
+    fz, x, _ = _flat(f, theta, args)
+    # checked while tracing: once per function, shapes and dtypes
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"theta must hold floating arrays, got dtype {x.dtype}")
+    return second_order(fz, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reduced_batch(f, theta, args, null_basis, range_vecs, range_vals, dirs):
+    """:func:`_reduced` for every row of ``dirs`` ``(b, m)``, in one program.
+
+    ``f(unravel(z), *args)`` is the objective (``f`` static, hashed by identity):
+    only a singular Hessian compiles this third- and fourth-order program, once
+    per function, shapes and null-space dimension ``m``.
+    """
+    fz, x, _ = _flat(f, theta, args)
+
+    def one(c):
+        return _reduced(fz, x, null_basis, range_vecs, range_vals, c)
+
+    return jax.vmap(one)(dirs)
 
 
 def _sphere_directions(m, n_random, dtype):
@@ -300,7 +388,7 @@ def _sphere_directions(m, n_random, dtype):
     rng = np.random.default_rng(0)
     rand = rng.normal(size=(n_random, m))
     dirs = np.concatenate([eye, rand / np.linalg.norm(rand, axis=1, keepdims=True)])
-    return jnp.asarray(dirs, dtype=dtype)
+    return dirs.astype(dtype)
 
 
 def _quartic_monomials(m):
@@ -324,7 +412,7 @@ def _quartic_extremes(dirs, values, n_starts=256, n_steps=300):
     start = rng.normal(size=(n_starts, m))
     start = np.concatenate([dirs, start / np.linalg.norm(start, axis=1)[:, None]])
     step = 1.0 / (16.0 * max(np.abs(values).max(), 1e-300))
-    ends = _climb_quartic(jnp.asarray(start), jnp.asarray(idx), coef, step, n_steps)
+    ends = _climb_quartic(start, idx, coef, step, n_steps)
     return np.asarray(ends)
 
 
@@ -348,25 +436,43 @@ def _climb_quartic(start, idx, coef, step, n_steps):
 
 
 def analyze(f, theta, tol, gradient_tol) -> Analysis:
-    """:func:`classify` and :func:`escape_direction` of one point, in one pass."""
-    fz, x, _ = _flat(f, theta)
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"theta must hold floating arrays, got dtype {x.dtype}")
+    """:func:`classify` and :func:`escape_direction` of one point, in one pass.
+
+    One compiled program finds the gradient and the Hessian's eigenpairs; it is
+    reused for every point of the same shapes while ``f`` is the same function
+    object. Only a singular Hessian (whose other eigenvalues share one sign) runs
+    the third- and fourth-order program.
+    """
     tol = check_tol(tol, "tol")
     gradient_tol = (
         tol if gradient_tol is None else check_tol(gradient_tol, "gradient_tol")
     )
-    g, vals, vecs = _second_order(fz, x)
-    gnorm = jnp.linalg.norm(g)
-    if not bool(jnp.all(jnp.isfinite(vals))) or not bool(jnp.isfinite(gnorm)):
+    reduced = functools.partial(reduced_batch, f, theta, ())
+    return decide(_second_order(f, theta, ()), tol, gradient_tol, reduced)
+
+
+def decide(second: SecondOrder, tol, gradient_tol, reduced) -> Analysis:
+    """The :class:`Analysis` of a point from its :class:`SecondOrder`.
+
+    The decisions are taken on the host, in NumPy, so that no eager operation
+    compiles a program of its own. ``reduced(null_basis, range_vecs, range_vals,
+    dirs)`` (:func:`reduced_batch` with its function, point and data bound) is
+    called only when the Hessian is singular and the point critical; a
+    ``gradient_tol`` of ``-inf`` calls every point ``"not_critical"``.
+    """
+    gnorm_np, vals_np, finite = jax.device_get(
+        (second.gradient_norm, second.eigenvalues, second.finite)
+    )
+    if not finite:
         raise ValueError("the gradient or Hessian of f at theta is not finite")
-    vals_np = np.asarray(vals)
     thr = tol * max(1.0, float(np.max(np.abs(vals_np))))
     pos, neg = vals_np > thr, vals_np < -thr
     null = ~(pos | neg)
     counts = int(pos.sum()), int(neg.sum()), int(null.sum())
-    zero = jnp.zeros_like(x)
+    # NumPy values become jax arrays by device_put: jnp.asarray compiles a
+    # program per shape
+    zero = jax.device_put(np.zeros_like(vals_np))
+    gnorm, vals, vecs = second.gradient_norm, second.eigenvalues, second.eigenvectors
 
     def result(kind, order, escape=None):
         point = CriticalPoint(kind, gnorm, vals, vecs, *counts, order)
@@ -374,49 +480,59 @@ def analyze(f, theta, tol, gradient_tol) -> Analysis:
 
     second_escape = None
     if counts[0]:
-        top = _canonical_sign(vecs[:, -1])
-        second_escape = EscapeDirection(top, zero, 2, 0.5 * vals[-1])
-    if float(gnorm) > gradient_tol:
-        uphill = g / gnorm
-        return result("not_critical", 1, EscapeDirection(uphill, zero, 1, gnorm))
+        second_escape = EscapeDirection(second.top, zero, 2, second.top_rate)
+    if float(gnorm_np) > gradient_tol:
+        uphill = EscapeDirection(second.uphill, zero, 1, gnorm)
+        return result("not_critical", 1, uphill)
     if counts[0] and counts[1]:
         return result("saddle", 2, second_escape)
     if not counts[2]:
         return result("minimum" if counts[0] else "maximum", 2, second_escape)
 
-    null_basis = vecs[:, null]
-    range_vecs, range_vals = vecs[:, ~null], vals[~null]
-    reduced = jax.jit(
-        jax.vmap(lambda c: _reduced(fz, x, null_basis, range_vecs, range_vals, c))
-    )
+    vecs_np = np.asarray(vecs)
+    null_basis = vecs_np[:, null]
+    bound = functools.partial(reduced, null_basis, vecs_np[:, ~null], vals_np[~null])
+
+    def reduce(dirs):
+        return tuple(np.asarray(a) for a in bound(dirs))
+
+    def first_set(dirs, c):
+        dirs = dirs.copy()
+        dirs[0] = c
+        return dirs
+
     m = counts[2]
     n_random = 0 if m == 1 else 2 * len(_quartic_monomials(m)) + 8
-    dirs = _sphere_directions(m, n_random, x.dtype)
-    cubic, quartic, _ = reduced(dirs)
-    cubic_np = np.asarray(cubic)
-    i3 = int(np.argmax(np.abs(cubic_np)))
-    if abs(cubic_np[i3]) > thr:
-        sign = 1.0 if cubic_np[i3] > 0 else -1.0
-        c = sign * dirs[i3]
-        _, _, w = reduced(dirs.at[0].set(c))
-        escape = EscapeDirection(null_basis @ c, w[0], 3, jnp.abs(cubic[i3]))
+    dirs = _sphere_directions(m, n_random, vals_np.dtype)
+    cubic, quartic, _ = reduce(dirs)
+    i3 = int(np.argmax(np.abs(cubic)))
+    if abs(cubic[i3]) > thr:
+        c = np.sign(cubic[i3]) * dirs[i3]
+        _, _, w = reduce(first_set(dirs, c))
+        escape = EscapeDirection(
+            jax.device_put(null_basis @ c),
+            jax.device_put(w[0]),
+            3,
+            jax.device_put(abs(cubic[i3])),
+        )
         return result("saddle", 3, second_escape or escape)
 
     if m > 1:
-        extremes = jnp.asarray(_quartic_extremes(dirs, quartic), x.dtype)
-        dirs = dirs.at[:2].set(extremes)
-        _, quartic, _ = reduced(dirs)
-    quartic_np = np.asarray(quartic)
-    q_max, q_min = float(quartic_np.max()), float(quartic_np.min())
+        dirs = dirs.copy()
+        dirs[:2] = _quartic_extremes(dirs, quartic)
+        _, quartic, _ = reduce(dirs)
+    q_max, q_min = float(quartic.max()), float(quartic.min())
     rises = counts[0] > 0 or q_max > thr
     falls = counts[1] > 0 or q_min < -thr
     escape = second_escape
     if escape is None and q_max > thr:
-        i4 = int(np.argmax(quartic_np))
-        _, _, w = reduced(dirs.at[0].set(dirs[i4]))
+        i4 = int(np.argmax(quartic))
+        _, _, w = reduce(first_set(dirs, dirs[i4]))
         d = null_basis @ dirs[i4]
-        flip = jnp.where(d[jnp.argmax(jnp.abs(d))] < 0, -1.0, 1.0).astype(d.dtype)
-        escape = EscapeDirection(d * flip, w[0], 4, quartic[i4])
+        d = -d if d[np.argmax(np.abs(d))] < 0 else d
+        escape = EscapeDirection(
+            jax.device_put(d), jax.device_put(w[0]), 4, jax.device_put(quartic[i4])
+        )
     if rises and falls:
         return result("saddle", 4, escape)
     if q_max < -thr and not counts[0]:
@@ -448,7 +564,9 @@ def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
     (8 lambda_r)``), which accounts for the coupling of null and curved directions.
 
     Runs eagerly (the result's ``kind`` is a Python string and the null-space
-    dimension is data-dependent); the derivatives inside are jitted.
+    dimension is data-dependent); the derivatives inside are compiled once per
+    function object and shapes, so classifying many points with the same ``f``
+    compiles once (a new ``lambda`` per call compiles anew).
 
     Args:
         f: scalar function of ``theta``, four times differentiable.

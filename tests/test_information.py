@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES, random_natural
+from conftest import COVARIANCE_TYPES, count_compilations, random_natural
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
-from gmmjax import landscape
+from gmmjax import _information, landscape
 from gmmjax._information import from_natural_vector, natural_vector
 
 
@@ -306,6 +306,29 @@ def test_exact_study_saddle_in_the_general_mixture():
     d = dict(zip(diag.labels, np.asarray(diag.escape_direction), strict=True))
     assert d["means[0,0]"] == pytest.approx(1 / np.sqrt(2), abs=1e-8)
     assert d["means[1,0]"] == pytest.approx(-1 / np.sqrt(2), abs=1e-8)
+
+
+def test_second_diagnosis_compiles_nothing_and_a_maximum_no_higher_order(
+    monkeypatch,
+):
+    # STYLE rule 15 (issue 21): one program per covariance type, shapes and dtype
+    # serves every diagnosis, and the third- and fourth-order program is for
+    # singular Hessians only
+    def refuse(*args):
+        raise AssertionError("a nonsingular maximum ran the higher-order program")
+
+    monkeypatch.setattr(_information, "reduced_batch", refuse)
+    one, wide = (
+        gmmjax.GMM.from_natural([1.0], [[0.0]], [v], covariance_type="spherical")
+        for v in (1.0, 4.0)
+    )
+    assert gmmjax.diagnose(one, X_TWO).kind == "maximum"
+    wider_data = 2.0 * X_TWO  # whose maximum is `wide`
+    with count_compilations() as log:
+        diag = gmmjax.diagnose(wide, wider_data)
+        text = str(diag)
+    assert diag.kind == "maximum" and "maximum" in text
+    assert log == []
 
 
 def test_bad_inputs():

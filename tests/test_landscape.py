@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import mpmath
 import numpy as np
 import pytest
+from conftest import count_compilations
 
 import gmmjax
 from gmmjax import landscape
@@ -213,6 +214,18 @@ def test_degenerate_hessians_decided_by_higher_order(f, n, kind, order):
     point = landscape.classify(f, jnp.zeros(n))
     assert point.kind == kind
     assert point.order == order
+
+
+def test_classify_compiles_once_per_function_and_shape():
+    # STYLE rule 15: the same function at another point of the same shape reuses
+    # the second-order program and, at a singular Hessian, the higher-order one
+    f = lambda t: -(t[0] ** 4) - t[1] ** 2  # noqa: E731
+    assert landscape.classify(f, jnp.zeros(2)).kind == "maximum"
+    moved = jnp.array([0.0, 1e-3])
+    with count_compilations() as log:
+        point = landscape.classify(f, moved, gradient_tol=float("inf"))
+    assert (point.kind, point.order) == ("maximum", 4)
+    assert log == []
 
 
 def test_coupled_escape_curvature():
