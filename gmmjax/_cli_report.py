@@ -6,6 +6,7 @@ import it when called, after the command's checks have passed.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
@@ -157,9 +158,27 @@ class FitProgress:
         self.line.draw(f"{text}, {self.line.elapsed()}{ll}", force=going == 0)
 
 
+@functools.cache
+def _model_numbers():
+    """A jitted ``(gmm, x) -> (weights, means, covariances, total
+    log-likelihood)``: one program for the numbers of the summary, where the
+    properties and criteria run op by op would compile a small program each."""
+    import jax
+
+    from ._density import total_log_likelihood
+
+    @jax.jit
+    def numbers(gmm, x):
+        return gmm.weights, gmm.means, gmm.covariances, total_log_likelihood(gmm, x)
+
+    return numbers
+
+
 def summary(args, data: Data, result, runs) -> dict:
     """Everything ``gmmjax fit`` reports about the chosen run ``result`` (of the
     restarts ``runs``), as ``--json`` prints it."""
+    import jax
+
     import gmmjax
 
     gmm = result.gmm
@@ -167,6 +186,7 @@ def summary(args, data: Data, result, runs) -> dict:
     n, d = x.shape
     ll = float(result.log_likelihood)
     p = gmmjax.n_parameters(gmm)
+    weights, means, covariances, total = jax.device_get(_model_numbers()(gmm, x))
     statuses = [gmmjax.Status(int(s)).name for s in np.asarray(runs.status)]
     reason = _unusable(result)
     return {
@@ -182,14 +202,15 @@ def summary(args, data: Data, result, runs) -> dict:
         "seed": args.seed,
         "n_components": int(gmm.n_components),
         "covariance_type": gmm.covariance_type,
-        "weights": np.asarray(gmm.weights).tolist(),
-        "means": np.asarray(gmm.means).tolist(),
-        "covariances": np.asarray(gmm.covariances).tolist(),
+        "weights": weights.tolist(),
+        "means": means.tolist(),
+        "covariances": covariances.tolist(),
         "log_likelihood": ll,
         "mean_log_likelihood": ll / n,
         "n_parameters": int(p),
-        "bic": float(gmmjax.bic(gmm, x)),
-        "aic": float(gmmjax.aic(gmm, x)),
+        # gmmjax.bic and gmmjax.aic, from the one program's log-likelihood
+        "bic": float(-2.0 * total + p * np.log(n)),
+        "aic": float(-2.0 * total + 2.0 * p),
         "n_steps": int(result.n_steps),
         "status": result.status_name,
         "degenerate_component": int(result.degenerate_component),

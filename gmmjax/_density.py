@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ __all__ = [
     "prepare",
     "responsibilities",
     "sample",
+    "sample_jit",
     "total_log_likelihood",
     "weighted_log_prob",
 ]
@@ -249,7 +251,12 @@ def sample(key, gmm: GMM, n: int):
     """
     check_key(key)
     check_gmm(gmm)
-    n = check_positive_int(n, "n")
+    return sample_jit(key, gmm, check_positive_int(n, "n"))
+
+
+@partial(jax.jit, static_argnums=2)
+def sample_jit(key, gmm: GMM, n: int):
+    """:func:`sample`'s jitted kernel, without validation (``n`` static)."""
     key_z, key_x = jax.random.split(key)
     labels = jax.random.categorical(key_z, gmm.logits, shape=(n,))
     z = jax.random.normal(key_x, (n, gmm.n_features), dtype=gmm.dtype)

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jax.scipy.special import logsumexp
 
-from ._degeneracy import degenerate_component, model_spread
+from ._degeneracy import degenerate_component, model_spread, sample_count
 from ._density import weighted_log_prob
 from ._fit import StepInfo
 from ._gmm import GMM
@@ -87,8 +87,8 @@ def collapsed_component(gmm: GMM, x, sample_weight=None) -> jax.Array:
     thinnest direction, in units of the data's variance, is at the rounding level
     (:func:`gmmjax._degeneracy.model_spread`).
     """
-    n = x.shape[0]
-    total = n if sample_weight is None else jnp.sum(sample_weight)
+    n = sample_count(x, sample_weight)
+    total = x.shape[0] if sample_weight is None else jnp.sum(sample_weight)
     spread = model_spread(gmm, x, sample_weight)
     return degenerate_component(gmm.weights * total, spread, n, total)
 

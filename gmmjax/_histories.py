@@ -1,4 +1,5 @@
-"""The estimator's fits: the one driver, with each run's per-step history."""
+"""The estimator's fit as one compiled program: starts, the one driver with each
+run's per-step history, the best run and its attributes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._fit import run, total_weight
+from ._fit import FitResult, Status, run, total_weight
 from ._gmm import GMM
+from ._init import init_gmm_jit
+from ._multistart import best_index, start_keys
 
-__all__ = ["fit_with_histories", "history_capacity"]
+__all__ = ["EstimatorFit", "fit_best", "history_capacity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,17 +63,132 @@ class _RecordingState(NamedTuple):
         return self.inner.gmm
 
 
-@functools.partial(jax.jit, static_argnames=("capacity",))
-def fit_with_histories(fitter, gmm0s, x, w, max_steps, tol, *, capacity):
-    """The driver from each of a leading axis of starting models, with the
-    per-step histories: ``(FitResult, (b, capacity) histories)``."""
+class EstimatorFit(NamedTuple):
+    """What one estimator fit returns: every run, and the best one's attributes.
+
+    Attributes:
+        runs: the ``(b,)`` batched :class:`gmmjax.FitResult` of every run (padding
+            runs included: the first ``n_init`` are the real ones).
+        histories: ``(b, capacity)`` mean log-likelihood each step started from.
+        best: ``()`` index of the chosen run.
+        gmm: the chosen run's :class:`GMM`.
+        weights, means, covariances, precisions, precisions_cholesky: its
+            parameters in scikit-learn's conventions.
+    """
+
+    runs: FitResult
+    histories: jax.Array
+    best: jax.Array
+    gmm: GMM
+    weights: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+    precisions: jax.Array
+    precisions_cholesky: jax.Array
+
+
+def _starting_models(seed, x, w, reg_covar, inits, spec, n_runs):
+    """``(n_runs, ...)`` starts: initializations (start ``i`` from
+    ``fold_in(key(seed), i)``) with the given ``inits`` in place of theirs, or the
+    given model alone (``b = 1``) when all three are given."""
+    weights, means, prec_chol = inits
+    k, ctype, method = spec
+    if weights is not None and means is not None and prec_chol is not None:
+        given = GMM.from_precisions_cholesky(
+            weights, means, prec_chol, covariance_type=ctype
+        )
+        return jax.tree_util.tree_map(lambda a: a[None], given)
+    keys = start_keys(jax.random.key(seed), n_runs)
+
+    def one(key):
+        return init_gmm_jit(
+            key, x, w, reg_covar, n_components=k, covariance_type=ctype, method=method
+        )
+
+    gmm0s = jax.vmap(one)(keys)
+
+    def tile(a):
+        return jnp.broadcast_to(a, (n_runs, *a.shape))
+
+    logits = gmm0s.logits if weights is None else tile(jnp.log(weights))
+    mu = gmm0s.means if means is None else tile(means)
+    log_diag, off_diag = gmm0s.log_diag, gmm0s.off_diag
+    if prec_chol is not None:
+        given = GMM.from_precisions_cholesky(
+            jnp.full(k, 1.0 / k, x.dtype),
+            jnp.zeros((k, x.shape[1]), x.dtype),
+            prec_chol,
+            covariance_type=ctype,
+        )
+        log_diag = tile(given.log_diag)
+        off_diag = None if given.off_diag is None else tile(given.off_diag)
+    return GMM(logits, mu, log_diag, off_diag, ctype)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "n_runs", "capacity"))
+def fit_best(
+    fitter,
+    gmm0s,
+    seed,
+    x,
+    w,
+    inits,
+    n_init,
+    max_steps,
+    tol,
+    reg_covar,
+    *,
+    spec,
+    n_runs,
+    capacity,
+):
+    """The estimator's whole fit, one program per kind of problem.
+
+    Args:
+        fitter: the fitter of every run.
+        gmm0s: ``(b, ...)`` starting models (a warm start), or ``None`` to start
+            from initializations.
+        seed: ``()`` integer seed of the initializations' key.
+        x: ``(n, d)`` data (padded rows allowed, with weight 0).
+        w: ``(n,)`` sample weights.
+        inits: ``(weights, means, precisions_cholesky)`` given initial values, each
+            ``None`` when not given.
+        n_init: ``()`` the number of real runs; runs past it (padding of the
+            restarts' bucket) never win.
+        max_steps, tol: the driver's budget and tolerance (traced).
+        reg_covar: ``reg_covar`` of the initializations (traced).
+        spec: static ``(n_components, covariance_type, init method)``.
+        n_runs: static number of runs (the bucket of ``n_init``).
+        capacity: static slots of each run's history (:func:`history_capacity`).
+
+    Returns:
+        :class:`EstimatorFit`.
+    """
+    if gmm0s is None:
+        gmm0s = _starting_models(seed, x, w, reg_covar, inits, spec, n_runs)
     recording = _Recording(fitter, capacity)
 
     def one(gmm0):
         result, state = run(recording, gmm0, x, w, max_steps, tol)
         return result, state.history
 
-    return jax.vmap(one)(gmm0s)
+    runs, histories = jax.vmap(one)(gmm0s)
+    real = jnp.arange(runs.status.shape[0]) < n_init
+    ll = jnp.where(real, runs.log_likelihood, -jnp.inf)
+    status = jnp.where(real, runs.status, Status.NONFINITE)
+    best = best_index(ll, status)
+    gmm = jax.tree_util.tree_map(lambda a: a[best], runs.gmm)
+    return EstimatorFit(
+        runs,
+        histories,
+        best,
+        gmm,
+        gmm.weights,
+        gmm.means,
+        gmm.covariances,
+        gmm.precisions,
+        gmm.precisions_cholesky,
+    )
 
 
 # a thousand steps of history cost 8 KB a restart; every max_iter up to it

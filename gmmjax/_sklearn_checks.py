@@ -33,8 +33,8 @@ def describe_degeneracy(est, j: int, X, w) -> str:
     """What happened to component ``j`` of a fitted estimator, by the fit's own
     rule (:mod:`gmmjax._degeneracy`): emptied, or collapsed (and how thin its
     fitted covariance is, ``reg_covar`` included, relative to the data)."""
-    n = X.shape[0]
-    total = n if w is None else float(np.sum(w))
+    n = X.shape[0] if w is None else int(np.sum(w > 0))
+    total = X.shape[0] if w is None else float(np.sum(w))
     counts = np.asarray(est.weights_, np.float64) * total
     if empty_components(counts, n, total)[j]:
         return (

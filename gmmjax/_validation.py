@@ -106,6 +106,12 @@ def as_float_array(a, name: str, dtype=None):
             raise TypeError(f"{name} must be real, got dtype {a.dtype}")
         if a.dtype == np.float64 and not jax.config.jax_enable_x64:
             _warn_float64_downcast(name)
+        if dtype is None and not np.issubdtype(a.dtype, np.floating):
+            dtype = jnp.result_type(float)
+        # converted on the host and copied: jnp.asarray would compile a small
+        # conversion program for every new shape
+        target = jax.dtypes.canonicalize_dtype(a.dtype if dtype is None else dtype)
+        return jax.device_put(np.asarray(a, target))
     elif jnp.iscomplexobj(a):
         raise TypeError(f"{name} must be real, got dtype {a.dtype}")
     a = jnp.asarray(a)

@@ -49,6 +49,7 @@ def _cmd_fit(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    _compilation_cache()
     import gmmjax
 
     runs = _fit_runs(args, x)
@@ -83,10 +84,11 @@ def _cmd_fit(args) -> int:
 
 def _fit_runs(args, x):
     """Every restart of ``gmmjax fit``: :func:`gmmjax.multistart` from k-means++
-    starts. On a terminal (or with ``--progress``) a progress line on stderr,
-    drawn from inside the compiled loop; it only observes, so the results are
-    those of a piped run."""
+    starts. On a terminal a progress line on stderr says when the run is done;
+    with ``--progress`` it is redrawn from inside the compiled loop. It only
+    observes, so the results are those of a piped run."""
     import jax
+    import numpy as np
 
     import gmmjax
 
@@ -109,10 +111,34 @@ def _fit_runs(args, x):
         return restarts()
     with Line(True) as line:
         line.draw("fit: compiling", force=True)
+        if not args.progress:
+            # a terminal: the line says when the run is done. Step by step
+            # reports (--progress) need a host callback inside the program, and
+            # JAX keeps no program with one in its persistent cache
+            runs = restarts()
+            FitProgress(line, args.max_steps)(
+                runs.n_steps, runs.log_likelihood / x.shape[0], np.zeros(1, bool)
+            )
+            return runs
         runs = restarts(FitProgress(line, args.max_steps))
         # the last report is drawn before the line ends
         jax.effects_barrier()
     return runs
+
+
+def _compilation_cache() -> None:
+    """JAX's persistent compilation cache (``gmmjax.enable_compilation_cache``),
+    turned on once a command has checked its arguments and data and imported jax;
+    a directory that cannot be used is a warning line, and the command goes on."""
+    import warnings
+
+    from ._cache import default_cache
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        default_cache()
+    for warning in caught:
+        note(f"warning: {warning.message}")
 
 
 def _check_fit_options(args) -> None:
@@ -240,6 +266,7 @@ def _cmd_select(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    _compilation_cache()
     import gmmjax
 
     with Line(_show_progress(args)) as line:
@@ -282,6 +309,8 @@ def _cmd_select(args) -> int:
 def _cmd_study_saddle(args) -> int:
     _check_output_folder("--out", args.out)
     from ._studies.saddle import run_saddle_study
+
+    _compilation_cache()
 
     with Line(_show_progress(args)) as line:
 
@@ -345,11 +374,14 @@ def _add_run_options(parser, seed_help: str) -> None:
     )
 
 
-def _add_progress(parser) -> None:
+_PROGRESS = "report progress on stderr (default: only when it is a terminal)"
+
+
+def _add_progress(parser, text: str = _PROGRESS) -> None:
     parser.add_argument(
         "--progress",
         action="store_true",
-        help="report progress on stderr (default: only when it is a terminal)",
+        help=text,
     )
 
 
@@ -431,7 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--json", action="store_true", help="print the result as JSON on stdout"
     )
-    _add_progress(fit)
+    _add_progress(
+        fit,
+        "report every step's progress on stderr, from inside the compiled loop "
+        "(default on a terminal: one line, compiling then done; a program that "
+        "reports each step is not kept in the compilation cache)",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     select = sub.add_parser(

@@ -23,17 +23,15 @@ from sklearn.utils.validation import (
 )
 
 from ._anneal import Annealed
-from ._density import sample, weighted_log_prob
+from ._buckets import bucket, pad_rows
+from ._cache import default_cache
+from ._density import sample_jit, weighted_log_prob
 from ._em import EM
 from ._fit import Status
-from ._gmm import GMM
 from ._gradient import GradientFitter
-from ._histories import fit_with_histories, history_capacity
+from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
-from ._init import init_gmm
-from ._multistart import best_index, start_keys
-from ._selection import aic as gmm_aic
-from ._selection import bic as gmm_bic
+from ._selection import n_parameters
 from ._sklearn_checks import check_inits, check_int, check_number, describe_degeneracy
 from ._validation import COVARIANCE_TYPES
 
@@ -226,66 +224,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"optax.linear_schedule(0.1, 1.0, 50); got {type(self.anneal).__name__}"
             )
 
+    def _init_method(self) -> str:
+        return _INIT_PARAMS[self.init_params]
+
     def _fitter(self):
         if self.optimizer is None:
-            fitter = EM(reg_covar=self.reg_covar, max_reseeds=self.max_reseeds)
+            fitter = EM(reg_covar=float(self.reg_covar), max_reseeds=self.max_reseeds)
         else:
             fitter = GradientFitter(self.optimizer)
         if self.anneal is not None:
             fitter = Annealed(fitter, self.anneal)
         return fitter
 
-    def _starts(self, X, w, n_runs, key):
-        """``(b, ...)`` batch of starting models: ``b = n_runs`` initializations
-        (start ``i`` from ``fold_in(key, i)``) with the given ``*_init`` values in
-        place of theirs, or ``b = 1`` when all three are given."""
-        weights, means, prec_chol = check_inits(self, X.shape[1], X.dtype)
-        k, d = self.n_components, X.shape[1]
-        if weights is not None and means is not None and prec_chol is not None:
-            given = GMM.from_precisions_cholesky(
-                weights, means, prec_chol, covariance_type=self.covariance_type
-            )
-            return jax.tree_util.tree_map(lambda a: a[None], given)
-        keys = start_keys(key, n_runs)
-        method = _INIT_PARAMS[self.init_params]
-
-        def one(key_i):
-            return init_gmm(
-                key_i,
-                X,
-                n_components=k,
-                covariance_type=self.covariance_type,
-                method=method,
-                sample_weight=w,
-                reg_covar=self.reg_covar,
-            )
-
-        gmm0s = jax.vmap(one)(keys)
-
-        def tile(a):
-            return jnp.broadcast_to(jnp.asarray(a, X.dtype), (n_runs, *np.shape(a)))
-
-        logits = gmm0s.logits if weights is None else jnp.log(tile(weights))
-        mu = gmm0s.means if means is None else tile(means)
-        log_diag, off_diag = gmm0s.log_diag, gmm0s.off_diag
-        if prec_chol is not None:
-            given = GMM.from_precisions_cholesky(
-                np.full(k, 1.0 / k, X.dtype),
-                np.zeros((k, d), X.dtype),
-                prec_chol,
-                covariance_type=self.covariance_type,
-            )
-            log_diag = tile(given.log_diag)
-            off_diag = None if given.off_diag is None else tile(given.off_diag)
-        return GMM(logits, mu, log_diag, off_diag, self.covariance_type)
-
-    def _set_model(self, gmm: GMM):
-        self.gmm_ = gmm
-        self.weights_ = np.asarray(gmm.weights)
-        self.means_ = np.asarray(gmm.means)
-        self.covariances_ = np.asarray(gmm.covariances)
-        self.precisions_ = np.asarray(gmm.precisions)
-        self.precisions_cholesky_ = np.asarray(gmm.precisions_cholesky)
+    def _set_model(self, out: EstimatorFit):
+        self.weights_ = np.asarray(out.weights)
+        self.means_ = np.asarray(out.means)
+        self.covariances_ = np.asarray(out.covariances)
+        self.precisions_ = np.asarray(out.precisions)
+        self.precisions_cholesky_ = np.asarray(out.precisions_cholesky)
 
     def _validate_X(self, X, reset):
         return validate_data(
@@ -354,6 +310,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             ``self``.
         """
+        default_cache()
         self._check_params()
         X = self._validate_X(X, reset=True)
         if X.shape[0] < self.n_components:
@@ -371,38 +328,48 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "converged_")
         n_runs = 1 if warm else self.n_init
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        inits = check_inits(self, X.shape[1], X.dtype)
+        # the sample axis and the restarts are padded to buckets (rows of weight 0,
+        # runs that never win): nearby sizes share one compiled program
+        xp, wp = pad_rows(X, w, bucket(X.shape[0]))
         with jax.enable_x64(True):
-            x = jnp.asarray(X)
-            wj = None if w is None else jnp.asarray(w)
+            gmm0s = None
             if warm:
                 gmm0s = jax.tree_util.tree_map(
-                    lambda a: jnp.asarray(a, X.dtype)[None], self.gmm_
+                    lambda a: np.asarray(a, X.dtype)[None], self.gmm_
                 )
-            else:
-                gmm0s = self._starts(x, wj, n_runs, jax.random.key(seed))
-            result, histories = fit_with_histories(
+            out = fit_best(
                 self._fitter(),
                 gmm0s,
-                x,
-                wj,
-                jnp.asarray(self.max_iter, jnp.int32),
-                self.tol,
+                np.int32(seed),
+                xp,
+                wp,
+                inits,
+                np.int32(n_runs),
+                np.int32(self.max_iter),
+                float(self.tol),
+                float(self.reg_covar),
+                spec=(self.n_components, self.covariance_type, self._init_method()),
+                n_runs=1 if warm else bucket(n_runs),
                 capacity=history_capacity(self.max_iter),
             )
-            best = int(best_index(result.log_likelihood, result.status))
-            chosen = jax.tree_util.tree_map(lambda a: a[best], result)
-            self._set_model(chosen.gmm)
+            self.gmm_ = out.gmm
+            out = jax.device_get(out)
+            self._set_model(out)
+        runs = jax.tree_util.tree_map(lambda a: a[:n_runs], out.runs)
+        histories = out.histories[:n_runs]
         if self.verbose:
-            self._report(result, histories, int(result.n_steps.shape[0]))
-        self.n_iter_ = int(chosen.n_steps)
-        self.status_ = Status(int(chosen.status)).name
+            self._report(runs, histories, n_runs)
+        best = int(out.best)
+        self.n_iter_ = int(runs.n_steps[best])
+        self.status_ = Status(int(runs.status[best])).name
         self.converged_ = self.status_ == "CONVERGED"
-        self.degenerate_component_ = int(chosen.degenerate_component)
+        self.degenerate_component_ = int(runs.degenerate_component[best])
         self.lower_bounds_ = np.asarray(histories[best][: self.n_iter_])
         self.lower_bound_ = (
             float(self.lower_bounds_[-1]) if self.n_iter_ > 0 else -np.inf
         )
-        self.restart_log_likelihoods_ = np.asarray(result.log_likelihood)
+        self.restart_log_likelihoods_ = np.asarray(runs.log_likelihood)
         self._warn(X, w)
         return self
 
@@ -458,19 +425,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _joint(self, X):
         """``(n, k)`` ``log pi_j + log N(x_i | j)``.
 
-        The rows are padded (with copies of the first) to the next power of two, so
+        The rows are padded (with copies of the first) to their size bucket, so
         the compiled kernel is reused across batch sizes: rows are independent, the
         padding does not change the others.
         """
+        default_cache()
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         n = X.shape[0]
-        padded = np.concatenate(
-            [X, np.repeat(X[:1], (1 << (n - 1).bit_length()) - n, axis=0)]
-        )
+        padded, _ = pad_rows(X, None, bucket(n))
         with jax.enable_x64(True):
             gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
-            return np.asarray(_joint_log_prob(gmm, jnp.asarray(padded)))[:n]
+            return np.asarray(_joint_log_prob(gmm, padded))[:n]
 
     def score_samples(self, X):
         """Log density of every row: ``log p(x_i)``.
@@ -532,12 +498,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             ``(X, y)``: ``(n_samples, d)`` samples and their ``(n_samples,)``
             components, grouped by component as scikit-learn does.
         """
+        default_cache()
         check_is_fitted(self)
         check_int(n_samples, "n_samples", 1)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        n = int(n_samples)
         with jax.enable_x64(True):
-            x, labels = sample(jax.random.key(seed), self.gmm_, int(n_samples))
-            x, labels = np.asarray(x), np.asarray(labels)
+            # a bucket of draws, then the first n: the leading draws of a larger
+            # batch are the draws of a smaller one, so this is sample(key, n)
+            x, labels = sample_jit(jax.random.key(seed), self.gmm_, bucket(n))
+            x, labels = np.asarray(x)[:n], np.asarray(labels)[:n]
         order = np.argsort(labels, kind="stable")
         return x[order], labels[order].astype(np.int64)
 
@@ -551,7 +521,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             A float.
         """
-        return self._criterion(gmm_bic, X)
+        return self._criterion(X, np.log(self._validate_X(X, reset=False).shape[0]))
 
     def aic(self, X):
         """Akaike information criterion: ``-2 log L + 2 p`` (lower is better),
@@ -563,11 +533,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             A float.
         """
-        return self._criterion(gmm_aic, X)
+        return self._criterion(X, 2.0)
 
-    def _criterion(self, criterion, X):
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        with jax.enable_x64(True):
-            gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
-            return float(criterion(gmm, jnp.asarray(X)))
+    def _criterion(self, X, per_parameter):
+        """``-2 log L + per_parameter * p`` from the bucketed log densities."""
+        log_likelihood = float(np.sum(self.score_samples(X), dtype=np.float64))
+        return -2.0 * log_likelihood + per_parameter * n_parameters(self.gmm_)

@@ -4,14 +4,17 @@ import subprocess
 import sys
 import warnings
 
+import jax
 import numpy as np
 import optax
 import pytest
+from conftest import count_compilations
 from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import gmmjax
 from gmmjax.sklearn import GaussianMixture
 
 
@@ -285,14 +288,56 @@ def test_diagnose_tells_a_maximum_from_a_saddle(em_faithful):
     assert np.max(np.asarray(diagnosis.eigenvalues)) > 0.1
 
 
-def test_new_max_iter_tol_and_seed_do_not_recompile():
-    from gmmjax import _histories
-
-    GaussianMixture(3, random_state=0).fit(IRIS)
-    programs = _histories.fit_with_histories._cache_size()
-    short = GaussianMixture(3, max_iter=7, tol=1e-2, random_state=3).fit(IRIS)
-    long = GaussianMixture(3, max_iter=300, tol=1e-5, random_state=4).fit(IRIS)
-    assert _histories.fit_with_histories._cache_size() == programs
+def test_nearby_sizes_and_new_settings_compile_nothing():
+    # one fit, one draw and one prediction compile the programs of their buckets
+    gm = GaussianMixture(3, n_init=10, random_state=0).fit(IRIS)
+    gm.sample(100)
+    gm.predict(IRIS)
+    with count_compilations() as compiled:
+        # 145 rows share the bucket of 150 (160); n_init 9 that of 10
+        short = GaussianMixture(
+            3, n_init=9, max_iter=7, tol=1e-2, reg_covar=1e-4, random_state=3
+        ).fit(IRIS[:145])
+        long = GaussianMixture(3, max_iter=300, tol=1e-5, random_state=4)
+        long.set_params(n_init=10).fit(IRIS[5:])
+        draws = [len(gm.sample(n)[0]) for n in (97, 112)]
+        gm.predict_proba(IRIS[:145]), gm.score(IRIS[3:]), gm.bic(IRIS), gm.aic(IRIS)
+    assert compiled == []
     # the new values are used
     assert short.n_iter_ <= 7 and len(short.lower_bounds_) == short.n_iter_
     assert long.n_iter_ > short.n_iter_
+    assert len(short.restart_log_likelihoods_) == 9 and draws == [97, 112]
+
+
+def test_padded_restarts_and_rows_are_those_of_the_plain_fit():
+    # the estimator pads 150 rows to 160 (weight 0) and 5 restarts to 8
+    # (discarded): each restart equals gmmjax.multistart's on the bare data from
+    # the same keys, to rounding
+    gm = GaussianMixture(2, n_init=5, tol=1e-6, random_state=0).fit(IRIS)
+    seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    runs = gmmjax.multistart(
+        gmmjax.EM(),
+        jax.random.key(seed),
+        IRIS,
+        n_components=2,
+        n_init=5,
+        init="kmeans",
+        max_steps=100,
+        tol=1e-6,
+    )
+    np.testing.assert_allclose(
+        gm.restart_log_likelihoods_, runs.log_likelihood, rtol=1e-10
+    )
+    best = gmmjax.best_of(runs)
+    np.testing.assert_allclose(gm.means_, best.gmm.means, rtol=1e-8)
+
+
+def test_a_bucket_of_draws_starts_with_the_smaller_draw():
+    # sample(n) draws a bucket of samples and keeps the first n: JAX's threefry
+    # gives the leading rows of a larger draw the values of the smaller one
+    gm = GaussianMixture(2, random_state=0).fit(FAITHFUL)
+    key = jax.random.key(5)
+    x97, z97 = gmmjax.sample(key, gm.gmm_, 97)
+    x112, z112 = gmmjax.sample(key, gm.gmm_, 112)
+    np.testing.assert_array_equal(x97, x112[:97])
+    np.testing.assert_array_equal(z97, z112[:97])
