@@ -146,6 +146,36 @@ def _multistart(
     return jax.lax.map(lambda lane: one(lane, x), lanes, batch_size=batch_size)
 
 
+def _check_runs(
+    fitter,
+    key,
+    x,
+    n_init,
+    covariance_type,
+    init,
+    max_steps,
+    tol,
+    sample_weight,
+    batch_size,
+    reg_covar,
+):
+    """The validation that :func:`multistart` and :func:`multistart_masked`
+    share: ``(keys, x, w, n_init, batch_size, covariance_type)``."""
+    check_fitter(fitter)
+    n_init = check_positive_int(n_init, "n_init")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    covariance_type = check_covariance_type(covariance_type)
+    if not isinstance(init, str) or init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
+    x = check_data(x)
+    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
+    check_steps(max_steps, "max_steps")
+    check_nonnegative_scalar(tol, "tol")
+    check_nonnegative_scalar(reg_covar, "reg_covar")
+    return check_key(key), x, w, n_init, batch_size, covariance_type
+
+
 def multistart(
     fitter,
     key,
@@ -251,26 +281,26 @@ def multistart(
         >>> bool((same.log_likelihood == runs.log_likelihood).all())
         True
     """
-    check_fitter(fitter)
     n_components = check_positive_int(n_components, "n_components")
-    n_init = check_positive_int(n_init, "n_init")
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size")
-    covariance_type = check_covariance_type(covariance_type)
-    if not isinstance(init, str) or init not in INIT_METHODS:
-        raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
-    x = check_data(x)
+    keys, x, w, n_init, batch_size, covariance_type = _check_runs(
+        fitter,
+        key,
+        x,
+        n_init,
+        covariance_type,
+        init,
+        max_steps,
+        tol,
+        sample_weight,
+        batch_size,
+        reg_covar,
+    )
     if x.shape[0] < n_components:
         raise ValueError(
             f"x has {x.shape[0]} samples but n_components={n_components}: "
             "need n_samples >= n_components"
         )
-    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
-    check_steps(max_steps, "max_steps")
-    check_nonnegative_scalar(tol, "tol")
-    check_nonnegative_scalar(reg_covar, "reg_covar")
     _check_report(report)
-    keys = check_key(key)
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], n_components)
     batch_size = None if batch_size >= n_init else batch_size
@@ -386,21 +416,21 @@ def multistart_masked(
         ``K`` components, the first ``k`` active: slice them to ``k``
         components (:func:`gmmjax._selection.leading_components`).
     """
-    check_fitter(fitter)
-    n_init = check_positive_int(n_init, "n_init")
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size")
-    covariance_type = check_covariance_type(covariance_type)
-    if not isinstance(init, str) or init not in INIT_METHODS:
-        raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
-    x = check_data(x)
+    keys, x, w, n_init, batch_size, covariance_type = _check_runs(
+        fitter,
+        key,
+        x,
+        n_init,
+        covariance_type,
+        init,
+        max_steps,
+        tol,
+        sample_weight,
+        batch_size,
+        reg_covar,
+    )
     n_active = np.asarray(n_active, np.int32)
     k_max = int(n_active.max())
-    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
-    check_steps(max_steps, "max_steps")
-    check_nonnegative_scalar(tol, "tol")
-    check_nonnegative_scalar(reg_covar, "reg_covar")
-    keys = check_key(key)
     n_runs = n_init * n_active.shape[0]
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], k_max)

@@ -521,7 +521,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             A float.
         """
-        return self._criterion(X, np.log(self._validate_X(X, reset=False).shape[0]))
+        return self._criterion(X, np.log)
 
     def aic(self, X):
         """Akaike information criterion: ``-2 log L + 2 p`` (lower is better),
@@ -533,9 +533,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Returns:
             A float.
         """
-        return self._criterion(X, 2.0)
+        return self._criterion(X, lambda n: 2.0)
 
     def _criterion(self, X, per_parameter):
-        """``-2 log L + per_parameter * p`` from the bucketed log densities."""
-        log_likelihood = float(np.sum(self.score_samples(X), dtype=np.float64))
-        return -2.0 * log_likelihood + per_parameter * n_parameters(self.gmm_)
+        """``-2 log L + per_parameter(n) * p`` from the bucketed log densities."""
+        log_prob = self.score_samples(X)
+        log_likelihood = float(np.sum(log_prob, dtype=np.float64))
+        penalty = per_parameter(log_prob.shape[0]) * n_parameters(self.gmm_)
+        return -2.0 * log_likelihood + penalty
