@@ -87,10 +87,11 @@ class EstimatorFit(NamedTuple):
     precisions_cholesky: jax.Array
 
 
-def _starting_models(seed, x, w, reg_covar, inits, spec, n_runs):
+def _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs):
     """``(n_runs, ...)`` starts: initializations (start ``i`` from
-    ``fold_in(key(seed), i)``) with the given ``inits`` in place of theirs, or the
-    given model alone (``b = 1``) when all three are given."""
+    ``fold_in(key(seed), i)``, the first ``n_active`` components active when it
+    is given) with the given ``inits`` in place of theirs, or the given model
+    alone (``b = 1``) when all three are given."""
     weights, means, prec_chol = inits
     k, ctype, method = spec
     if weights is not None and means is not None and prec_chol is not None:
@@ -102,7 +103,14 @@ def _starting_models(seed, x, w, reg_covar, inits, spec, n_runs):
 
     def one(key):
         return init_gmm_jit(
-            key, x, w, reg_covar, n_components=k, covariance_type=ctype, method=method
+            key,
+            x,
+            w,
+            reg_covar,
+            n_active,
+            n_components=k,
+            covariance_type=ctype,
+            method=method,
         )
 
     gmm0s = jax.vmap(one)(keys)
@@ -137,6 +145,7 @@ def fit_best(
     max_steps,
     tol,
     reg_covar,
+    n_active=None,
     *,
     spec,
     n_runs,
@@ -157,6 +166,11 @@ def fit_best(
             restarts' bucket) never win.
         max_steps, tol: the driver's budget and tolerance (traced).
         reg_covar: ``reg_covar`` of the initializations (traced).
+        n_active: ``()`` int (traced), or ``None``: only the first ``n_active``
+            of the ``n_components`` components are fitted, the others masked
+            (weight 0, frozen; see ``gmmjax._init.init_gmm_jit``), so one program
+            serves every ``n_active``. Only for starts from initializations and
+            a fitter that masks components (:class:`gmmjax.EM`).
         spec: static ``(n_components, covariance_type, init method)``.
         n_runs: static number of runs (the bucket of ``n_init``).
         capacity: static slots of each run's history (:func:`history_capacity`).
@@ -165,7 +179,7 @@ def fit_best(
         :class:`EstimatorFit`.
     """
     if gmm0s is None:
-        gmm0s = _starting_models(seed, x, w, reg_covar, inits, spec, n_runs)
+        gmm0s = _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs)
     recording = _Recording(fitter, capacity)
 
     def one(gmm0):

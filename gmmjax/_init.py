@@ -184,22 +184,22 @@ def _uniform_columns(key, n: int, k: int, dtype):
 def _frozen(x, w, gmm: GMM) -> GMM:
     """``gmm``'s structure with every component at the data's (weighted) mean
     and per-feature variance: the finite, positive-definite parameters an
-    inactive component keeps."""
+    inactive component keeps. Diagonal covariances, so their precision factors
+    are written down, not factorized."""
     k, d = gmm.means.shape
     weights = jnp.ones(x.shape[0], x.dtype) if w is None else w
     mean = weights @ x / jnp.sum(weights)
     var = data_variance(x, w)
     ctype = gmm.covariance_type
-    if ctype == "full":
-        cov = jnp.broadcast_to(jnp.diag(var), (k, d, d))
-    elif ctype == "tied":
-        cov = jnp.diag(var)
-    elif ctype == "diag":
-        cov = jnp.broadcast_to(var, (k, d))
-    else:
-        cov = jnp.full((k,), jnp.mean(var))
     means = jnp.broadcast_to(mean, (k, d))
-    return GMM.from_covariances(gmm.logits, means, cov, covariance_type=ctype)
+    if ctype == "spherical":
+        log_diag = jnp.full((k,), -0.5 * jnp.log(jnp.mean(var)))
+    else:
+        log_diag = jnp.broadcast_to(
+            -0.5 * jnp.log(var), (d,) if ctype == "tied" else (k, d)
+        )
+    off_diag = None if gmm.off_diag is None else jnp.zeros_like(gmm.off_diag)
+    return GMM(gmm.logits, means, log_diag, off_diag, ctype)
 
 
 @functools.partial(

@@ -30,6 +30,7 @@ __all__ = [
     "bic",
     "leading_components",
     "n_parameters",
+    "padded_components",
     "select",
 ]
 
@@ -220,6 +221,35 @@ def leading_components(gmm: GMM, k: int) -> GMM:
         if off_diag is not None:
             off_diag = off_diag[:k]
     return GMM(gmm.logits[:k], gmm.means[:k], log_diag, off_diag, gmm.covariance_type)
+
+
+def padded_components(gmm: GMM, size: int) -> GMM:
+    """``gmm`` with inactive components appended up to ``size``: weight 0
+    (logit ``-inf``) and the first component's other parameters, finite and
+    positive definite. The same density: :func:`leading_components` undoes it.
+    On the host (NumPy leaves), so no program is compiled per size.
+
+    Example:
+        >>> import gmmjax
+        >>> from gmmjax._selection import padded_components
+        >>> gmm = gmmjax.GMM.from_natural([0.5, 0.5], [[0.0], [1.0]], [1.0, 1.0],
+        ...                               covariance_type="spherical")
+        >>> padded_components(gmm, 4).weights.tolist()
+        [0.5, 0.5, 0.0, 0.0]
+    """
+    gmm = jax.tree_util.tree_map(np.asarray, gmm)
+    extra = size - gmm.logits.shape[0]
+
+    def pad(a):
+        return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
+
+    logits = np.concatenate([gmm.logits, np.full(extra, -np.inf, gmm.logits.dtype)])
+    log_diag, off_diag = gmm.log_diag, gmm.off_diag
+    if gmm.covariance_type != "tied":
+        log_diag = pad(log_diag)
+        if off_diag is not None:
+            off_diag = pad(off_diag)
+    return GMM(logits, pad(gmm.means), log_diag, off_diag, gmm.covariance_type)
 
 
 def _masks_components(fitter) -> bool:

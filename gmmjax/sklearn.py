@@ -31,7 +31,7 @@ from ._fit import Status
 from ._gradient import GradientFitter
 from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
-from ._selection import n_parameters
+from ._selection import leading_components, n_parameters, padded_components
 from ._sklearn_checks import check_inits, check_int, check_number, describe_degeneracy
 from ._validation import COVARIANCE_TYPES
 
@@ -46,6 +46,24 @@ _INIT_PARAMS = {
 
 _joint_log_prob = jax.jit(weighted_log_prob)
 
+# Small fits, whose cost is compiling their program, run with at least this
+# many components, the surplus masked (weight 0, frozen): every n_components up
+# to it shares one program (a GridSearchCV over n_components compiles once).
+_FEW_COMPONENTS = 8
+# "Small": up to this many entries (rows after bucketing, times features). At
+# this size an EM step of 8 components takes well under a millisecond, so the
+# masked components cost less than one compilation saves.
+_MASKED_MAX_ENTRIES = 2**14
+
+
+def _component_bucket(k: int, n: int, d: int) -> int:
+    """The components a fit of ``k`` compiles for on ``n`` (bucketed) rows of
+    ``d`` features: ``k`` itself for larger data, else at least
+    :data:`_FEW_COMPONENTS`, in :func:`bucket` steps."""
+    if n * d > _MASKED_MAX_ENTRIES:
+        return k
+    return max(_FEW_COMPONENTS, bucket(k))
+
 
 # ------------------------------------------------------------------ estimator
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -57,6 +75,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     - ``fit(X, sample_weight=w)``: per-sample weights (integer weights are the same
       as repeating rows);
     - restarts batched with ``vmap`` (one compiled loop for all ``n_init`` starts);
+    - one compiled program for nearby data sizes, ``n_init`` and, on small data,
+      ``n_components`` (padded rows of weight 0, extra restarts discarded, extra
+      components masked; see the scikit-learn tutorial);
     - ``optimizer=``: fit with any optax optimizer through
       :class:`gmmjax.GradientFitter` instead of EM;
     - ``anneal=``: wrap the fitter in :class:`gmmjax.Annealed` with a ``beta``
@@ -236,12 +257,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             fitter = Annealed(fitter, self.anneal)
         return fitter
 
-    def _set_model(self, out: EstimatorFit):
-        self.weights_ = np.asarray(out.weights)
-        self.means_ = np.asarray(out.means)
-        self.covariances_ = np.asarray(out.covariances)
-        self.precisions_ = np.asarray(out.precisions)
-        self.precisions_cholesky_ = np.asarray(out.precisions_cholesky)
+    def _set_model(self, out: EstimatorFit, k: int | None = None):
+        """The attributes of the chosen run's first ``k`` components (the others,
+        if any, are masked; ``None``: all)."""
+
+        def own(a):
+            return np.asarray(a if self.covariance_type == "tied" else a[:k])
+
+        self.weights_ = np.asarray(out.weights[:k])
+        self.means_ = np.asarray(out.means[:k])
+        self.covariances_ = own(out.covariances)
+        self.precisions_ = own(out.precisions)
+        self.precisions_cholesky_ = own(out.precisions_cholesky)
 
     def _validate_X(self, X, reset):
         return validate_data(
@@ -330,8 +357,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         inits = check_inits(self, X.shape[1], X.dtype)
         # the sample axis and the restarts are padded to buckets (rows of weight 0,
-        # runs that never win): nearby sizes share one compiled program
+        # runs that never win), and small fits' components too (masked: weight
+        # 0, frozen): nearby sizes share one compiled program
         xp, wp = pad_rows(X, w, bucket(X.shape[0]))
+        k = self.n_components
+        masked = not warm and self.optimizer is None and all(a is None for a in inits)
+        size = _component_bucket(k, *xp.shape) if masked else k
         with jax.enable_x64(True):
             gmm0s = None
             if warm:
@@ -349,13 +380,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 np.int32(self.max_iter),
                 float(self.tol),
                 float(self.reg_covar),
-                spec=(self.n_components, self.covariance_type, self._init_method()),
+                np.int32(k) if masked else None,
+                spec=(size, self.covariance_type, self._init_method()),
                 n_runs=1 if warm else bucket(n_runs),
                 capacity=history_capacity(self.max_iter),
             )
-            self.gmm_ = out.gmm
             out = jax.device_get(out)
-            self._set_model(out)
+        # the masked components dropped on the host (slicing on the device would
+        # compile a program per k)
+        self.gmm_ = leading_components(out.gmm, k)
+        self._set_model(out, k)
         runs = jax.tree_util.tree_map(lambda a: a[:n_runs], out.runs)
         histories = out.histories[:n_runs]
         if self.verbose:
@@ -425,8 +459,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _joint(self, X):
         """``(n, k)`` ``log pi_j + log N(x_i | j)``.
 
-        The rows are padded (with copies of the first) to their size bucket, so
-        the compiled kernel is reused across batch sizes: rows are independent, the
+        The rows are padded (with copies of the first) to their size bucket, and
+        the components as in the fit, so the compiled kernel is reused across
+        batch sizes and nearby ``n_components``: rows are independent, and the
         padding does not change the others.
         """
         default_cache()
@@ -434,9 +469,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         X = self._validate_X(X, reset=False)
         n = X.shape[0]
         padded, _ = pad_rows(X, None, bucket(n))
+        k = self.n_components
+        gmm = self._padded_model(padded.shape, X.dtype)
         with jax.enable_x64(True):
-            gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
-            return np.asarray(_joint_log_prob(gmm, padded))[:n]
+            return np.asarray(_joint_log_prob(gmm, padded))[:n, :k]
+
+    def _padded_model(self, shape, dtype):
+        """The fitted model with masked components up to the fit's component
+        bucket for data of ``shape``, in ``dtype``: the same density, and one
+        compiled inference program for every ``n_components`` in the bucket."""
+        gmm = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), self.gmm_)
+        return padded_components(gmm, _component_bucket(self.n_components, *shape))
 
     def score_samples(self, X):
         """Log density of every row: ``log p(x_i)``.
@@ -506,7 +549,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True):
             # a bucket of draws, then the first n: the leading draws of a larger
             # batch are the draws of a smaller one, so this is sample(key, n)
-            x, labels = sample_jit(jax.random.key(seed), self.gmm_, bucket(n))
+            size = bucket(n)
+            gmm = self._padded_model((size, self.means_.shape[1]), self.means_.dtype)
+            x, labels = sample_jit(jax.random.key(seed), gmm, size)
             x, labels = np.asarray(x)[:n], np.asarray(labels)[:n]
         order = np.argsort(labels, kind="stable")
         return x[order], labels[order].astype(np.int64)

@@ -302,11 +302,18 @@ def test_nearby_sizes_and_new_settings_compile_nothing():
         long.set_params(n_init=10).fit(IRIS[5:])
         draws = [len(gm.sample(n)[0]) for n in (97, 112)]
         gm.predict_proba(IRIS[:145]), gm.score(IRIS[3:]), gm.bic(IRIS), gm.aic(IRIS)
+        # on small data n_components up to 8 share the program of 8 (masked)
+        others = [GaussianMixture(k, n_init=10, random_state=0) for k in (1, 5, 8)]
+        labels = [other.fit(IRIS).predict(IRIS) for other in others]
     assert compiled == []
     # the new values are used
     assert short.n_iter_ <= 7 and len(short.lower_bounds_) == short.n_iter_
     assert long.n_iter_ > short.n_iter_
     assert len(short.restart_log_likelihoods_) == 9 and draws == [97, 112]
+    for other, found in zip(others, labels, strict=True):
+        k = other.n_components
+        assert other.means_.shape == (k, 4) and other.covariances_.shape == (k, 4, 4)
+        assert np.isclose(other.weights_.sum(), 1.0) and set(found) <= set(range(k))
 
 
 def test_padded_restarts_and_rows_are_those_of_the_plain_fit():
@@ -330,6 +337,43 @@ def test_padded_restarts_and_rows_are_those_of_the_plain_fit():
     )
     best = gmmjax.best_of(runs)
     np.testing.assert_allclose(gm.means_, best.gmm.means, rtol=1e-8)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "spherical"])
+def test_masked_components_fit_as_the_plain_model(covariance_type):
+    # small data compile for 8 components, the surplus masked; each restart
+    # equals gmmjax.multistart's plain 3-component one from the same keys (full:
+    # test_padded_restarts_and_rows_are_those_of_the_plain_fit)
+    gm = GaussianMixture(
+        3, covariance_type=covariance_type, n_init=2, tol=1e-8, random_state=1
+    ).fit(IRIS)
+    seed = np.random.RandomState(1).randint(np.iinfo(np.int32).max)
+    runs = gmmjax.multistart(
+        gmmjax.EM(),
+        jax.random.key(seed),
+        IRIS,
+        n_components=3,
+        covariance_type=covariance_type,
+        n_init=2,
+        init="kmeans",
+        max_steps=100,
+        tol=1e-8,
+    )
+    np.testing.assert_allclose(
+        gm.restart_log_likelihoods_, runs.log_likelihood, rtol=1e-9
+    )
+    best = gmmjax.best_of(runs).gmm
+    np.testing.assert_allclose(gm.means_, best.means, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(gm.covariances_, best.covariances, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gm.predict_proba(IRIS[:20]).sum(axis=1), 1.0)
+
+
+def test_large_data_compile_for_their_own_components():
+    from gmmjax.sklearn import _component_bucket
+
+    assert _component_bucket(3, 160, 4) == 8
+    assert _component_bucket(9, 160, 4) == 10
+    assert _component_bucket(3, 20_480, 8) == 3
 
 
 def test_a_bucket_of_draws_starts_with_the_smaller_draw():
