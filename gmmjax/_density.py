@@ -144,7 +144,7 @@ def component_log_prob(gmm: GMM, x) -> jax.Array:
         -0.918939
     """
     x, _ = prepare(gmm, x)
-    return _component_log_prob(gmm, x)
+    return _component_log_prob_jit(gmm, x)
 
 
 def log_prob(gmm: GMM, x) -> jax.Array:
@@ -167,7 +167,7 @@ def log_prob(gmm: GMM, x) -> jax.Array:
         (2,)
     """
     x, _ = prepare(gmm, x)
-    return logsumexp(weighted_log_prob(gmm, x), axis=-1)
+    return _log_prob(gmm, x)
 
 
 def total_log_likelihood(gmm: GMM, x: jax.Array, sample_weight=None) -> jax.Array:
@@ -201,7 +201,7 @@ def log_likelihood(gmm: GMM, x, *, sample_weight=None) -> jax.Array:
         -1.837877
     """
     x, w = prepare(gmm, x, sample_weight)
-    return total_log_likelihood(gmm, x, w)
+    return _total_log_likelihood(gmm, x, w)
 
 
 def responsibilities(gmm: GMM, x, *, beta=1.0) -> jax.Array:
@@ -227,6 +227,24 @@ def responsibilities(gmm: GMM, x, *, beta=1.0) -> jax.Array:
         [0.5, 0.5]
     """
     x, _ = prepare(gmm, x)
+    return _responsibilities(gmm, x, beta)
+
+
+# The public functions above validate on the host, then run one jitted program
+# per shape (called eagerly, the operations would each compile on their own).
+_component_log_prob_jit = jax.jit(_component_log_prob)
+
+
+@jax.jit
+def _log_prob(gmm: GMM, x):
+    return logsumexp(weighted_log_prob(gmm, x), axis=-1)
+
+
+_total_log_likelihood = jax.jit(total_log_likelihood)
+
+
+@jax.jit
+def _responsibilities(gmm: GMM, x, beta):
     return jax.nn.softmax(beta * weighted_log_prob(gmm, x), axis=-1)
 
 

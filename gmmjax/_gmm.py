@@ -23,6 +23,11 @@ def _n_offdiag(d: int) -> int:
     return d * (d - 1) // 2
 
 
+# The array helpers below are jitted: called eagerly (a model's properties, the
+# builders) each compiles one program per shape instead of one per operation.
+
+
+@jax.jit
 def pack_cholesky(prec_chol):
     """Split upper-triangular factors ``(..., d, d)`` into log-diagonal and packed
     strictly-upper entries ``(..., d)``, ``(..., d(d-1)/2)``."""
@@ -32,6 +37,7 @@ def pack_cholesky(prec_chol):
     return log_diag, prec_chol[..., rows, cols]
 
 
+@jax.jit
 def precision_leaves(cov):
     """``(log_diag, off_diag)`` leaves of the precision Cholesky factor of
     ``(..., d, d)`` covariances.
@@ -43,6 +49,7 @@ def precision_leaves(cov):
     return pack_cholesky(jnp.swapaxes(inverse_lower(cholesky(cov)), -1, -2))
 
 
+@jax.jit
 def unpack_cholesky(log_diag, off_diag):
     """Inverse of :func:`pack_cholesky`: upper-triangular ``(..., d, d)``."""
     d = log_diag.shape[-1]
@@ -306,19 +313,12 @@ class GMM:
     def precisions(self) -> jax.Array:
         """scikit-learn's ``precisions_``: the inverse covariances, shaped as
         :attr:`covariances`."""
-        p = self.precisions_cholesky
-        if self.covariance_type in ("full", "tied"):
-            return p @ jnp.swapaxes(p, -1, -2)
-        return p**2
+        return _precisions(self)
 
     @property
     def covariances(self) -> jax.Array:
         """Covariances in natural form, shaped as in :meth:`from_natural`."""
-        if self.covariance_type in ("full", "tied"):
-            # Sigma = (P P^T)^-1 = M M^T with the lower M = (P^T)^-1
-            m = inverse_lower(jnp.swapaxes(self.precisions_cholesky, -1, -2))
-            return m @ jnp.swapaxes(m, -1, -2)
-        return jnp.exp(-2.0 * self.log_diag)
+        return _covariances(self)
 
     @property
     def full_covariances(self) -> jax.Array:
@@ -331,16 +331,38 @@ class GMM:
             >>> gmm.full_covariances.tolist()
             [[[2.0, 0.0], [0.0, 2.0]]]
         """
-        cov = self.covariances
-        k, d = self.n_components, self.n_features
-        eye = jnp.eye(d, dtype=cov.dtype)
-        if self.covariance_type == "full":
-            return cov
-        if self.covariance_type == "tied":
-            return jnp.broadcast_to(cov, (k, d, d))
-        if self.covariance_type == "diag":
-            return cov[:, :, None] * eye
-        return cov[:, None, None] * eye
+        return _full_covariances(self)
+
+
+@jax.jit
+def _precisions(gmm: GMM) -> jax.Array:
+    p = gmm.precisions_cholesky
+    if gmm.covariance_type in ("full", "tied"):
+        return p @ jnp.swapaxes(p, -1, -2)
+    return p**2
+
+
+@jax.jit
+def _covariances(gmm: GMM) -> jax.Array:
+    if gmm.covariance_type in ("full", "tied"):
+        # Sigma = (P P^T)^-1 = M M^T with the lower M = (P^T)^-1
+        m = inverse_lower(jnp.swapaxes(gmm.precisions_cholesky, -1, -2))
+        return m @ jnp.swapaxes(m, -1, -2)
+    return jnp.exp(-2.0 * gmm.log_diag)
+
+
+@jax.jit
+def _full_covariances(gmm: GMM) -> jax.Array:
+    cov = gmm.covariances
+    k, d = gmm.n_components, gmm.n_features
+    eye = jnp.eye(d, dtype=cov.dtype)
+    if gmm.covariance_type == "full":
+        return cov
+    if gmm.covariance_type == "tied":
+        return jnp.broadcast_to(cov, (k, d, d))
+    if gmm.covariance_type == "diag":
+        return cov[:, :, None] * eye
+    return cov[:, None, None] * eye
 
 
 jax.tree_util.register_dataclass(
