@@ -26,7 +26,13 @@ import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["ENV", "default_cache", "default_directory", "enable_compilation_cache"]
+__all__ = [
+    "ENV",
+    "default_cache",
+    "default_directory",
+    "enable_compilation_cache",
+    "in_use",
+]
 
 #: The environment variable of the cache's directory; ``off`` turns it off.
 ENV = "GMMJAX_CACHE_DIR"
@@ -111,7 +117,7 @@ def enable_compilation_cache(
     with _lock:
         if directory is None:
             if jax.config.jax_compilation_cache_dir:
-                return _in_use()  # the user's own cache, or an earlier call's
+                return in_use()  # the user's own cache, or an earlier call's
             directory = default_directory()
             if directory is None:
                 return None
@@ -121,7 +127,7 @@ def enable_compilation_cache(
         # -1: no size threshold, and none that JAX substitutes for it
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
         _open(path)
-        return _in_use()
+        return in_use()
 
 
 def default_cache() -> Path | None:
@@ -150,7 +156,8 @@ def default_cache() -> Path | None:
         return _default
 
 
-def _in_use() -> Path | None:
+def in_use() -> Path | None:
+    """The directory of JAX's persistent compilation cache, if one is on."""
     import jax
 
     directory = jax.config.jax_compilation_cache_dir

@@ -33,6 +33,7 @@ from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
 from ._selection import leading_components, n_parameters, padded_components
 from ._sklearn_checks import check_inits, check_int, check_number, describe_degeneracy
+from ._stored import call_stored
 from ._validation import COVARIANCE_TYPES
 
 # scikit-learn's names of the initializations -> gmmjax.init_gmm's methods
@@ -369,7 +370,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 gmm0s = jax.tree_util.tree_map(
                     lambda a: np.asarray(a, X.dtype)[None], self.gmm_
                 )
-            out = fit_best(
+            args = (
                 self._fitter(),
                 gmm0s,
                 np.int32(seed),
@@ -381,10 +382,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 float(self.tol),
                 float(self.reg_covar),
                 np.int32(k) if masked else None,
-                spec=(size, self.covariance_type, self._init_method()),
-                n_runs=1 if warm else bucket(n_runs),
-                capacity=history_capacity(self.max_iter),
             )
+            static = {
+                "spec": (size, self.covariance_type, self._init_method()),
+                "n_runs": 1 if warm else bucket(n_runs),
+                "capacity": history_capacity(self.max_iter),
+            }
+            if self.optimizer is None and self.anneal is None:
+                # EM's program is kept lowered on disk: a later process skips
+                # tracing it (an optimizer or a schedule is a Python function,
+                # which no key can name across processes)
+                out = call_stored("estimator-fit", fit_best, args, static)
+            else:
+                out = fit_best(*args, **static)
             out = jax.device_get(out)
         # the masked components dropped on the host (slicing on the device would
         # compile a program per k)

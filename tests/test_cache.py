@@ -1,6 +1,6 @@
-"""The persistent compilation cache: a second process compiles nothing new, one
-switch turns it off, an unusable directory is a warning, a user's own JAX cache
-stands, and entries are written whole."""
+"""The persistent compilation cache: a second process compiles nothing new (and
+traces no stored program), one switch turns it off, an unusable directory is a
+warning, a user's own JAX cache stands, and entries are written whole."""
 
 import json
 import os
@@ -15,7 +15,7 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 import gmmjax
-from gmmjax import _cache
+from gmmjax import _cache, _stored
 from gmmjax.sklearn import GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,18 +46,28 @@ def fresh_process(monkeypatch):
 
 SCRIPT = """
 import json, jax, numpy as np
-events = []
+events, traced = [], []
 jax.monitoring.register_event_listener(lambda event, **_: events.append(event))
+def on_duration(event, duration, fun_name=None, **_):
+    if event.endswith("jaxpr_trace_duration"):
+        traced.append(str(fun_name))
+jax.monitoring.register_event_duration_secs_listener(on_duration)
 from gmmjax.sklearn import GaussianMixture
 x = np.random.default_rng(0).normal(size=(40, 2))
-GaussianMixture(2, max_iter=5, random_state=0).fit(x).score_samples(x)
+gm = GaussianMixture(2, max_iter=5, random_state=0).fit(x)
+score = gm.score_samples(x)
 names = ("compile_requests_use_cache", "cache_hits", "cache_misses")
-print(json.dumps({n: events.count(f"/jax/compilation_cache/{n}") for n in names}))
+out = {n: events.count(f"/jax/compilation_cache/{n}") for n in names}
+out["traced_fit"] = "stored_estimator_fit" in traced
+out["score"] = score.tolist()
+print(json.dumps(out))
 """
 
 
 def test_a_second_process_compiles_nothing(tmp_path):
-    # cache_misses counts the programs compiled and written to the cache
+    # cache_misses counts the programs compiled and written to the cache; the
+    # estimator's fit is also kept lowered (gmmjax._stored), so a second process
+    # does not even trace it
     env = {**os.environ, _cache.ENV: str(tmp_path / "cache")}
 
     def run():
@@ -76,10 +86,54 @@ def test_a_second_process_compiles_nothing(tmp_path):
     first, second = run(), run()
     programs = first["compile_requests_use_cache"]
     assert programs > 0
+    assert first["traced_fit"] and not second["traced_fit"]
     assert first == {**first, "cache_hits": 0, "cache_misses": programs}
-    assert second == {**first, "cache_hits": programs, "cache_misses": 0}
+    expected = {**first, "cache_hits": programs, "cache_misses": 0}
+    assert second == {**expected, "traced_fit": False}  # the same scores too
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert entries.pop() == "programs"
     assert len(entries) == programs and all(n.endswith("-cache") for n in entries)
+    stored = list((tmp_path / "cache" / "programs").iterdir())
+    assert [p.name.split("-")[:2] for p in stored] == [["estimator", "fit"]]
+
+
+def test_a_damaged_stored_program_is_stored_anew(tmp_path, monkeypatch, fresh_process):
+    gmmjax.enable_compilation_cache(tmp_path)
+    monkeypatch.setattr(_stored, "_loaded", {})
+    x = np.random.default_rng(1).normal(size=(30, 2))
+    first = GaussianMixture(2, random_state=0).fit(x).means_
+    (path,) = (tmp_path / "programs").iterdir()
+    whole = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: whole // 2])  # a truncated file
+    monkeypatch.setattr(_stored, "_loaded", {})  # as a new process finds it
+    again = GaussianMixture(2, random_state=0).fit(x).means_
+    np.testing.assert_array_equal(again, first)
+    assert path.stat().st_size == whole
+
+
+def test_without_a_cache_no_program_is_stored(tmp_path, monkeypatch, fresh_process):
+    monkeypatch.setattr(_stored, "_loaded", {})
+    assert _cache.in_use() is None
+    double = jax.jit(lambda a, scale: scale * a)
+    out = _stored.call_stored("double", double, (np.arange(3.0), 2.0), {})
+    np.testing.assert_array_equal(out, [0.0, 2.0, 4.0])
+    assert _stored._loaded == {}
+
+
+def test_a_stored_program_keeps_python_scalars_weakly_typed(
+    tmp_path, monkeypatch, fresh_process
+):
+    # jit sees a Python float as a weak type, which takes the dtype of the array
+    # it meets: the stored program must too
+    gmmjax.enable_compilation_cache(tmp_path)
+    monkeypatch.setattr(_stored, "_loaded", {})
+    scale = jax.jit(lambda a, factor: a * factor)
+    args = (np.ones(3, np.float32), 0.5)
+    out = _stored.call_stored("scale", scale, args, {})
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, scale(*args))
+    (path,) = (tmp_path / "programs").iterdir()
+    assert path.name.startswith("scale-")
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", "0", "false", " no "])
