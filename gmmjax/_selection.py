@@ -29,6 +29,7 @@ __all__ = [
     "aic",
     "bic",
     "leading_components",
+    "masks_components",
     "n_parameters",
     "padded_components",
     "select",
@@ -252,7 +253,7 @@ def padded_components(gmm: GMM, size: int) -> GMM:
     return GMM(logits, pad(gmm.means), log_diag, off_diag, gmm.covariance_type)
 
 
-def _masks_components(fitter) -> bool:
+def masks_components(fitter) -> bool:
     """Whether ``fitter`` keeps components of weight 0 frozen at weight 0 and
     fits the others as a mixture of them alone: :class:`gmmjax.EM` does, and so
     does :class:`gmmjax.Annealed` around it."""
@@ -270,7 +271,7 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options):
     compile a program per ``k``). Other fitters run
     :func:`gmmjax.multistart` per ``k``.
     """
-    if not _masks_components(fitter):
+    if not masks_components(fitter):
         for i, k in enumerate(candidates):
             runs = multistart(
                 fitter,

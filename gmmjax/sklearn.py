@@ -31,7 +31,12 @@ from ._fit import Status
 from ._gradient import GradientFitter
 from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
-from ._selection import leading_components, n_parameters, padded_components
+from ._selection import (
+    leading_components,
+    masks_components,
+    n_parameters,
+    padded_components,
+)
 from ._sklearn_checks import check_inits, check_int, check_number, describe_degeneracy
 from ._stored import call_stored
 from ._validation import COVARIANCE_TYPES
@@ -362,7 +367,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # 0, frozen): nearby sizes share one compiled program
         xp, wp = pad_rows(X, w, bucket(X.shape[0]))
         k = self.n_components
-        masked = not warm and self.optimizer is None and all(a is None for a in inits)
+        fitter = self._fitter()
+        masked = not warm and masks_components(fitter) and all(a is None for a in inits)
         size = _component_bucket(k, *xp.shape) if masked else k
         with jax.enable_x64(True):
             gmm0s = None
@@ -371,7 +377,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     lambda a: np.asarray(a, X.dtype)[None], self.gmm_
                 )
             args = (
-                self._fitter(),
+                fitter,
                 gmm0s,
                 np.int32(seed),
                 xp,

@@ -316,22 +316,21 @@ def test_nearby_sizes_and_new_settings_compile_nothing():
         assert np.isclose(other.weights_.sum(), 1.0) and set(found) <= set(range(k))
 
 
+def plain_restarts(random_state, **options):
+    """gmmjax.multistart on the bare iris data from the keys the estimator draws
+    with ``random_state`` (k-means starts, the estimator's default budget)."""
+    seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max)
+    return gmmjax.multistart(
+        gmmjax.EM(), jax.random.key(seed), IRIS, init="kmeans", max_steps=100, **options
+    )
+
+
 def test_padded_restarts_and_rows_are_those_of_the_plain_fit():
     # the estimator pads 150 rows to 160 (weight 0) and 5 restarts to 8
     # (discarded): each restart equals gmmjax.multistart's on the bare data from
     # the same keys, to rounding
     gm = GaussianMixture(2, n_init=5, tol=1e-6, random_state=0).fit(IRIS)
-    seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
-    runs = gmmjax.multistart(
-        gmmjax.EM(),
-        jax.random.key(seed),
-        IRIS,
-        n_components=2,
-        n_init=5,
-        init="kmeans",
-        max_steps=100,
-        tol=1e-6,
-    )
+    runs = plain_restarts(0, n_components=2, n_init=5, tol=1e-6)
     np.testing.assert_allclose(
         gm.restart_log_likelihoods_, runs.log_likelihood, rtol=1e-10
     )
@@ -347,17 +346,8 @@ def test_masked_components_fit_as_the_plain_model(covariance_type):
     gm = GaussianMixture(
         3, covariance_type=covariance_type, n_init=2, tol=1e-8, random_state=1
     ).fit(IRIS)
-    seed = np.random.RandomState(1).randint(np.iinfo(np.int32).max)
-    runs = gmmjax.multistart(
-        gmmjax.EM(),
-        jax.random.key(seed),
-        IRIS,
-        n_components=3,
-        covariance_type=covariance_type,
-        n_init=2,
-        init="kmeans",
-        max_steps=100,
-        tol=1e-8,
+    runs = plain_restarts(
+        1, n_components=3, covariance_type=covariance_type, n_init=2, tol=1e-8
     )
     np.testing.assert_allclose(
         gm.restart_log_likelihoods_, runs.log_likelihood, rtol=1e-9
