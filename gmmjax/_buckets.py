@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bucket", "pad_rows"]
+__all__ = ["bucket", "pad_rows", "row_bucket"]
 
 # sizes below this are rounded up to a power of two, above it to one of four
 # steps per octave (8, 10, 12, 14, 16, 20, ...): at most 25% padding there
 _FINE_FROM = 8
+# the fewest rows a bucket of samples holds: below it a program's run time is
+# microseconds whatever the size, so every small data set shares one program
+# (per feature count and dtype) instead of one per bucket of 10, 12, 14, ... rows
+_MIN_ROWS = 128
 
 
 def bucket(n: int) -> int:
@@ -36,6 +40,18 @@ def bucket(n: int) -> int:
         return 1 << (n - 1).bit_length()
     step = 1 << ((n - 1).bit_length() - 3)  # an eighth of the next power of two
     return -(-n // step) * step
+
+
+def row_bucket(n: int) -> int:
+    """The bucket of ``n >= 1`` samples (or draws): :func:`bucket`, and never fewer
+    than 128 rows.
+
+    Example:
+        >>> from gmmjax._buckets import row_bucket
+        >>> [row_bucket(n) for n in (1, 10, 112, 128, 129, 150, 161)]
+        [128, 128, 128, 128, 160, 160, 192]
+    """
+    return max(bucket(n), _MIN_ROWS)
 
 
 def pad_rows(x: np.ndarray, w: np.ndarray | None, size: int):

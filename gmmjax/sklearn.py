@@ -23,7 +23,7 @@ from sklearn.utils.validation import (
 )
 
 from ._anneal import Annealed
-from ._buckets import bucket, pad_rows
+from ._buckets import bucket, pad_rows, row_bucket
 from ._cache import default_cache
 from ._density import sample_jit, weighted_log_prob
 from ._em import EM
@@ -365,7 +365,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # the sample axis and the restarts are padded to buckets (rows of weight 0,
         # runs that never win), and small fits' components too (masked: weight
         # 0, frozen): nearby sizes share one compiled program
-        xp, wp = pad_rows(X, w, bucket(X.shape[0]))
+        xp, wp = pad_rows(X, w, row_bucket(X.shape[0]))
         k = self.n_components
         fitter = self._fitter()
         masked = not warm and masks_components(fitter) and all(a is None for a in inits)
@@ -484,7 +484,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         n = X.shape[0]
-        padded, _ = pad_rows(X, None, bucket(n))
+        padded, _ = pad_rows(X, None, row_bucket(n))
         k = self.n_components
         gmm = self._padded_model(padded.shape, X.dtype)
         with jax.enable_x64(True):
@@ -565,7 +565,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True):
             # a bucket of draws, then the first n: the leading draws of a larger
             # batch are the draws of a smaller one, so this is sample(key, n)
-            size = bucket(n)
+            size = row_bucket(n)
             gmm = self._padded_model((size, self.means_.shape[1]), self.means_.dtype)
             x, labels = sample_jit(jax.random.key(seed), gmm, size)
             x, labels = np.asarray(x)[:n], np.asarray(labels)[:n]
