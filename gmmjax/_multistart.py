@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps, run
 from ._init import INIT_METHODS, init_gmm_jit
+from ._stored import call_stored
 from ._validation import (
     check_covariance_type,
     check_data,
@@ -304,20 +306,42 @@ def multistart(
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], n_components)
     batch_size = None if batch_size >= n_init else batch_size
-    return _multistart(
-        fitter,
-        start_keys(keys, n_init),
-        x,
-        w,
-        jnp.asarray(max_steps, jnp.int32),
-        tol,
-        reg_covar,
-        n_components=n_components,
-        covariance_type=covariance_type,
-        init=init,
-        batch_size=batch_size,
-        report=report,
-    )
+    keys = start_keys(keys, n_init)
+    max_steps = jnp.asarray(max_steps, jnp.int32)
+    static = {
+        "n_components": n_components,
+        "covariance_type": covariance_type,
+        "init": init,
+        "batch_size": batch_size,
+    }
+    args = (x, w, max_steps, tol, reg_covar)
+    if report is not None:
+        return _multistart(fitter, keys, *args, **static, report=report)
+    return _restarts("multistart", fitter, keys, args, {**static, "report": None})
+
+
+# random key implementations that a name rebuilds in any process
+_BUILTIN_KEYS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def _restarts(program: str, fitter, keys, args: tuple, static: dict):
+    """``_PROGRAMS[program](fitter, keys, *args, **static)``. EM's restarts are
+    kept lowered on disk (:mod:`gmmjax._stored`) and a later process skips
+    tracing them; other fitters hold functions, which no key names across
+    processes."""
+    impl = str(jax.random.key_impl(keys))
+    if type(fitter) is not EM or impl not in _BUILTIN_KEYS:
+        return _PROGRAMS[program](fitter, keys, *args, **static)
+    # an exported program takes no typed keys: their raw data, and the name of
+    # their implementation
+    stored_args = (fitter, jax.random.key_data(keys), *args)
+    static = {**static, "program": program, "impl": impl}
+    return call_stored(program, _from_key_data, stored_args, static)
+
+
+def _from_key_data(fitter, key_data, *args, program, impl, **static):
+    keys = jax.random.wrap_key_data(key_data, impl=impl)
+    return _PROGRAMS[program](fitter, keys, *args, **static)
 
 
 def _check_report(report) -> None:
@@ -381,6 +405,10 @@ def _best_masked(
     return jax.tree_util.tree_map(lambda a: jax.vmap(lambda r, i: r[i])(a, index), runs)
 
 
+# the restart programs that :func:`_restarts` runs, by name
+_PROGRAMS = {"multistart": _multistart, "best-masked": _best_masked}
+
+
 def multistart_masked(
     fitter,
     key,
@@ -435,19 +463,16 @@ def multistart_masked(
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], k_max)
     batch_size = None if batch_size >= n_runs else batch_size
-    return _best_masked(
-        fitter,
-        start_keys(keys, n_init),
-        x,
-        w,
-        jnp.asarray(max_steps, jnp.int32),
-        tol,
-        reg_covar,
-        jnp.asarray(n_active),
-        n_components=k_max,
-        covariance_type=covariance_type,
-        init=init,
-        batch_size=batch_size,
+    args = (x, w, jnp.asarray(max_steps, jnp.int32), tol, reg_covar)
+    static = {
+        "n_components": k_max,
+        "covariance_type": covariance_type,
+        "init": init,
+        "batch_size": batch_size,
+    }
+    keys = start_keys(keys, n_init)
+    return _restarts(
+        "best-masked", fitter, keys, (*args, jnp.asarray(n_active)), static
     )
 
 

@@ -14,8 +14,10 @@ StableHLO either way, so are the results.
 
 Only for functions whose static arguments and pytree structure print the same
 in every process (no functions or object addresses among them): the
-estimator's EM fit. Anything that fails on the way (an unwritable folder, a
-truncated file, an export JAX refuses) falls back to the plain jitted call.
+estimator's EM fit, :func:`gmmjax.multistart` with :class:`gmmjax.EM` (the
+``gmmjax fit`` command's restarts) and :func:`gmmjax.diagnose`'s program.
+Anything that fails on the way (an unwritable folder, a truncated file, an
+export JAX refuses) falls back to the plain jitted call.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _avals(leaves):
     ]
 
 
-def _key(name: str, leaves, treedef, static: dict) -> str:
+def _key(name: str, leaves, treedef, static: dict, options: dict) -> str:
     import jaxlib
 
     avals = [repr(a) for a in _avals(leaves)]
@@ -73,6 +75,7 @@ def _key(name: str, leaves, treedef, static: dict) -> str:
             str(treedef),
             avals,
             sorted(static.items()),
+            sorted(options.items()),
             bool(jax.config.jax_enable_x64),
         )
     )
@@ -82,9 +85,11 @@ def _key(name: str, leaves, treedef, static: dict) -> str:
 def _export(name, fn, leaves, treedef, static):
     """The exported program of ``fn`` and its output tree."""
     out_tree = []
+    # the jitted function's own body: a nested jit takes no compiler options
+    body = getattr(fn, "__wrapped__", fn)
 
     def flat(*arrays):
-        out = fn(*jax.tree_util.tree_unflatten(treedef, arrays), **static)
+        out = body(*jax.tree_util.tree_unflatten(treedef, arrays), **static)
         parts, tree = jax.tree_util.tree_flatten(out)
         out_tree.append(tree)
         return parts
@@ -107,12 +112,12 @@ def _write(path: Path, blob: bytes) -> None:
         raise
 
 
-def _program(name, fn, leaves, treedef, static):
+def _program(name, fn, leaves, treedef, static, options):
     """``(jitted call, output tree)`` of the stored program, or ``None``."""
     directory = in_use()
     if directory is None:
         return None
-    key = _key(name, leaves, treedef, static)
+    key = _key(name, leaves, treedef, static, options)
     with _lock:
         if key in _loaded:
             return _loaded[key]
@@ -121,12 +126,12 @@ def _program(name, fn, leaves, treedef, static):
     try:
         exported_bytes, out_tree = pickle.loads(path.read_bytes())
         exported = jax.export.deserialize(bytearray(exported_bytes))
-        program = (jax.jit(exported.call), out_tree)
+        program = (jax.jit(exported.call, compiler_options=options), out_tree)
     except Exception:  # not stored yet, or unreadable: store it anew
         try:
             exported, out_tree = _export(name, fn, leaves, treedef, static)
             _write(path, pickle.dumps((exported.serialize(), out_tree)))
-            program = (jax.jit(exported.call), out_tree)
+            program = (jax.jit(exported.call, compiler_options=options), out_tree)
         except Exception:
             program = None
     with _lock:
@@ -134,21 +139,27 @@ def _program(name, fn, leaves, treedef, static):
     return program
 
 
-def call_stored(name: str, fn, args: tuple, static: dict):
+def call_stored(name: str, fn, args: tuple, static: dict, compiler_options=None):
     """``fn(*args, **static)``, through a stored lowered program when JAX's
     persistent compilation cache is on (see the module's docstring).
 
     Args:
         name: a label of the program (part of its file name).
-        fn: a jitted function.
-        args: its traced arguments (a pytree).
+        fn: a jitted function (or one that only calls jitted functions).
+        args: its traced arguments (a pytree). Under a transformation (tracers
+            among them) ``fn`` is called directly: an exported program has no
+            batching or differentiation rule.
         static: its static keyword arguments.
+        compiler_options: XLA options of the stored program's compilation; ``fn``
+            must be jitted with the same ones.
 
     Returns:
         What ``fn`` returns.
     """
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    program = _program(name, fn, leaves, treedef, static)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return fn(*args, **static)
+    program = _program(name, fn, leaves, treedef, static, compiler_options or {})
     if program is None:
         return fn(*args, **static)
     call, out_tree = program

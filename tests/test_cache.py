@@ -16,6 +16,7 @@ from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 import gmmjax
 from gmmjax import _cache, _stored
+from gmmjax._multistart import multistart_masked
 from gmmjax.sklearn import GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +53,20 @@ def on_duration(event, duration, fun_name=None, **_):
     if event.endswith("jaxpr_trace_duration"):
         traced.append(str(fun_name))
 jax.monitoring.register_event_duration_secs_listener(on_duration)
+import gmmjax
 from gmmjax.sklearn import GaussianMixture
 x = np.random.default_rng(0).normal(size=(40, 2))
 gm = GaussianMixture(2, max_iter=5, random_state=0).fit(x)
 score = gm.score_samples(x)
+# the restarts and the diagnosis of `gmmjax fit`
+runs = gmmjax.multistart(gmmjax.EM(), jax.random.key(0), x, n_components=2, n_init=3)
+diagnosis = gmmjax.diagnose(gmmjax.best_of(runs).gmm, x)
 names = ("compile_requests_use_cache", "cache_hits", "cache_misses")
 out = {n: events.count(f"/jax/compilation_cache/{n}") for n in names}
-out["traced_fit"] = "stored_estimator_fit" in traced
+out["traced"] = sorted({name for name in traced if name.startswith("stored_")})
 out["score"] = score.tolist()
+out["restarts"] = runs.log_likelihood.tolist()
+out["diagnosis"] = [diagnosis.kind, diagnosis.eigenvalues.tolist()]
 print(json.dumps(out))
 """
 
@@ -86,15 +93,21 @@ def test_a_second_process_compiles_nothing(tmp_path):
     first, second = run(), run()
     programs = first["compile_requests_use_cache"]
     assert programs > 0
-    assert first["traced_fit"] and not second["traced_fit"]
+    stored_programs = ["stored_diagnosis", "stored_estimator_fit", "stored_multistart"]
+    assert first["traced"] == stored_programs and second["traced"] == []
     assert first == {**first, "cache_hits": 0, "cache_misses": programs}
     expected = {**first, "cache_hits": programs, "cache_misses": 0}
-    assert second == {**expected, "traced_fit": False}  # the same scores too
+    # the same scores, restarts and diagnosis too
+    assert second == {**expected, "traced": []}
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert entries.pop() == "programs"
     assert len(entries) == programs and all(n.endswith("-cache") for n in entries)
-    stored = list((tmp_path / "cache" / "programs").iterdir())
-    assert [p.name.split("-")[:2] for p in stored] == [["estimator", "fit"]]
+    stored = sorted(p.name for p in (tmp_path / "cache" / "programs").iterdir())
+    assert [name.rsplit("-", 1)[0] for name in stored] == [
+        "diagnosis",
+        "estimator-fit",
+        "multistart",
+    ]
 
 
 def test_a_damaged_stored_program_is_stored_anew(tmp_path, monkeypatch, fresh_process):
@@ -134,6 +147,34 @@ def test_a_stored_program_keeps_python_scalars_weakly_typed(
     np.testing.assert_array_equal(out, scale(*args))
     (path,) = (tmp_path / "programs").iterdir()
     assert path.name.startswith("scale-")
+
+
+def test_stored_restarts_and_diagnosis_equal_the_plain_programs(
+    tmp_path, monkeypatch, fresh_process
+):
+    # without a cache (fresh_process) the jitted programs run; with one, their
+    # exported twins: the same StableHLO, so the same bits
+    monkeypatch.setattr(_stored, "_loaded", {})
+    x = np.random.default_rng(2).normal(size=(40, 2))
+
+    def restarts_and_diagnosis():
+        runs = gmmjax.multistart(
+            gmmjax.EM(), jax.random.key(1), x, n_components=2, n_init=3
+        )
+        # select's program: the best restart of every k, masked components
+        cells = multistart_masked(
+            gmmjax.EM(), jax.random.key(1), x, n_active=[1, 2], n_init=2
+        )
+        return runs, cells, gmmjax.diagnose(gmmjax.best_of(runs).gmm, x)
+
+    plain = restarts_and_diagnosis()
+    assert _stored._loaded == {}
+    gmmjax.enable_compilation_cache(tmp_path)
+    stored = restarts_and_diagnosis()
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "programs").iterdir())
+    assert names == ["best-masked", "diagnosis", "multistart"]
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(stored), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", "0", "false", " no "])
