@@ -123,7 +123,9 @@ def gmmjax_faithful():
 
 @pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
 def test_fit_predict_equals_fit_then_predict(ctype):
-    kw = dict(covariance_type=ctype, max_iter=3, random_state=1)
+    # two restarts: the programs of test_masked_components_fit_as_the_plain_model
+    # and test_verbose_reports_each_restart
+    kw = dict(covariance_type=ctype, n_init=2, max_iter=3, random_state=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = GaussianMixture(3, **kw).fit_predict(IRIS)
@@ -219,7 +221,11 @@ FAITHFUL = gmmjax_faithful()
 
 @pytest.fixture(scope="module")
 def em_faithful():
-    return GaussianMixture(2, tol=1e-10, max_iter=2000, random_state=0).fit(FAITHFUL)
+    # converges in 9 steps; a budget up to 1,024 steps shares the fit program of
+    # test_core_package_does_not_import_sklearn (one history capacity)
+    fitted = GaussianMixture(2, tol=1e-10, max_iter=1000, random_state=0).fit(FAITHFUL)
+    assert fitted.converged_
+    return fitted
 
 
 def _perturbed_start(em):
@@ -326,11 +332,11 @@ def plain_restarts(random_state, **options):
 
 
 def test_padded_restarts_and_rows_are_those_of_the_plain_fit():
-    # the estimator pads 150 rows to 160 (weight 0) and 5 restarts to 8
+    # the estimator pads 150 rows to 160 (weight 0) and 9 restarts to 10
     # (discarded): each restart equals gmmjax.multistart's on the bare data from
     # the same keys, to rounding
-    gm = GaussianMixture(2, n_init=5, tol=1e-6, random_state=0).fit(IRIS)
-    runs = plain_restarts(0, n_components=2, n_init=5, tol=1e-6)
+    gm = GaussianMixture(2, n_init=9, tol=1e-6, random_state=0).fit(IRIS)
+    runs = plain_restarts(0, n_components=2, n_init=9, tol=1e-6)
     np.testing.assert_allclose(
         gm.restart_log_likelihoods_, runs.log_likelihood, rtol=1e-10
     )
