@@ -8,14 +8,59 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES, random_natural
+from conftest import COVARIANCE_TYPES, full_covariances, random_natural
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 from sklearn import datasets as skdatasets
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
+
+# The house data set: tests that need "some data" use iris with k = 3, so that
+# they share the compiled programs of the parity test on iris (gmmjax compiles
+# one program per shape, covariance type and fitter structure).
+IRIS = skdatasets.load_iris().data
+K = 3
+
+
+def host_m_step(x, resp, covariance_type, reg_covar=1e-6):
+    """The model of responsibilities ``resp``: one M step in numpy.
+
+    Starting models are built on the host where the initialization is not under
+    test (``init_gmm`` compiles a program per shape and covariance type).
+    """
+    n, d = x.shape
+    nk = resp.sum(axis=0)
+    means = resp.T @ x / nk[:, None]
+    diff = x[None, :, :] - means[:, None, :]
+    cov = np.einsum("nk,kni,knj->kij", resp, diff, diff) / nk[:, None, None]
+    if covariance_type == "full":
+        cov = cov + reg_covar * np.eye(d)
+    elif covariance_type == "tied":
+        cov = np.einsum("k,kij->ij", nk, cov) / n + reg_covar * np.eye(d)
+    else:
+        cov = np.diagonal(cov, axis1=1, axis2=2) + reg_covar
+        if covariance_type == "spherical":
+            cov = cov.mean(axis=1)
+    return gmmjax.GMM.from_natural(nk / n, means, cov, covariance_type=covariance_type)
+
+
+def kmeans_start(x, k, covariance_type, seed=0):
+    """scikit-learn's own start (``init_params="kmeans"``): the M step of the
+    labels of one k-means run."""
+    labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x).labels_
+    return host_m_step(x, np.eye(k)[labels], covariance_type)
+
+
+def random_start(rng, x, k, covariance_type):
+    """``init_gmm(method="random")`` on the host: the M step of uniform random
+    responsibilities (every mean near the data's mean)."""
+    resp = rng.uniform(size=(len(x), k))
+    return host_m_step(x, resp / resp.sum(axis=1, keepdims=True), covariance_type)
 
 
 def sklearn_fit(x, gmm0, steps, covariance_type, tol=0.0):
@@ -48,13 +93,7 @@ def test_parity_with_sklearn(loader, k, covariance_type):
     if loader is skdatasets.load_breast_cancer:
         x = x[:, :10]
     steps = 25
-    gmm0 = gmmjax.init_gmm(
-        jax.random.key(3),
-        x,
-        n_components=k,
-        covariance_type=covariance_type,
-        method="kmeans",
-    )
+    gmm0 = kmeans_start(x, k, covariance_type, seed=3)
     ours = gmmjax.fit(gmmjax.EM(reg_covar=1e-6), gmm0, x, max_steps=steps, tol=0.0)
     ref = sklearn_fit(x, gmm0, steps, covariance_type)
     assert ours.status_name == "MAX_STEPS" and int(ours.n_steps) == steps
@@ -74,8 +113,8 @@ def test_parity_with_sklearn(loader, k, covariance_type):
 
 
 def test_stopping_rule_matches_sklearn_n_iter():
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=3, method="kmeans")
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     for tol in (1e-2, 1e-3, 1e-5):
         ours = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=1000, tol=tol)
         ref = sklearn_fit(x, gmm0, 1000, "full", tol=tol)
@@ -84,23 +123,35 @@ def test_stopping_rule_matches_sklearn_n_iter():
         np.testing.assert_allclose(ours.gmm.means, ref.means_, rtol=1e-6)
 
 
+def mixture_log_likelihood(x, weights, means, cov, covariance_type):
+    """The total log-likelihood of natural parameters, by scipy."""
+    k, d = means.shape
+    covs = full_covariances(cov, covariance_type, k, d)
+    joint = [
+        np.log(w) + multivariate_normal.logpdf(x, m, c)
+        for w, m, c in zip(weights, means, covs, strict=True)
+    ]
+    return float(np.sum(logsumexp(np.stack(joint, axis=1), axis=1)))
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**31 - 1),
     covariance_type=st.sampled_from(COVARIANCE_TYPES),
-    k=st.integers(1, 3),
-    d=st.integers(1, 3),
+    # a fixed set of shapes (each compiles its own programs) that holds the edge
+    # cases of the range 1..3: one component, one feature, and neither
+    shape=st.sampled_from([(1, 3), (3, 1), (3, 3)]),
 )
-def test_em_is_monotone(seed, covariance_type, k, d):
+def test_em_is_monotone(seed, covariance_type, shape):
+    k, d = shape
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(60, d)) + rng.choice([-3.0, 0.0, 3.0], size=(60, 1))
     weights, means, cov = random_natural(rng, k, d, covariance_type)
     gmm0 = gmmjax.GMM.from_natural(weights, means, cov, covariance_type=covariance_type)
     # reg_covar=0: with it the M step is the exact maximizer, so EM is monotone
     _, trace = gmmjax.fit_trace(gmmjax.EM(reg_covar=0.0), gmm0, x, num_steps=30)
-    lls = np.concatenate(
-        [[float(gmmjax.log_likelihood(gmm0, x))], trace.log_likelihood]
-    )
+    ll0 = mixture_log_likelihood(x, weights, means, cov, covariance_type)
+    lls = np.concatenate([[ll0], trace.log_likelihood])
     ok = np.isfinite(lls)
     steps = np.diff(lls[ok])
     # float64 rounding of a sum of 60 terms of size |ll|/60: a few ulps of |ll|
@@ -108,10 +159,10 @@ def test_em_is_monotone(seed, covariance_type, k, d):
 
 
 def test_vmap_of_fit_equals_a_loop():
-    x = skdatasets.load_iris().data[:, :2]
-    keys = jax.random.split(jax.random.key(5), 6)
-    starts = [gmmjax.init_gmm(kk, x, n_components=3, method="random") for kk in keys]
-    batch = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *starts)
+    x = IRIS
+    rng = np.random.default_rng(5)
+    starts = [random_start(rng, x, K, "full") for _ in range(6)]
+    batch = jax.tree_util.tree_map(lambda *a: np.stack(a), *starts)
     batched = jax.vmap(lambda g: gmmjax.fit(gmmjax.EM(), g, x, max_steps=200))(batch)
     for i, g in enumerate(starts):
         single = gmmjax.fit(gmmjax.EM(), g, x, max_steps=200)
@@ -126,8 +177,8 @@ def test_vmap_of_fit_equals_a_loop():
 def test_no_recompilation_for_new_hyperparameters():
     from gmmjax import _fit
 
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     gmmjax.fit(gmmjax.EM(reg_covar=1e-6), gmm0, x, max_steps=10, tol=1e-3)
     before = _fit.run._cache_size()
     gmmjax.fit(gmmjax.EM(reg_covar=1e-4), gmm0, x, max_steps=30, tol=1e-5)
@@ -148,8 +199,8 @@ def test_no_recompilation_for_new_hyperparameters():
 
 
 def test_tol_zero_runs_exactly_max_steps():
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     for steps in (0, 1, 17):
         result = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=steps, tol=0.0)
         assert int(result.n_steps) == steps
@@ -187,34 +238,32 @@ def test_two_point_em_matches_the_closed_form_update():
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_all_points_equal_is_degenerate_not_nan(covariance_type):
-    x = np.full((20, 2), 3.0)
-    gmm0 = gmmjax.init_gmm(
-        jax.random.key(0), x, n_components=2, covariance_type=covariance_type
-    )
+def test_all_points_equal_is_degenerate_not_nan(rng, covariance_type):
+    x = np.full(IRIS.shape, 3.0)
+    weights, means, cov = random_natural(rng, K, x.shape[1], covariance_type)
+    gmm0 = gmmjax.GMM.from_natural(weights, means, cov, covariance_type=covariance_type)
     result = gmmjax.fit(gmmjax.EM(), gmm0, x)
     assert np.isfinite(float(result.log_likelihood))
     assert result.status_name == "DEGENERATE"
-    assert 0 <= int(result.degenerate_component) < 2
+    assert 0 <= int(result.degenerate_component) < K
 
 
-def test_more_components_than_distinct_points():
+def test_more_components_than_distinct_points(rng):
     # without reg_covar, components on a point of zero variance collapse (with it,
     # the variance reg_covar holds them up, as in scikit-learn)
-    x = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 10, axis=0)
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=3, method="random")
+    points = np.array([[0.0] * 4, [5.0] * 4])
+    x = np.repeat(points, len(IRIS) // 2, axis=0)
+    gmm0 = random_start(rng, x, K, "full")
     result = gmmjax.fit(gmmjax.EM(reg_covar=0.0), gmm0, x)
     assert np.isfinite(float(result.log_likelihood))
     assert result.status_name == "DEGENERATE"
 
 
 def test_constant_column_stays_finite():
-    rng = np.random.default_rng(0)
-    x = np.column_stack([rng.normal(size=50), np.full(50, 2.0)])
+    x = IRIS.copy()
+    x[:, 3] = 2.0
     for ctype in COVARIANCE_TYPES:
-        gmm0 = gmmjax.init_gmm(
-            jax.random.key(0), x, n_components=2, covariance_type=ctype
-        )
+        gmm0 = kmeans_start(x, K, ctype)
         result = gmmjax.fit(gmmjax.EM(), gmm0, x)
         assert np.isfinite(float(result.log_likelihood))
         assert result.status_name in ("CONVERGED", "DEGENERATE")
@@ -256,8 +305,8 @@ class PoisonedEM:
 
 
 def test_nonfinite_run_stops_keeps_finite_parameters_and_is_never_converged():
-    x = skdatasets.load_iris().data[:, :2]
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     result = gmmjax.fit(PoisonedEM(poison_at=4), gmm0, x, max_steps=50, tol=1e-12)
     assert result.status_name == "NONFINITE"
     assert int(result.n_steps) == 4
@@ -269,8 +318,8 @@ def test_nonfinite_run_stops_keeps_finite_parameters_and_is_never_converged():
 
 
 def test_fit_trace_matches_fit():
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=3, covariance_type="diag")
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "diag")
     result, trace = gmmjax.fit_trace(gmmjax.EM(), gmm0, x, num_steps=15)
     ref = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=15, tol=0.0)
     np.testing.assert_allclose(result.gmm.means, ref.gmm.means, rtol=1e-12)
@@ -283,9 +332,11 @@ def test_fit_trace_matches_fit():
 
 
 def test_sample_weight_equals_repeated_rows():
-    x = skdatasets.load_iris().data[:40, :2]
-    counts = np.random.default_rng(1).integers(1, 4, size=len(x))
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    # every other iris row, repeated 1 to 3 times: the repeated rows are 150, so
+    # their fit is the program the other iris tests compile
+    x = IRIS[::2]
+    counts = np.random.default_rng(1).permutation(np.tile([1, 2, 3], len(x) // 3))
+    gmm0 = kmeans_start(x, K, "full")
     a = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=20, tol=0.0, sample_weight=counts)
     b = gmmjax.fit(
         gmmjax.EM(), gmm0, np.repeat(x, counts, axis=0), max_steps=20, tol=0.0
@@ -296,8 +347,8 @@ def test_sample_weight_equals_repeated_rows():
 
 
 def test_em_step_and_m_step_api():
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=3)
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     one = gmmjax.em_step(gmm0, x)
     log_resp, _ = gmmjax.e_step(gmm0, x)
     again = gmmjax.m_step(x, jnp.exp(log_resp), covariance_type="full")
@@ -310,11 +361,11 @@ def test_em_step_and_m_step_api():
 
 def _separated(rng, d, gap):
     """Three clusters ``gap`` standard deviations apart: every posterior is
-    exactly 0 or 1 in float64 (log-density gaps of thousands)."""
-    centers = gap * np.eye(3, d)
-    x = centers[np.arange(90) % 3] + rng.normal(size=(90, d))
-    resp = np.eye(3)[np.arange(90) % 3]
-    return x, resp
+    exactly 0 or 1 in float64 (log-density gaps of thousands). Iris's number of
+    rows: at ``d = 4`` the steps are the programs of the iris part."""
+    labels = np.arange(len(IRIS)) % K
+    x = gap * np.eye(K, d)[labels] + rng.normal(size=(len(labels), d))
+    return x, np.eye(K)[labels]
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -322,11 +373,16 @@ def test_e_step_and_m_step_are_em_step_bit_for_bit(rng, covariance_type):
     # m_step and e_step run EM's kernels (float64: the expanded square about the
     # data's mean, the same chunking, the same M step). Where the posteriors are
     # exact (0 or 1), exp(log r) is exactly EM's r and the composition is EM's
-    # step bit for bit.
-    for d in (2, 5):
+    # step bit for bit. d = 2 and d = 4: both sides of SMALL_D (3).
+    for d in (2, 4):
         x, hard = _separated(rng, d, 100.0)
         w = rng.uniform(0.5, 2.0, len(x))
-        gmm = gmmjax.m_step(x[::2], hard[::2], covariance_type=covariance_type)
+        # the model of every other sample: weights 0 on the others rather than
+        # x[::2], which would compile m_step for a second shape
+        half = (np.arange(len(x)) % 2 == 0).astype(float)
+        gmm = gmmjax.m_step(
+            x, hard, covariance_type=covariance_type, sample_weight=half
+        )
         log_resp, _ = gmmjax.e_step(gmm, x)
         resp = jnp.exp(log_resp)
         assert np.array_equal(resp, hard)
@@ -339,10 +395,8 @@ def test_e_step_and_m_step_are_em_step_bit_for_bit(rng, covariance_type):
                 np.testing.assert_array_equal(a, b)
     # general data: exp(log r) and EM's r differ by the rounding of the
     # logarithm and the exponential (a few eps), and so do the steps
-    x = skdatasets.load_iris().data
-    gmm = gmmjax.init_gmm(
-        jax.random.key(0), x, n_components=3, covariance_type=covariance_type
-    )
+    x = IRIS
+    gmm = kmeans_start(x, K, covariance_type)
     one = gmmjax.em_step(gmm, x)
     again = gmmjax.m_step(
         x, jnp.exp(gmmjax.e_step(gmm, x)[0]), covariance_type=covariance_type
@@ -366,15 +420,15 @@ def test_e_step_and_m_step_are_em_step_bit_for_bit(rng, covariance_type):
     ],
 )
 def test_fit_rejects_bad_arguments(kwargs, error, match):
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     with pytest.raises(error, match=match):
         gmmjax.fit(gmmjax.EM(), gmm0, x, **kwargs)
 
 
 def test_fit_rejects_bad_fitters_and_data():
-    x = skdatasets.load_iris().data
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
     with pytest.raises(ValueError, match="reg_covar"):
         gmmjax.fit(gmmjax.EM(reg_covar=-1.0), gmm0, x)
     with pytest.raises(TypeError, match="fitter"):
