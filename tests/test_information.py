@@ -11,6 +11,7 @@ import pytest
 from conftest import COVARIANCE_TYPES, count_compilations, random_natural
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
@@ -69,9 +70,28 @@ def expected_labels(k, d, covariance_type):
     return tuple(labels)
 
 
+def faithful_kmeans_start(k):
+    """Old Faithful and a start for EM from scikit-learn's k-means clusters (built
+    on the host: the start is not under test, and init_gmm compiles a program)."""
+    x = gmmjax.datasets.faithful()
+    labels = KMeans(k, random_state=0, n_init=1).fit(x).labels_
+    parts = [x[labels == j] for j in range(k)]
+    gmm0 = gmmjax.GMM.from_natural(
+        [len(part) / len(x) for part in parts],
+        [part.mean(axis=0) for part in parts],
+        [np.cov(part.T, bias=True) for part in parts],
+    )
+    return x, gmm0
+
+
+# The information programs are keyed by (k, d, n, covariance type): the tests
+# below share this test's shapes where theirs were arbitrary
+K, D, N = 2, 2, 25
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_information_matches_finite_differences_of_scipy(rng, covariance_type):
-    k, d, n = 2, 2, 25
+    k, d, n = K, D, N
     weights, means, cov = random_natural(rng, k, d, covariance_type)
     gmm = gmmjax.GMM.from_natural(weights, means, cov, covariance_type=covariance_type)
     x = rng.normal(scale=2.0, size=(n, d))
@@ -106,18 +126,26 @@ def test_information_matches_finite_differences_of_scipy(rng, covariance_type):
 
 
 def test_information_matches_central_differences_of_exact_gradient(rng):
+    # the shapes of three components on Old Faithful (272 x 2), whose
+    # information program the tests below compile
     k, d = 3, 2
     weights, means, cov = random_natural(rng, k, d, "full")
     gmm = gmmjax.GMM.from_natural(weights, means, cov, covariance_type="full")
-    x = rng.normal(scale=2.0, size=(60, d))
+    x = rng.normal(scale=2.0, size=(272, d))
     info = gmmjax.observed_information(gmm, x)
+
+    @jax.jit  # one program for every evaluation, not one per operation
+    def mean_gradient(w, m, c):
+        def model(mm):
+            return gmmjax.log_likelihood(
+                gmmjax.GMM.from_natural(w, mm, c, covariance_type="full"), x
+            )
+
+        return jax.grad(model)(m)
 
     def grad(theta):
         w, m, c = params_from_labels(info.labels, theta, k, d, "full")
-        model = lambda mm: gmmjax.log_likelihood(  # noqa: E731
-            gmmjax.GMM.from_natural(w, mm, c, covariance_type="full"), x
-        )
-        return np.asarray(jax.grad(model)(jnp.asarray(m))).reshape(-1)
+        return np.asarray(mean_gradient(w, m, c)).reshape(-1)
 
     # the mean rows of the Hessian by central differences of the exact gradient in
     # the means (error O(h^2) ~ 1e-8 relative)
@@ -154,8 +182,8 @@ def test_one_gaussian_textbook_standard_errors(rng):
     # at the MLE the mean block is n Sigma^{-1} and means and covariances decouple
     np.testing.assert_allclose(mat[:2, :2], n * np.linalg.inv(sigma), rtol=1e-10)
     np.testing.assert_allclose(mat[:2, 2:], 0.0, atol=1e-8)
-    se = gmmjax.standard_errors(gmm, x)
-    np.testing.assert_allclose(se.errors[:2], np.sqrt(np.diag(sigma) / n), rtol=1e-10)
+    errors = np.asarray(gmmjax.standard_errors(gmm, x).errors)
+    np.testing.assert_allclose(errors[:2], np.sqrt(np.diag(sigma) / n), rtol=1e-10)
     # asymptotic covariance of the MLE of (S_aa, S_ab, S_bb): Var S_ab =
     # (S_aa S_bb + S_ab^2) / n, Var S_aa = 2 S_aa^2 / n
     s = sigma
@@ -163,7 +191,7 @@ def test_one_gaussian_textbook_standard_errors(rng):
         np.array([2 * s[0, 0] ** 2, s[0, 0] * s[1, 1] + s[0, 1] ** 2, 2 * s[1, 1] ** 2])
         / n
     )
-    np.testing.assert_allclose(se.errors[2:], expected, rtol=1e-10)
+    np.testing.assert_allclose(errors[2:], expected, rtol=1e-10)
 
 
 def test_one_dimensional_variance_standard_error(rng):
@@ -175,25 +203,28 @@ def test_one_dimensional_variance_standard_error(rng):
     )
     se = gmmjax.standard_errors(gmm, x)
     assert se.labels == ("means[0,0]", "covariances[0]")
-    assert float(se.errors[0]) == pytest.approx(np.sqrt(var / n), rel=1e-10)
-    assert float(se.errors[1]) == pytest.approx(np.sqrt(2 * var**2 / n), rel=1e-10)
+    errors = np.asarray(se.errors)
+    assert errors[0] == pytest.approx(np.sqrt(var / n), rel=1e-10)
+    assert errors[1] == pytest.approx(np.sqrt(2 * var**2 / n), rel=1e-10)
     assert "covariances[0]" in str(se)
 
 
 def test_sample_weight_counts_repeated_rows(rng):
-    weights, means, cov = random_natural(rng, 2, 1, "diag")
+    weights, means, cov = random_natural(rng, K, D, "diag")
     gmm = gmmjax.GMM.from_natural(weights, means, cov, covariance_type="diag")
-    x = rng.normal(size=(6, 1))
-    counts = np.array([1.0, 2.0, 0.0, 3.0, 1.0, 2.0])
+    x = rng.normal(size=(10, D))
+    # repeated, the rows are N: the shapes of the tests above
+    counts = np.array([1.0, 2.0, 0.0, 3.0, 1.0, 2.0, 4.0, 5.0, 3.0, 4.0])
+    assert counts.sum() == N
     weighted = gmmjax.observed_information(gmm, x, sample_weight=counts)
     repeated = gmmjax.observed_information(gmm, np.repeat(x, counts.astype(int), 0))
     np.testing.assert_allclose(weighted.matrix, repeated.matrix, rtol=1e-10)
 
 
 def test_chunked_information_agrees(rng):
-    weights, means, cov = random_natural(rng, 2, 2, "tied")
+    weights, means, cov = random_natural(rng, K, D, "tied")
     gmm = gmmjax.GMM.from_natural(weights, means, cov, covariance_type="tied")
-    x = rng.normal(size=(20, 2))
+    x = rng.normal(size=(N, D))
     full = gmmjax.observed_information(gmm, x).matrix
     chunked = gmmjax.observed_information(gmm, x, chunk_size=3).matrix
     np.testing.assert_allclose(chunked, full, rtol=1e-12, atol=1e-12)
@@ -214,13 +245,16 @@ def newton_polish(theta, like, x, n_steps):
 def test_wald_interval_coverage():
     # 200 simulated data sets from a well-separated two-component mixture, fitted by
     # scikit-learn's EM from the truth and polished by Newton; the information is
-    # computed for all replications at once with vmap
+    # computed for all replications at once with vmap (jitted: one program, not
+    # one per operation)
     truth = gmmjax.GMM.from_natural(
         [0.4, 0.6], [[-2.0], [2.0]], [1.0, 0.7], covariance_type="spherical"
     )
     reps, n = 200, 300
     keys = jax.random.split(jax.random.key(7), reps)
-    xs = np.asarray(jax.vmap(lambda key: gmmjax.sample(key, truth, n)[0])(keys))
+    xs = np.asarray(
+        jax.jit(jax.vmap(lambda key: gmmjax.sample(key, truth, n)[0]))(keys)
+    )
     starts = []
     for x in xs:
         sk = GaussianMixture(
@@ -236,25 +270,32 @@ def test_wald_interval_coverage():
         starts.append(
             np.concatenate([sk.weights_[:1], sk.means_.ravel(), sk.covariances_])
         )
-    thetas = jax.vmap(lambda t, x: newton_polish(t, truth, x, 3))(
-        jnp.asarray(np.stack(starts)), xs
+
+    @jax.jit
+    def polish(starts, xs):
+        thetas = jax.vmap(lambda t, x: newton_polish(t, truth, x, 3))(starts, xs)
+        fits = jax.vmap(lambda t: from_natural_vector(t, truth))(thetas)
+        grads = jax.vmap(
+            lambda t, x: jax.grad(
+                lambda s: gmmjax.log_likelihood(from_natural_vector(s, truth), x)
+            )(t)
+        )(thetas, xs)
+        infos = jax.vmap(lambda g, x: gmmjax.observed_information(g, x).matrix)(
+            fits, xs
+        )
+        return thetas, fits, grads, infos, natural_vector(truth)
+
+    thetas, fits, grads, infos, true_theta = jax.device_get(
+        polish(np.stack(starts), xs)
     )
-    fits = jax.vmap(lambda t: from_natural_vector(t, truth))(thetas)
-    grads = jax.vmap(
-        lambda t, x: jax.grad(
-            lambda s: gmmjax.log_likelihood(from_natural_vector(s, truth), x)
-        )(t)
-    )(thetas, xs)
-    assert float(jnp.max(jnp.abs(grads))) < 1e-8  # every replication converged
-    infos = jax.vmap(lambda g, x: gmmjax.observed_information(g, x).matrix)(fits, xs)
-    errors = np.sqrt(np.diagonal(np.linalg.inv(np.asarray(infos)), axis1=1, axis2=2))
+    assert np.max(np.abs(grads)) < 1e-8  # every replication converged
+    errors = np.sqrt(np.diagonal(np.linalg.inv(infos), axis1=1, axis2=2))
     # one eager call agrees with the vmapped information
     one = gmmjax.standard_errors(
         jax.tree_util.tree_map(lambda leaf: leaf[0], fits), xs[0]
     )
     np.testing.assert_allclose(one.errors, errors[0], rtol=1e-10)
-    true_theta = np.asarray(natural_vector(truth))
-    covered = np.abs(np.asarray(thetas) - true_theta) <= 1.959964 * errors
+    covered = np.abs(thetas - true_theta) <= 1.959964 * errors
     rate = covered.mean(axis=0)
     # binomial(200, 0.95): sd = sqrt(0.95 * 0.05 / 200) = 0.0154; allow 4 sd per
     # parameter (5 parameters) and 3 sd for the pooled rate (its intervals are
@@ -363,8 +404,7 @@ def data_scale(labels, s, covariance_type):
 
 
 def test_em_fit_of_old_faithful_is_a_local_maximum():
-    x = gmmjax.datasets.faithful()
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=2)
+    x, gmm0 = faithful_kmeans_start(2)
     # default settings: EM stops on a change of mean log-likelihood below 1e-6 with
     # reg_covar = 1e-6, so the gradient is not zero; the predicted Newton gain is
     # what diagnose bounds
@@ -386,9 +426,11 @@ def test_em_fit_of_old_faithful_is_a_local_maximum():
     diag = gmmjax.diagnose(early, x)
     assert diag.kind == "not_critical" and diag.escape_order == 1
     assert "fit on" in diag.advice and "Newton step" in diag.message
-    g = jax.grad(lambda t: gmmjax.log_likelihood(from_natural_vector(t, early.gmm), x))(
-        natural_vector(early.gmm)
-    )
+    g = jax.jit(
+        lambda like: jax.grad(
+            lambda t: gmmjax.log_likelihood(from_natural_vector(t, like), x)
+        )(natural_vector(like))
+    )(early.gmm)
     # steepest ascent in standardized units: the gradient of the mean
     # log-likelihood in z = theta / c, mapped back to theta = c z
     c = data_scale(diag.labels, x.std(axis=0), "full")
@@ -418,10 +460,10 @@ def test_em_stopped_early_near_the_study_saddle():
 
 
 def test_logit_gauge_is_flat_in_the_leaves_and_absent_in_natural_coordinates(rng):
-    k, d = 3, 2
+    k, d = K, D
     weights, means, cov = random_natural(rng, k, d, "diag")
     gmm = gmmjax.GMM.from_natural(weights, means, cov, covariance_type="diag")
-    x = rng.normal(scale=2.0, size=(50, d))
+    x = rng.normal(scale=2.0, size=(N, d))
     # the Hessian in the model's own leaves (a GMM pytree) has the logit shift as
     # an exact null vector
     h = np.asarray(landscape.hessian(lambda g: gmmjax.log_likelihood(g, x), gmm))
@@ -476,8 +518,7 @@ def test_diagnosis_does_not_depend_on_units_or_sample_size(rng, covariance_type)
 
 
 def three_full_components_on_faithful(tol):
-    x = gmmjax.datasets.faithful()
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=3)
+    x, gmm0 = faithful_kmeans_start(3)
     return x, gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=2000, tol=tol)
 
 

@@ -1,5 +1,7 @@
 """Initialization: pure JAX, vmappable over keys, sensible starts."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ from conftest import COVARIANCE_TYPES
 from sklearn import datasets as skdatasets
 
 import gmmjax
-from gmmjax._init import INIT_METHODS, kmeans_plusplus
+from gmmjax._init import INIT_METHODS, _choice_without_replacement, kmeans_plusplus
 
 X = skdatasets.load_iris().data
 
@@ -36,11 +38,13 @@ def test_vmappable_over_keys(method):
     )
     assert batch.means.shape == (5, 3, 4)
     single = gmmjax.init_gmm(keys[2], X, n_components=3, method=method)
-    np.testing.assert_allclose(batch.means[2], single.means, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(batch.means)[2], single.means, rtol=1e-10)
 
 
 def test_kmeans_plusplus_picks_distinct_data_points():
-    centers = np.asarray(kmeans_plusplus(jax.random.key(0), X, 5))
+    # jitted, as init_gmm runs it: one program, not one per operation
+    seeds = jax.jit(kmeans_plusplus, static_argnums=2)
+    centers = np.asarray(seeds(jax.random.key(0), X, 5))
     for c in centers:
         assert np.any(np.all(X == c, axis=1))
     assert len(np.unique(centers, axis=0)) == 5
@@ -52,14 +56,15 @@ def inertia(x, centers):
 
 
 def test_kmeans_refines_the_seeds():
+    # the 3 components of the tests above, so that their programs serve
     key = jax.random.key(4)
-    seeded = gmmjax.init_gmm(key, X, n_components=4, method="kmeans++")
-    refined = gmmjax.init_gmm(key, X, n_components=4, method="kmeans")
+    seeded = gmmjax.init_gmm(key, X, n_components=3, method="kmeans++")
+    refined = gmmjax.init_gmm(key, X, n_components=3, method="kmeans")
     assert inertia(X, np.asarray(refined.means)) <= inertia(X, np.asarray(seeded.means))
     # Lloyd's fixed point: every mean is the centroid of its nearest points
     means = np.asarray(refined.means)
     labels = ((X[:, None] - means[None]) ** 2).sum(-1).argmin(1)
-    for j in range(4):
+    for j in range(3):
         np.testing.assert_allclose(means[j], X[labels == j].mean(0), rtol=1e-6)
 
 
@@ -83,21 +88,31 @@ def test_bad_arguments():
         gmmjax.init_gmm(key, X[:, 0], n_components=2)
 
 
+# Both jitted, as init_gmm runs the draws: one program per (n, k) each, not one
+# per operation; p is traced, so the weights of every case share them.
+@functools.partial(jax.jit, static_argnums=2)
+def _draws(keys, p, k):
+    return jax.vmap(lambda key: _choice_without_replacement(key, p, k))(keys)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _jax_choice(key, p, k):
+    return jax.random.choice(key, p.shape[0], (k,), replace=False, p=p)
+
+
 @pytest.mark.parametrize("n, k", [(5, 5), (200, 3), (40, 16), (40, 17), (1000, 30)])
 def test_drawing_without_replacement_equals_jax_random_choice(n, k):
     """Few draws take the largest Gumbel keys one at a time, many sort them; both
     are ``jax.random.choice(replace=False, p=p)`` index for index, zero weights
     (last in line, ties to the lower index) and vmap included."""
-    from gmmjax._init import _choice_without_replacement
-
     rng = np.random.default_rng(n + k)
     keys = jax.random.split(jax.random.key(n), 8)
     for zeros in sorted({0, 1, n - k + 1, n - 1} - {n}):
         w = rng.random(n)
         w[rng.permutation(n)[:zeros]] = 0.0
         p = w / w.sum()
-        batch = jax.vmap(lambda key, p=p: _choice_without_replacement(key, p, k))(keys)
+        batch = _draws(keys, p, k)
         for key, got in zip(keys, np.asarray(batch), strict=True):
-            want = jax.random.choice(key, n, (k,), replace=False, p=p)
+            want = _jax_choice(key, p, k)
             np.testing.assert_array_equal(got, want)
             assert len(set(got.tolist())) == k

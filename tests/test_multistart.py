@@ -1,7 +1,6 @@
 """multistart: batched restarts equal single fits; best_of picks the right run."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import COVARIANCE_TYPES
@@ -15,6 +14,16 @@ from gmmjax._multistart import start_keys
 # relative to each array's scale leaves ample room and still catches any mix-up
 # between lanes (those differ at order one).
 RTOL = 1e-9
+
+# The restart programs are keyed by shapes and static arguments, not by values
+# (keys, max_steps, tol, reg_covar): the tests share a few configurations on
+# faithful so that they share compiled programs. The every-lane test's
+# (K components, N_INIT starts from data) serves the tests that need "some
+# restarts", and the report test's (K, spherical, N_MANY starts) those that need
+# more starts or batches.
+K = 3
+N_INIT = 4
+N_MANY = 7
 
 
 def assert_same_fit(got, want):
@@ -32,7 +41,19 @@ def assert_same_fit(got, want):
 
 
 def lane(result, i):
-    return jax.tree_util.tree_map(lambda a: a[i], result)
+    # indexed on the host: device arrays would compile a slice per shape
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[i], result)
+
+
+def many_starts(key, faithful, **kwargs):
+    """The report test's restarts: ``N_MANY`` spherical starts from data."""
+    options = dict(
+        n_components=K,
+        n_init=N_MANY,
+        covariance_type="spherical",
+        init="random_from_data",
+    )
+    return gmmjax.multistart(gmmjax.EM(), key, faithful, **options | kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +64,11 @@ def faithful():
 def test_n_init_one_equals_fit(faithful):
     key = jax.random.key(7)
     result = gmmjax.multistart(
-        gmmjax.EM(), key, faithful, n_components=3, n_init=1, max_steps=200
+        gmmjax.EM(), key, faithful, n_components=K, n_init=1, max_steps=200
     )
     assert result.log_likelihood.shape == (1,)
-    assert result.gmm.means.shape == (1, 3, 2)
-    gmm0 = gmmjax.init_gmm(jax.random.fold_in(key, 0), faithful, n_components=3)
+    assert result.gmm.means.shape == (1, K, 2)
+    gmm0 = gmmjax.init_gmm(jax.random.fold_in(key, 0), faithful, n_components=K)
     alone = gmmjax.fit(gmmjax.EM(), gmm0, faithful, max_steps=200)
     assert_same_fit(lane(result, 0), alone)
 
@@ -60,20 +81,20 @@ def test_every_lane_equals_its_start_fitted_alone(faithful, covariance_type):
         fitter,
         key,
         faithful,
-        n_components=3,
-        n_init=4,
+        n_components=K,
+        n_init=N_INIT,
         covariance_type=covariance_type,
         init="random_from_data",
         max_steps=150,
         reg_covar=1e-4,
     )
     starts = []
-    for i, k in enumerate(start_keys(key, 4)):
+    for i, k in enumerate(start_keys(key, N_INIT)):
         # the starts get multistart's reg_covar, as init_gmm's do
         gmm0 = gmmjax.init_gmm(
             k,
             faithful,
-            n_components=3,
+            n_components=K,
             covariance_type=covariance_type,
             method="random_from_data",
             reg_covar=1e-4,
@@ -113,36 +134,35 @@ def test_lanes_with_sample_weight(rng):
 
 
 def test_start_i_does_not_depend_on_n_init(faithful):
+    # the every-lane test's N_INIT starts against the report test's N_MANY
     key = jax.random.key(3)
-    kwargs = dict(n_components=2, covariance_type="spherical", max_steps=50)
-    few = gmmjax.multistart(gmmjax.EM(), key, faithful, n_init=2, **kwargs)
-    many = gmmjax.multistart(gmmjax.EM(), key, faithful, n_init=5, **kwargs)
-    for i in range(2):
+    few = many_starts(key, faithful, n_init=N_INIT, max_steps=50)
+    many = many_starts(key, faithful, max_steps=50)
+    for i in range(N_INIT):
         assert_same_fit(lane(many, i), lane(few, i))
 
 
 def test_batch_size_does_not_change_results(faithful):
+    # the report test's restarts and batches (all at once, and 3 at a time)
     key = jax.random.key(2)
-    kwargs = dict(
-        n_components=2,
-        n_init=7,
-        covariance_type="tied",
-        init="random_from_data",
-        max_steps=100,
-    )
-    whole = gmmjax.multistart(gmmjax.EM(), key, faithful, **kwargs)
+    whole = many_starts(key, faithful, max_steps=100)
     # 3 does not divide 7 (a remainder chunk), 1 is a plain loop, 50 > n_init
     for batch_size in (3, 1, 50):
-        chunked = gmmjax.multistart(
-            gmmjax.EM(), key, faithful, batch_size=batch_size, **kwargs
-        )
-        assert chunked.log_likelihood.shape == (7,)
-        for i in range(7):
+        chunked = many_starts(key, faithful, max_steps=100, batch_size=batch_size)
+        assert chunked.log_likelihood.shape == (N_MANY,)
+        for i in range(N_MANY):
             assert_same_fit(lane(chunked, i), lane(whole, i))
 
 
 def test_multistart_under_jit(faithful):
-    kwargs = dict(n_components=2, n_init=3, covariance_type="diag", max_steps=30)
+    # eagerly, the every-lane test's diag restarts
+    kwargs = dict(
+        n_components=K,
+        n_init=N_INIT,
+        covariance_type="diag",
+        init="random_from_data",
+        max_steps=30,
+    )
 
     @jax.jit
     def run(key, tol):
@@ -151,7 +171,7 @@ def test_multistart_under_jit(faithful):
     key = jax.random.key(9)
     eager = gmmjax.multistart(gmmjax.EM(), key, faithful, tol=1e-6, **kwargs)
     jitted = run(key, 1e-6)
-    for i in range(3):
+    for i in range(N_INIT):
         assert_same_fit(lane(jitted, i), lane(eager, i))
 
 
@@ -160,9 +180,10 @@ def test_fixed_work_with_tol_zero(faithful):
         gmmjax.EM(),
         jax.random.key(4),
         faithful,
-        n_components=2,
-        n_init=3,
+        n_components=K,
+        n_init=N_INIT,
         covariance_type="diag",
+        init="random_from_data",
         max_steps=30,
         tol=0.0,
     )
@@ -171,22 +192,23 @@ def test_fixed_work_with_tol_zero(faithful):
 
 
 def fake_result(lls, statuses):
-    """A batched FitResult whose lanes are labelled by their means."""
+    """A batched FitResult whose lanes are labelled by their means (NumPy
+    leaves: device arrays built here would compile a program per shape)."""
     b = len(lls)
     gmm = gmmjax.GMM(
-        logits=jnp.zeros((b, 1)),
-        means=jnp.arange(b, dtype=float).reshape(b, 1, 1),
-        log_diag=jnp.zeros((b, 1)),
+        logits=np.zeros((b, 1)),
+        means=np.arange(b, dtype=float).reshape(b, 1, 1),
+        log_diag=np.zeros((b, 1)),
         off_diag=None,
         covariance_type="spherical",
     )
     degenerate = [0 if s == gmmjax.Status.DEGENERATE else -1 for s in statuses]
     return gmmjax.FitResult(
         gmm,
-        jnp.asarray(lls, float),
-        jnp.full(b, 10, jnp.int32),
-        jnp.asarray([int(s) for s in statuses], jnp.int32),
-        jnp.asarray(degenerate, jnp.int32),
+        np.asarray(lls, float),
+        np.full(b, 10, np.int32),
+        np.asarray([int(s) for s in statuses], np.int32),
+        np.asarray(degenerate, np.int32),
     )
 
 
@@ -223,20 +245,15 @@ def test_best_of_rules(lls, statuses, winner):
 
 
 def test_best_of_real_runs_is_the_best_usable_lane(faithful):
-    result = gmmjax.multistart(
-        gmmjax.EM(),
-        jax.random.key(0),
-        faithful,
-        n_components=4,
-        n_init=6,
-        init="random_from_data",
-    )
+    # key 2's starts end at two local maxima, and one start degenerates
+    result = many_starts(jax.random.key(2), faithful)
     best = gmmjax.best_of(result)
     lls = np.asarray(result.log_likelihood)
     usable = np.isin(
         np.asarray(result.status), [S.CONVERGED, S.MAX_STEPS]
     ) & np.isfinite(lls)
-    assert usable.any()
+    assert usable.any() and not usable.all()
+    assert len(np.unique(np.round(lls[usable]))) > 1
     assert float(best.log_likelihood) == np.max(lls[usable])
     np.testing.assert_allclose(
         float(best.log_likelihood),
@@ -246,7 +263,8 @@ def test_best_of_real_runs_is_the_best_usable_lane(faithful):
 
 
 def test_best_of_rejects_bad_input(faithful):
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), faithful, n_components=2)
+    # the n_init=1 test's start and fit
+    gmm0 = gmmjax.init_gmm(jax.random.key(0), faithful, n_components=K)
     single = gmmjax.fit(gmmjax.EM(), gmm0, faithful, max_steps=5)
     with pytest.raises(ValueError, match="leading n_init axis"):
         gmmjax.best_of(single)
@@ -307,21 +325,16 @@ def test_multistart_rejects_bad_key_fitter_and_data(faithful):
 
 def test_reg_covar_regularizes_the_starts_whatever_the_fitter(faithful):
     # Annealed has no reg_covar of its own: the starts used to get 1e-6 whatever
-    # the inner EM's was; now they get multistart's, and only it
+    # the inner EM's was; now they get multistart's, and only it. The starts are
+    # the n_init=1 test's (K components, full, k-means++)
     key = jax.random.key(6)
-    kwargs = dict(n_components=2, n_init=2, covariance_type="diag", max_steps=0)
+    kwargs = dict(n_components=K, n_init=2, max_steps=0)
     fitter = gmmjax.Annealed(gmmjax.EM(reg_covar=1e-3), lambda t: 1.0)
     for reg_covar, expected in ((None, 1e-6), (1e-3, 1e-3), (0.5, 0.5)):
         extra = {} if reg_covar is None else {"reg_covar": reg_covar}
         runs = gmmjax.multistart(fitter, key, faithful, **kwargs, **extra)
         for i, k in enumerate(start_keys(key, 2)):
-            gmm0 = gmmjax.init_gmm(
-                k,
-                faithful,
-                n_components=2,
-                covariance_type="diag",
-                reg_covar=expected,
-            )
+            gmm0 = gmmjax.init_gmm(k, faithful, n_components=K, reg_covar=expected)
             # max_steps=0: the result is the start itself
             np.testing.assert_allclose(
                 lane(runs, i).gmm.covariances, gmm0.covariances, rtol=1e-12
@@ -340,18 +353,11 @@ def _recorder():
 @pytest.mark.parametrize("batch_size", [None, 3])
 def test_report_sees_every_restart_and_changes_nothing(faithful, batch_size):
     # 7 starts in batches of 3, 3 and 1 (a remainder batch), or all at once
-    kwargs = dict(
-        n_components=3,
-        n_init=7,
-        covariance_type="spherical",
-        init="random_from_data",
-        max_steps=60,
-        batch_size=batch_size or 7,
-    )
+    kwargs = dict(max_steps=60, batch_size=batch_size or N_MANY)
     key = jax.random.key(8)
-    plain = gmmjax.multistart(gmmjax.EM(), key, faithful, **kwargs)
+    plain = many_starts(key, faithful, **kwargs)
     report, calls = _recorder()
-    seen = gmmjax.multistart(gmmjax.EM(), key, faithful, report=report, **kwargs)
+    seen = many_starts(key, faithful, report=report, **kwargs)
     jax.effects_barrier()
     # the report only observes: the same results, bit for bit
     for a, b in zip(
@@ -385,7 +391,7 @@ def test_report_sees_every_restart_and_changes_nothing(faithful, batch_size):
     assert np.all(final_ll <= np.asarray(plain.log_likelihood) / len(faithful))
     # a second call of the same program reports afresh
     calls.clear()
-    gmmjax.multistart(gmmjax.EM(), key, faithful, report=report, **kwargs)
+    many_starts(key, faithful, report=report, **kwargs)
     jax.effects_barrier()
     assert len(calls) == sum(int(n[b].max()) + 1 for b in batches)
     np.testing.assert_array_equal(calls[-1][0], n)

@@ -14,6 +14,7 @@ from sklearn.mixture import GaussianMixture
 
 import gmmjax
 from gmmjax import cli
+from gmmjax._selection import padded_components
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -60,6 +61,23 @@ def test_criteria_reject_bad_input(rng):
         gmmjax.aic(gmm, np.zeros(5))
 
 
+def cell_criteria(result, x, penalty):
+    """Every cell's criterion ``-2 L + penalty(p)`` from the cell's own model:
+    ``p = n_parameters``, and ``L`` its log-likelihood, evaluated on the model
+    padded with components of weight 0 to ``max(n_components)`` (the same
+    density, see ``padded_components``), so that one compiled program serves
+    every cell (``bic`` and ``aic`` compile each operation per shape)."""
+    k_max = max(result.n_components)
+    out = np.empty((len(result.n_components), len(result.covariance_types)))
+    for i, k in enumerate(result.n_components):
+        for j, ctype in enumerate(result.covariance_types):
+            gmm = result.fits[(k, ctype)].gmm
+            assert gmm.n_components == k
+            ll = float(gmmjax.log_likelihood(padded_components(gmm, k_max), x))
+            out[i, j] = -2.0 * ll + penalty(gmmjax.n_parameters(gmm))
+    return out
+
+
 def separated_mixture(rng, k, n=420):
     """``k`` well separated round clusters in 2-D (same ``n`` for every ``k``, so
     the compiled fits are shared between cases)."""
@@ -84,12 +102,12 @@ def test_select_finds_the_generating_k(k, rng):
     assert result.best_n_components == k
     assert result.best_covariance_type == "full"
     assert result.values.shape == (7, 1)
-    # the table is consistent with bic() of each cell's model
-    for i, kk in enumerate(result.n_components):
-        cell = result.fits[(kk, "full")]
-        np.testing.assert_allclose(
-            result.values[i, 0], float(gmmjax.bic(cell.gmm, x)), rtol=1e-12
-        )
+    # the table holds the BIC of each cell's model
+    np.testing.assert_allclose(
+        result.values,
+        cell_criteria(result, x, lambda p: p * np.log(len(x))),
+        rtol=1e-12,
+    )
     np.testing.assert_allclose(
         float(result.best.log_likelihood),
         float(gmmjax.log_likelihood(result.best_gmm, x)),
@@ -159,11 +177,10 @@ def test_select_aic_and_failed_cells_are_never_chosen(rng):
     i = result.n_components.index(result.best_n_components)
     assert ok[i, 0]
     assert result.values[i, 0] == np.min(result.values[ok])
-    for row, kk in enumerate(result.n_components):
-        cell = result.fits[(kk, "spherical")]
-        np.testing.assert_allclose(
-            result.values[row, 0], float(gmmjax.aic(cell.gmm, x)), rtol=1e-12
-        )
+    # the table holds the AIC of each cell's model
+    np.testing.assert_allclose(
+        result.values, cell_criteria(result, x, lambda p: 2 * p), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,13 +210,28 @@ def test_select_rejects_bad_arguments(kwargs, error, match):
         gmmjax.select(jax.random.key(0), x, **kwargs)
 
 
+# two columns of the faithful test's grid (4 components, 10 k-means starts), so
+# its compiled programs serve the command too
+CLI_SELECT = [
+    "select",
+    "-k",
+    "1-4",
+    "--covariance-types",
+    "full",
+    "diag",
+    "--n-init",
+    "10",
+    "--init",
+    "kmeans",
+]
+
+
 def test_cli_select_prints_the_table_and_choice(capsys):
-    code = cli.main(
-        ["select", "-k", "1-2", "--covariance-types", "full", "diag", "--n-init", "2"]
-    )
+    code = cli.main(CLI_SELECT)
     out = capsys.readouterr().out
     assert code == 0
     assert "272 samples" in out and "| k | full | diag |" in out
+    assert "restarts per cell: 10 (kmeans)" in out
     assert "best by BIC: 2 components" in out
     assert "status: CONVERGED" in out
 
@@ -207,20 +239,18 @@ def test_cli_select_prints_the_table_and_choice(capsys):
 def test_cli_select_shows_progress_per_cell_on_a_terminal(capsys, monkeypatch):
     # the grid of the test above, so its compiled programs serve this one too
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    code = cli.main(
-        ["select", "-k", "1-2", "--covariance-types", "full", "diag", "--n-init", "2"]
-    )
+    code = cli.main(CLI_SELECT)
     out = capsys.readouterr()
     assert code == 0 and "best by BIC: 2 components" in out.out
     frames = [f.rstrip() for f in out.err.rstrip("\n").split("\r")[1:]]
     # one call per cell as its result is ready: the cells of a covariance type
     # are fitted together, so they come type by type
-    cells = [(1, "full"), (2, "full"), (1, "diag"), (2, "diag")]
+    cells = [(k, ctype) for ctype in ("full", "diag") for k in range(1, 5)]
     assert len(frames) == len(cells) + 1
     for i, (k, covariance_type) in enumerate(cells):
-        cell = f"cell {i + 1}/4: k={k}, {covariance_type}, "
+        cell = f"cell {i + 1}/8: k={k}, {covariance_type}, "
         assert re.fullmatch(rf"select \[[#.]{{12}}\] {cell}\d+\.\d s", frames[i])
-    assert re.fullmatch(r"select \[#{12}\] 4/4 cells, \d+\.\d s", frames[-1])
+    assert re.fullmatch(r"select \[#{12}\] 8/8 cells, \d+\.\d s", frames[-1])
 
 
 def test_cli_select_subprocess_with_csv_and_aic(tmp_path, rng):
