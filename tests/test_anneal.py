@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import COVARIANCE_TYPES
+from scipy.special import softmax
 
 import gmmjax
 
@@ -19,12 +20,48 @@ def two_point(mu, s):
     )
 
 
+CENTERS = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+
+
 def clusters():
     rng = np.random.default_rng(0)
-    centers = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
-    return jnp.asarray(
-        np.concatenate([rng.normal(c, 1.0, size=(20, 2)) for c in centers])
+    return np.concatenate([rng.normal(c, 1.0, size=(20, 2)) for c in CENTERS])
+
+
+def moments(r, covariance_type):
+    """The model of the responsibilities ``r`` (60, 3) on ``clusters()``: an M step
+    on the host."""
+    x = clusters()
+    r = r / r.sum(1, keepdims=True)
+    n_k = r.sum(0)
+    means = r.T @ x / n_k[:, None]
+    full = np.stack(
+        [(r[:, j, None] * (x - m)).T @ (x - m) for j, m in enumerate(means)]
     )
+    full /= n_k[:, None, None]
+    cov = {
+        "full": full,
+        "tied": np.einsum("k,kde->de", n_k, full) / n_k.sum(),
+        "diag": np.diagonal(full, axis1=1, axis2=2),
+        "spherical": np.trace(full, axis1=1, axis2=2) / 2,
+    }[covariance_type]
+    return gmmjax.GMM.from_natural(
+        n_k / n_k.sum(), means, cov, covariance_type=covariance_type
+    )
+
+
+def start(covariance_type="full"):
+    """A k-means start: the moments of the three generating clusters (far apart,
+    k-means finds about the same ones).
+
+    Built on the host: the initialization is not under test here, and init_gmm
+    would compile k-means once per covariance type and batch.
+    """
+    return moments(np.repeat(np.eye(3), 20, axis=0), covariance_type)
+
+
+def stack(gmms):
+    return jax.tree_util.tree_map(lambda *a: np.stack(a), *gmms)
 
 
 def test_plain_em_stalls_at_the_saddle_and_the_variance_sweep_escapes():
@@ -35,25 +72,26 @@ def test_plain_em_stalls_at_the_saddle_and_the_variance_sweep_escapes():
     # it sits at the saddle (mu, sigma) = (0, 1)
     np.testing.assert_allclose(plain.gmm.covariances, 1.0, atol=1e-3)
 
-    variances = jnp.geomspace(4.0, 0.0025, 40)
+    variances = np.geomspace(4.0, 0.0025, 40)
     result, info = gmmjax.anneal_variance(
         jax.random.key(0), gmm0, TWO_POINTS, variances=variances
     )
-    means = np.asarray(result.gmm.means[:, 0])
+    means = np.asarray(result.gmm.means)[:, 0]
     assert np.all(np.abs(means) > 0.9) and means[0] * means[1] < 0
     assert int(result.n_steps) <= 3000
     assert int(info.total_steps) == int(result.n_steps)
-    assert int(jnp.sum(info.n_steps)) <= int(info.total_steps)
+    assert np.sum(np.asarray(info.n_steps)) <= int(info.total_steps)
     np.testing.assert_allclose(info.variances, variances)
-    assert info.means.shape == (40, 2, 1)
+    stage_means = np.asarray(info.means)
+    assert stage_means.shape == (40, 2, 1)
     # the clusters split only below the critical variance 1 (the sample
     # variance): above it the fixed-variance optimum keeps them together
     # (mu = tanh(mu / v) has only the root 0). Just below it the likelihood is
     # flat, each stage's tol test stops after a few steps, and the split shows a
     # few stages later.
-    split = np.abs(np.asarray(info.means[:, 0, 0])) > 0.1
-    assert not np.any(split[np.asarray(variances) > 1.0])
-    assert np.all(split[np.asarray(variances) < 0.3])
+    split = np.abs(stage_means[:, 0, 0]) > 0.1
+    assert not np.any(split[variances > 1.0])
+    assert np.all(split[variances < 0.3])
     # (two points, two components: the released fit shrinks each onto its point,
     # where reg_covar holds the variance up: a bounded maximum, not a collapse)
     assert result.status_name == "CONVERGED"
@@ -64,22 +102,24 @@ def test_fixed_variance_stage_matches_closed_form_and_fixed_point():
     # one stage, no perturbation: the M step is mu_j = sum_i r_ij x_i / sum_i r_ij
     # with the responsibilities of the model whose covariances are v I
     x = clusters()
+    weights = np.array([0.2, 0.3, 0.5])
+    means = np.array([[0.5, 0.5], [4.0, 1.0], [1.0, 4.0]])
     gmm0 = gmmjax.GMM.from_natural(
-        [0.2, 0.3, 0.5], [[0.5, 0.5], [4.0, 1.0], [1.0, 4.0]], np.ones(3),
-        covariance_type="spherical",
-    )  # fmt: skip
+        weights, means, np.ones(3), covariance_type="spherical"
+    )
     v = 1.7
     result, _ = gmmjax.anneal_variance(
         jax.random.key(0), gmm0, x, variances=[v], perturbation=0.0,
         max_steps_per_stage=1, release=False,
     )  # fmt: skip
-    ref = gmmjax.GMM.from_natural(
-        gmm0.weights, gmm0.means, np.full(3, v), covariance_type="spherical"
-    )
-    r = np.asarray(gmmjax.responsibilities(ref, x))
+    # r_ij is proportional to pi_j exp(-|x_i - mu_j|^2 / 2v) (equal determinants)
+    squared = np.sum((x[:, None, :] - means[None]) ** 2, axis=-1)
+    r = softmax(np.log(weights) - squared / (2 * v), axis=1)
     n_k = r.sum(0)
     np.testing.assert_allclose(result.gmm.means, (r.T @ x) / n_k[:, None], rtol=1e-12)
-    np.testing.assert_allclose(result.gmm.weights, n_k / n_k.sum(), rtol=1e-12)
+    np.testing.assert_allclose(
+        softmax(np.asarray(result.gmm.logits)), n_k / n_k.sum(), rtol=1e-12
+    )
     np.testing.assert_allclose(result.gmm.covariances, v, rtol=1e-12)
     assert int(result.n_steps) == 1 and result.status_name == "MAX_STEPS"
     # the two-point stage map is mu -> tanh(mu / v): the stage converges to its
@@ -93,16 +133,14 @@ def test_fixed_variance_stage_matches_closed_form_and_fixed_point():
         perturbation=0.0, max_steps_per_stage=500, tol=1e-14, release=False,
     )  # fmt: skip
     assert result.status_name == "CONVERGED"
-    np.testing.assert_allclose(result.gmm.means[:, 0], [mu, -mu], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(result.gmm.means)[:, 0], [mu, -mu], rtol=1e-6)
 
 
 def test_stages_are_fits_of_the_driver_and_report_a_nonfinite_stage():
     from gmmjax import _anneal, _fit
 
     x = clusters()
-    gmm0 = gmmjax.init_gmm(
-        jax.random.key(1), x, n_components=3, covariance_type="spherical"
-    )
+    gmm0 = start("spherical")
     stage = _anneal._FixedVariance(jnp.asarray(0.8))
     assert isinstance(stage, _fit.Fitter)
     alone = gmmjax.fit(stage, gmm0, x, max_steps=300, tol=1e-12)
@@ -117,10 +155,11 @@ def test_stages_are_fits_of_the_driver_and_report_a_nonfinite_stage():
     np.testing.assert_allclose(swept.gmm.means, alone.gmm.means, rtol=1e-12)
     # a variance so small that the log-likelihood overflows to -inf: the stage
     # stops NONFINITE with its last finite parameters, and the sweep says so,
-    # with or without a release fit after it
+    # with or without a release fit after it (twelve stages: the programs of the
+    # sweeps below)
     for release in (False, True):
         bad, info = gmmjax.anneal_variance(
-            jax.random.key(0), gmm0, x * 1e6, variances=[1e-300, 1e-300],
+            jax.random.key(0), gmm0, x * 1e6, variances=np.full(12, 1e-300),
             release=release,
         )  # fmt: skip
         assert bad.status_name == "NONFINITE"
@@ -130,10 +169,8 @@ def test_stages_are_fits_of_the_driver_and_report_a_nonfinite_stage():
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_every_covariance_type_is_held_at_v_times_identity(covariance_type):
     x = clusters()
-    gmm0 = gmmjax.init_gmm(
-        jax.random.key(1), x, n_components=3, covariance_type=covariance_type
-    )
-    variances = jnp.geomspace(20.0, 0.5, 12)
+    gmm0 = start(covariance_type)
+    variances = np.geomspace(20.0, 0.5, 12)
     held, info = gmmjax.anneal_variance(
         jax.random.key(2), gmm0, x, variances=variances, release=False
     )
@@ -149,21 +186,18 @@ def test_every_covariance_type_is_held_at_v_times_identity(covariance_type):
     np.testing.assert_allclose(
         held.log_likelihood, gmmjax.log_likelihood(held.gmm, x), rtol=1e-12
     )
-    assert int(held.n_steps) == int(jnp.sum(info.n_steps))
+    assert int(held.n_steps) == np.sum(np.asarray(info.n_steps))
     # the three clusters are found (each mean within 0.5 of a center)
-    centers = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
     distance = np.linalg.norm(
-        np.asarray(held.gmm.means)[:, None] - centers[None], axis=-1
+        np.asarray(held.gmm.means)[:, None] - CENTERS[None], axis=-1
     )
     assert np.all(distance.min(axis=0) < 0.5)
 
 
 def test_release_is_an_em_fit_from_the_last_stage():
     x = clusters()
-    gmm0 = gmmjax.init_gmm(
-        jax.random.key(1), x, n_components=3, covariance_type="spherical"
-    )
-    variances = jnp.geomspace(20.0, 0.5, 12)
+    gmm0 = start("spherical")
+    variances = np.geomspace(20.0, 0.5, 12)
     held, _ = gmmjax.anneal_variance(
         jax.random.key(2), gmm0, x, variances=variances, release=False
     )
@@ -181,25 +215,30 @@ def test_release_is_an_em_fit_from_the_last_stage():
 def test_anneal_variance_vmaps_over_keys_and_starts():
     x = clusters()
     keys = jax.random.split(jax.random.key(3), 4)
-    gmm0s = jax.vmap(
-        lambda k: gmmjax.init_gmm(k, x, n_components=3, covariance_type="spherical")
-    )(keys)
-    variances = jnp.geomspace(20.0, 0.5, 12)
+    # four starts: the clusters' moments, their memberships blurred at random
+    rng = np.random.default_rng(3)
+    hard = np.repeat(np.eye(3), 20, axis=0)
+    gmm0s = stack(
+        [moments(hard + rng.uniform(0, 0.5, hard.shape), "spherical") for _ in keys]
+    )
+    variances = np.geomspace(20.0, 0.5, 12)
 
     def run(key, gmm0):
         return gmmjax.anneal_variance(key, gmm0, x, variances=variances, release=False)
 
-    batched, info = jax.vmap(run)(keys, gmm0s)
+    # jitted as a whole: the batched sweep is one program, not one per output
+    batched, info = jax.jit(jax.vmap(run))(keys, gmm0s)
     assert info.means.shape == (4, 12, 3, 2)
-    for i in range(4):
+    batched_means = np.asarray(batched.gmm.means)
+    for i, key in enumerate(keys):
         one = jax.tree_util.tree_map(lambda a, i=i: a[i], gmm0s)
-        single, _ = run(keys[i], one)
-        np.testing.assert_allclose(batched.gmm.means[i], single.gmm.means, rtol=1e-10)
+        single, _ = run(key, one)
+        np.testing.assert_allclose(batched_means[i], single.gmm.means, rtol=1e-10)
 
 
 def test_annealed_with_constant_one_schedule_is_plain_fitting():
     x = clusters()
-    gmm0 = gmmjax.init_gmm(jax.random.key(4), x, n_components=3)
+    gmm0 = start()
     one = optax.constant_schedule(1.0)
     for inner in (gmmjax.EM(), gmmjax.GradientFitter(optax.adam, learning_rate=0.05)):
         annealed, trace_a = gmmjax.fit_trace(
@@ -218,7 +257,7 @@ def test_annealed_with_constant_one_schedule_is_plain_fitting():
 
 def test_annealed_em_is_tempered_em_then_plain_em():
     x = clusters()
-    gmm0 = gmmjax.init_gmm(jax.random.key(5), x, n_components=3)
+    gmm0 = start()
     ramp = 4
     # betas 0.5, 0.625, 0.75, 0.875 are exact in binary, so the schedule rounds
     # the same inside and outside jit and the comparison can be exact
@@ -226,24 +265,28 @@ def test_annealed_em_is_tempered_em_then_plain_em():
     _, trace = gmmjax.fit_trace(
         gmmjax.Annealed(gmmjax.EM(), schedule), gmm0, x, num_steps=ramp + 5
     )
+    path = jax.tree_util.tree_map(np.asarray, trace.gmm)
     # during the ramp: em_step at beta = schedule(t)
     gmm = gmm0
     for t in range(ramp):
         gmm = gmmjax.em_step(gmm, x, beta=0.5 + 0.125 * t)
-        step = jax.tree_util.tree_map(lambda a, t=t: a[t], trace.gmm)
-        np.testing.assert_array_equal(step.means, gmm.means)
-    # at beta = 1 the steps are plain EM's
-    start = jax.tree_util.tree_map(lambda a: a[ramp - 1], trace.gmm)
-    _, plain = gmmjax.fit_trace(gmmjax.EM(), start, x, num_steps=5)
-    np.testing.assert_allclose(trace.gmm.means[ramp:], plain.gmm.means, rtol=1e-12)
+        np.testing.assert_array_equal(path.means[t], gmm.means)
+    # at beta = 1 the steps are plain EM's (15 steps, of which the first 5 are
+    # compared: the plain trace of the test above, one program)
+    end_of_ramp = jax.tree_util.tree_map(lambda a: a[ramp - 1], path)
+    _, plain = gmmjax.fit_trace(gmmjax.EM(), end_of_ramp, x, num_steps=15)
+    plain_means = np.asarray(plain.gmm.means)[:5]
+    np.testing.assert_allclose(path.means[ramp:], plain_means, rtol=1e-12)
     np.testing.assert_allclose(
-        trace.log_likelihood[ramp:], plain.log_likelihood, rtol=1e-12
+        np.asarray(trace.log_likelihood)[ramp:],
+        np.asarray(plain.log_likelihood)[:5],
+        rtol=1e-12,
     )
 
 
 def test_convergence_is_tested_only_after_annealing():
     x = clusters()
-    gmm0 = gmmjax.init_gmm(jax.random.key(6), x, n_components=3)
+    gmm0 = start()
     # tol so large that any two steps at beta = 1 count as converged
     plain = gmmjax.fit(gmmjax.EM(), gmm0, x, tol=1e9)
     assert int(plain.n_steps) == 2 and plain.status_name == "CONVERGED"
@@ -256,11 +299,10 @@ def test_convergence_is_tested_only_after_annealing():
 
 def test_annealed_gradient_fitter_under_vmap():
     x = clusters()
-    keys = jax.random.split(jax.random.key(7), 3)
-    # random responsibilities: every start has its means near the data mean
-    gmm0s = jax.vmap(lambda k: gmmjax.init_gmm(k, x, n_components=3, method="random"))(
-        keys
-    )
+    # random responsibilities (init_gmm's method="random", on the host): every
+    # start has its means near the data mean
+    rng = np.random.default_rng(7)
+    gmm0s = stack([moments(rng.uniform(size=(60, 3)), "full") for _ in range(3)])
     fitter = gmmjax.Annealed(
         gmmjax.GradientFitter(optax.adam, learning_rate=0.05),
         optax.linear_schedule(0.3, 1.0, 50),
