@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 import gmmjax
@@ -18,9 +19,43 @@ T = RNG.normal(size=30)
 # 30 points exactly on the line y = 2 x + 1 around (8, 9): rank one
 LINE = np.column_stack([T, 2 * T + 1]) + np.array([8.0, 8.0])
 ON_A_LINE = np.concatenate([BLOB, LINE])
-START = gmmjax.GMM.from_natural(
-    [0.6, 0.4], [[0.0, 0.0], [8.0, 9.0]], np.stack([np.eye(2)] * 2)
+# natural parameters kept on the host too, as the estimators' ``*_init`` (reading
+# them back from a GMM compiles a small program per property)
+START_NATURAL = ([0.6, 0.4], [[0.0, 0.0], [8.0, 9.0]], np.stack([np.eye(2)] * 2))
+START = gmmjax.GMM.from_natural(*START_NATURAL)
+START_INIT = dict(
+    weights_init=np.asarray(START_NATURAL[0]),
+    means_init=np.asarray(START_NATURAL[1]),
+    precisions_init=np.linalg.inv(START_NATURAL[2]),
 )
+
+
+def kmeans_start(x, k, covariance_type, seed=0, reg_covar=1e-6):
+    """A start built on the host, no gmmjax program (the start is not under test
+    here): the M step of scikit-learn's k-means labels, with gmmjax's count floor
+    ``10 eps`` (of ``x``'s dtype, as ``init_gmm``) and ``reg_covar``; an empty
+    cluster (data of fewer than ``k`` distinct points) sits at the data's mean.
+    Computed in float64, returned in ``x``'s dtype (a float64 start would
+    promote float32 data)."""
+    dtype = np.asarray(x).dtype
+    x = np.asarray(x, np.float64)
+    with warnings.catch_warnings():
+        # scikit-learn warns when the data have fewer distinct points than k
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = KMeans(k, n_init=1, random_state=seed).fit(x).labels_
+    resp = np.eye(k)[labels]
+    counts = resp.sum(axis=0) + 10 * np.finfo(dtype).eps
+    means = np.where(resp.any(axis=0)[:, None], resp.T @ x / counts[:, None], x.mean(0))
+    diff = x[None] - means[:, None]
+    if covariance_type == "full":
+        cov = np.einsum("nk,kna,knb->kab", resp, diff, diff) / counts[:, None, None]
+        cov = cov + reg_covar * np.eye(x.shape[1])
+    else:
+        cov = np.einsum("nk,kna->ka", resp, diff**2) / counts[:, None] + reg_covar
+    gmm = gmmjax.GMM.from_natural(
+        counts / counts.sum(), means, cov, covariance_type=covariance_type
+    )
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype), jax.device_get(gmm))
 
 
 # a reg_covar below what the moments resolve cannot hold the variance across the
@@ -46,8 +81,9 @@ def test_smallest_variance_is_the_standardized_eigenvalue():
     center = np.array([0.2, 0.1])
     cov = np.array([[[2.0, 0.3], [0.3, 0.5]], [[1.0, -0.2], [-0.2, 0.8]]])
     reg = 1e-3
-    got = smallest_variance(
-        *map(jnp.asarray, (nk, means, center, cov)), "full", reg, expanded=True
+    # jitted: run eagerly, every operation would compile a program of its own
+    got = jax.jit(smallest_variance, static_argnums=4, static_argnames="expanded")(
+        nk, means, center, cov, "full", reg, expanded=True
     )
     share = nk / nk.sum()
     mean = share @ means
@@ -74,13 +110,7 @@ def test_reg_covar_holds_a_flat_component_up():
     assert result.status_name == "CONVERGED"
     cov = np.asarray(result.gmm.covariances[1])
     np.testing.assert_allclose(np.linalg.eigvalsh(cov)[0], 1e-6, rtol=1e-3)
-    reference = Reference(
-        2,
-        tol=1e-10,
-        means_init=np.asarray(START.means),
-        weights_init=np.asarray(START.weights),
-        precisions_init=np.asarray(START.precisions),
-    ).fit(ON_A_LINE)
+    reference = Reference(2, tol=1e-10, **START_INIT).fit(ON_A_LINE)
     mean_ll = float(result.log_likelihood) / len(ON_A_LINE)
     np.testing.assert_allclose(mean_ll, reference.score(ON_A_LINE), rtol=0, atol=1e-7)
 
@@ -88,12 +118,14 @@ def test_reg_covar_holds_a_flat_component_up():
 # ------------------------------------------------------------------ re-seeding
 FAITHFUL = gmmjax.datasets.faithful()
 # a third component far from the data empties at the first step
-FAR = gmmjax.GMM.from_natural(
-    [0.4, 0.4, 0.2],
-    [[2.0, 55.0], [4.5, 80.0], [50.0, 300.0]],
-    [[0.1, 30.0]] * 3,
-    covariance_type="diag",
+FAR_NATURAL = (
+    np.array([0.4, 0.4, 0.2]),
+    np.array([[2.0, 55.0], [4.5, 80.0], [50.0, 300.0]]),
+    np.array([[0.1, 30.0]] * 3),
 )
+FAR = gmmjax.GMM.from_natural(*FAR_NATURAL, covariance_type="diag")
+# good starts of the same shape: the M steps of k-means labels
+GOOD = [kmeans_start(FAITHFUL, 3, "diag", seed) for seed in (0, 1)]
 
 
 def test_reseed_rescues_an_emptied_component():
@@ -102,7 +134,7 @@ def test_reseed_rescues_an_emptied_component():
     reseeded = gmmjax.fit(gmmjax.EM(max_reseeds=2), FAR, FAITHFUL)
     assert reseeded.status_name == "CONVERGED"
     assert int(reseeded.degenerate_component) == -1
-    assert float(reseeded.gmm.weights[2]) > 0.01
+    assert np.asarray(reseeded.gmm.weights)[2] > 0.01
     assert float(reseeded.log_likelihood) > float(plain.log_likelihood)
 
 
@@ -121,10 +153,7 @@ def test_a_static_zero_budget_compiles_no_reseeding_and_changes_nothing():
         return gmmjax.fit(fitter, gmm0, FAITHFUL, max_steps=200)
 
     # without a degeneracy the re-seed branch is never taken: the same numbers
-    good = gmmjax.init_gmm(
-        jax.random.key(0), FAITHFUL, n_components=3, covariance_type="diag"
-    )
-    a, b = fit(gmmjax.EM(), good), fit(gmmjax.EM(max_reseeds=2), good)
+    a, b = fit(gmmjax.EM(), GOOD[0]), fit(gmmjax.EM(max_reseeds=2), GOOD[0])
     assert a.status_name == b.status_name == "CONVERGED"
     assert int(a.n_steps) == int(b.n_steps)
     assert float(a.log_likelihood) == float(b.log_likelihood)
@@ -153,19 +182,25 @@ def test_reseed_budget_is_a_python_integer(budget, error, match):
 
 
 def test_reseed_component_puts_it_on_the_worst_point():
-    x = jnp.asarray(FAITHFUL)
-    log_prob = gmmjax.log_prob(FAR, x)
-    new = reseed_component(FAR, 2, log_prob, x, None, 1e-6)
-    worst = int(jnp.argmin(log_prob))
-    np.testing.assert_allclose(new.means[2], FAITHFUL[worst])
-    np.testing.assert_allclose(float(new.weights[2]), 1 / 3, rtol=1e-12)
+    log_prob = gmmjax.log_prob(FAR, FAITHFUL)
+
+    # jitted: run eagerly, every operation would compile a program of its own
+    @jax.jit
+    def reseeded(gmm, log_prob, x):
+        new = reseed_component(gmm, 2, log_prob, x, None, 1e-6)
+        return new.means, new.weights, new.covariances
+
+    means, weights, covariances = jax.device_get(reseeded(FAR, log_prob, FAITHFUL))
+    worst = np.argmin(np.asarray(log_prob))
+    np.testing.assert_allclose(means[2], FAITHFUL[worst])
+    np.testing.assert_allclose(weights[2], 1 / 3, rtol=1e-12)
     # the others keep their proportions
-    old = np.asarray(FAR.weights[:2])
-    np.testing.assert_allclose(new.weights[:2], old / old.sum() * 2 / 3, rtol=1e-12)
+    old = FAR_NATURAL[0][:2]
+    np.testing.assert_allclose(weights[:2], old / old.sum() * 2 / 3, rtol=1e-12)
     np.testing.assert_allclose(
-        new.covariances[2], FAITHFUL.var(axis=0) / 3 + 1e-6, rtol=1e-10
+        covariances[2], FAITHFUL.var(axis=0) / 3 + 1e-6, rtol=1e-10
     )
-    np.testing.assert_array_equal(new.means[:2], FAR.means[:2])
+    np.testing.assert_array_equal(means[:2], FAR_NATURAL[1][:2])
 
 
 def test_reseed_budget_then_honest_degenerate():
@@ -193,14 +228,7 @@ def test_reseed_budget_then_honest_degenerate():
 def test_reseed_is_jittable_and_vmappable():
     # one compiled fit, vmapped over starts: the far start needs its re-seeds,
     # the others converge without; the budget itself is static
-    starts = jax.vmap(
-        lambda key: gmmjax.init_gmm(
-            key, FAITHFUL, n_components=3, covariance_type="diag"
-        )
-    )(jax.random.split(jax.random.key(1), 2))
-    starts = jax.tree_util.tree_map(
-        lambda far, rest: jnp.concatenate([far[None], rest]), FAR, starts
-    )
+    starts = jax.tree_util.tree_map(lambda *a: np.stack(a), jax.device_get(FAR), *GOOD)
 
     @jax.jit
     def statuses(budget_fitter, gmm0s):
@@ -233,9 +261,9 @@ def test_estimator_warns_specifically_and_reseeds():
     from gmmjax.sklearn import GaussianMixture
 
     start = dict(
-        means_init=np.asarray(FAR.means),
-        weights_init=np.asarray(FAR.weights),
-        precisions_init=np.asarray(FAR.precisions),
+        weights_init=FAR_NATURAL[0],
+        means_init=FAR_NATURAL[1],
+        precisions_init=1 / FAR_NATURAL[2],
         covariance_type="diag",
     )
     with pytest.warns(ConvergenceWarning) as record:
@@ -256,32 +284,28 @@ def test_estimator_collapse_message_names_the_direction():
     from gmmjax.sklearn import GaussianMixture
 
     with pytest.warns(ConvergenceWarning, match=r"component 1 collapsed: along its"):
-        gm = GaussianMixture(
-            2,
-            reg_covar=0.0,
-            means_init=np.asarray(START.means),
-            weights_init=np.asarray(START.weights),
-            precisions_init=np.asarray(START.precisions),
-        ).fit(ON_A_LINE)
+        gm = GaussianMixture(2, reg_covar=0.0, **START_INIT).fit(ON_A_LINE)
     assert gm.status_ == "DEGENERATE"
     assert np.all(np.isfinite(gm.score_samples(ON_A_LINE)))
 
 
-# (x, k, status): all (60, 2), so that fits of one dtype and k share a compilation
+# (x, k, status): all (90, 2), the shape of ON_A_LINE, so that fits of one dtype
+# and k share a compilation (the full k = 2 fit with the tests above)
+WIDE_BLOB = np.random.default_rng(4).normal(size=ON_A_LINE.shape)
 DEGENERATE_FIXTURES = {
-    "all-equal": (np.full((60, 2), 3.0), 2, "DEGENERATE"),
+    "all-equal": (np.full((90, 2), 3.0), 2, "DEGENERATE"),
     "more-components-than-points": (
-        np.repeat([[0.0, 0.0], [5.0, 5.0]], 30, axis=0),
+        np.repeat([[0.0, 0.0], [5.0, 5.0]], 45, axis=0),
         3,
         "DEGENERATE",
     ),
     "constant-feature": (
-        np.column_stack([BLOB[:, 0], np.full(60, 2.0)]),
+        np.column_stack([WIDE_BLOB[:, 0], np.full(90, 2.0)]),
         2,
         "CONVERGED",
     ),
-    "duplicated": (np.repeat(BLOB[:20], 3, axis=0), 2, "CONVERGED"),
-    "offset-float32": ((BLOB + 1e5).astype(np.float32), 2, "CONVERGED"),
+    "duplicated": (np.repeat(WIDE_BLOB[:30], 3, axis=0), 2, "CONVERGED"),
+    "offset-float32": ((WIDE_BLOB + 1e5).astype(np.float32), 2, "CONVERGED"),
 }
 
 
@@ -292,8 +316,9 @@ def test_degenerate_fixtures_end_finite_and_honest(name):
     x, k, status = DEGENERATE_FIXTURES[name]
     # float32 resolves the mean log-likelihood to ~1e-7 |l|: a tol well above it
     tol = 1e-4 if x.dtype == np.float32 else 1e-6
-    gmm0 = gmmjax.init_gmm(jax.random.key(0), x, n_components=k)
+    gmm0 = kmeans_start(x, k, "full")
     result = gmmjax.fit(gmmjax.EM(), gmm0, x, tol=tol)
+    assert result.log_likelihood.dtype == x.dtype  # fitted in the data's dtype
     assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(result))
     assert result.status_name == status
     assert (int(result.degenerate_component) >= 0) == (status == "DEGENERATE")
