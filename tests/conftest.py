@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 try:
     import fcntl
@@ -49,7 +50,10 @@ _share_test_run_settings()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
+import gmmjax  # noqa: E402
 from gmmjax import _cache as gmmjax_cache  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -85,6 +89,63 @@ def full_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int):
     if covariance_type == "diag":
         return np.stack([np.diag(c) for c in cov])
     return cov[:, None, None] * np.eye(d)
+
+
+def host_m_step_natural(x, resp, covariance_type, *, w=None, reg_covar=1e-6):
+    """One M step in numpy (float64): ``(weights, means, covariances)`` of
+    responsibilities ``resp`` ``(n, k)``, with the count floor ``10 eps`` (of
+    ``x``'s dtype) of scikit-learn's and gmmjax's M steps and ``reg_covar``; a
+    component without responsibility sits at the data's (weighted) mean."""
+    eps = np.finfo(np.asarray(x).dtype).eps
+    x = np.asarray(x, np.float64)
+    w = np.ones(len(x)) if w is None else np.asarray(w, np.float64)
+    resp = resp * w[:, None]
+    counts = resp.sum(axis=0) + 10 * eps
+    mean = w @ x / w.sum()
+    means = np.where(resp.sum(axis=0)[:, None] > 0, resp.T @ x / counts[:, None], mean)
+    diff = x[None] - means[:, None]
+    scatter = np.einsum("nk,kna,knb->kab", resp, diff, diff)
+    eye = np.eye(x.shape[1])
+    if covariance_type == "full":
+        cov = scatter / counts[:, None, None] + reg_covar * eye
+    elif covariance_type == "tied":
+        cov = scatter.sum(axis=0) / counts.sum() + reg_covar * eye
+    else:
+        cov = np.diagonal(scatter, axis1=1, axis2=2) / counts[:, None] + reg_covar
+        if covariance_type == "spherical":
+            cov = cov.mean(axis=1)
+    return counts / counts.sum(), means, cov
+
+
+def host_m_step(x, resp, covariance_type, *, w=None, reg_covar=1e-6):
+    """:func:`host_m_step_natural` as a :class:`gmmjax.GMM` in ``x``'s dtype.
+
+    Starting models are built on the host where the initialization is not under
+    test: ``init_gmm`` compiles a program per shape and covariance type (and a
+    float64 start would promote float32 data).
+    """
+    natural = host_m_step_natural(x, resp, covariance_type, w=w, reg_covar=reg_covar)
+    gmm = gmmjax.GMM.from_natural(*natural, covariance_type=covariance_type)
+    dtype = np.asarray(x).dtype
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype), jax.device_get(gmm))
+
+
+def kmeans_resp(x, k, *, seed=0, w=None):
+    """``(n, k)`` one-hot labels of one scikit-learn k-means run on ``x``."""
+    with warnings.catch_warnings():
+        # scikit-learn warns when the data have fewer distinct points than k
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = KMeans(k, n_init=1, random_state=seed).fit(
+            np.asarray(x, np.float64), sample_weight=w
+        )
+    return np.eye(k)[fit.labels_]
+
+
+def kmeans_start(x, k, covariance_type, *, seed=0, w=None, reg_covar=1e-6):
+    """scikit-learn's own start (``init_params="kmeans"``), built on the host:
+    the M step (:func:`host_m_step`) of one k-means run's labels."""
+    resp = kmeans_resp(x, k, seed=seed, w=w)
+    return host_m_step(x, resp, covariance_type, w=w, reg_covar=reg_covar)
 
 
 _COMPILE_EVENTS = (

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.cluster import KMeans
+from conftest import host_m_step_natural, kmeans_resp, kmeans_start
 from sklearn.exceptions import ConvergenceWarning
 
 import gmmjax
@@ -28,34 +28,6 @@ START_INIT = dict(
     means_init=np.asarray(START_NATURAL[1]),
     precisions_init=np.linalg.inv(START_NATURAL[2]),
 )
-
-
-def kmeans_start(x, k, covariance_type, seed=0, reg_covar=1e-6):
-    """A start built on the host, no gmmjax program (the start is not under test
-    here): the M step of scikit-learn's k-means labels, with gmmjax's count floor
-    ``10 eps`` (of ``x``'s dtype, as ``init_gmm``) and ``reg_covar``; an empty
-    cluster (data of fewer than ``k`` distinct points) sits at the data's mean.
-    Computed in float64, returned in ``x``'s dtype (a float64 start would
-    promote float32 data)."""
-    dtype = np.asarray(x).dtype
-    x = np.asarray(x, np.float64)
-    with warnings.catch_warnings():
-        # scikit-learn warns when the data have fewer distinct points than k
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        labels = KMeans(k, n_init=1, random_state=seed).fit(x).labels_
-    resp = np.eye(k)[labels]
-    counts = resp.sum(axis=0) + 10 * np.finfo(dtype).eps
-    means = np.where(resp.any(axis=0)[:, None], resp.T @ x / counts[:, None], x.mean(0))
-    diff = x[None] - means[:, None]
-    if covariance_type == "full":
-        cov = np.einsum("nk,kna,knb->kab", resp, diff, diff) / counts[:, None, None]
-        cov = cov + reg_covar * np.eye(x.shape[1])
-    else:
-        cov = np.einsum("nk,kna->ka", resp, diff**2) / counts[:, None] + reg_covar
-    gmm = gmmjax.GMM.from_natural(
-        counts / counts.sum(), means, cov, covariance_type=covariance_type
-    )
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype), jax.device_get(gmm))
 
 
 # a reg_covar below what the moments resolve cannot hold the variance across the
@@ -125,7 +97,7 @@ FAR_NATURAL = (
 )
 FAR = gmmjax.GMM.from_natural(*FAR_NATURAL, covariance_type="diag")
 # good starts of the same shape: the M steps of k-means labels
-GOOD = [kmeans_start(FAITHFUL, 3, "diag", seed) for seed in (0, 1)]
+GOOD = [kmeans_start(FAITHFUL, 3, "diag", seed=seed) for seed in (0, 1)]
 
 
 def test_reseed_rescues_an_emptied_component():
@@ -352,24 +324,14 @@ DIGITS_SETTINGS = {
 
 
 def _kmeans_start(x, covariance_type, reg_covar):
-    """scikit-learn's ``init_params="kmeans"`` start: the M step of hard k-means
-    labels (with ``reg_covar``), as ``*_init`` arguments (no gmmjax program)."""
-    from sklearn.cluster import KMeans
-
-    labels = KMeans(10, n_init=1, random_state=0).fit(x).labels_
-    resp = np.eye(10)[labels]
-    counts = resp.sum(axis=0)
-    means = resp.T @ x / counts[:, None]
-    diff = x[None] - means[:, None]
-    if covariance_type == "full":
-        cov = np.einsum("nk,kna,knb->kab", resp, diff, diff) / counts[:, None, None]
-        precisions = np.linalg.inv(cov + reg_covar * np.eye(x.shape[1]))
-    else:
-        var = np.einsum("nk,kna->ka", resp, diff**2) / counts[:, None]
-        precisions = 1 / (var + reg_covar)
+    """scikit-learn's ``init_params="kmeans"`` start as ``*_init`` arguments."""
+    weights, means, cov = host_m_step_natural(
+        x, kmeans_resp(x, 10), covariance_type, reg_covar=reg_covar
+    )
+    precisions = np.linalg.inv(cov) if covariance_type == "full" else 1 / cov
     return dict(
         covariance_type=covariance_type,
-        weights_init=counts / counts.sum(),
+        weights_init=weights,
         means_init=means,
         precisions_init=precisions,
     )

@@ -8,13 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES, full_covariances, random_natural
+from conftest import (
+    COVARIANCE_TYPES,
+    full_covariances,
+    host_m_step,
+    kmeans_start,
+    random_natural,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn import datasets as skdatasets
-from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -25,35 +30,6 @@ import gmmjax
 # one program per shape, covariance type and fitter structure).
 IRIS = skdatasets.load_iris().data
 K = 3
-
-
-def host_m_step(x, resp, covariance_type, reg_covar=1e-6):
-    """The model of responsibilities ``resp``: one M step in numpy.
-
-    Starting models are built on the host where the initialization is not under
-    test (``init_gmm`` compiles a program per shape and covariance type).
-    """
-    n, d = x.shape
-    nk = resp.sum(axis=0)
-    means = resp.T @ x / nk[:, None]
-    diff = x[None, :, :] - means[:, None, :]
-    cov = np.einsum("nk,kni,knj->kij", resp, diff, diff) / nk[:, None, None]
-    if covariance_type == "full":
-        cov = cov + reg_covar * np.eye(d)
-    elif covariance_type == "tied":
-        cov = np.einsum("k,kij->ij", nk, cov) / n + reg_covar * np.eye(d)
-    else:
-        cov = np.diagonal(cov, axis1=1, axis2=2) + reg_covar
-        if covariance_type == "spherical":
-            cov = cov.mean(axis=1)
-    return gmmjax.GMM.from_natural(nk / n, means, cov, covariance_type=covariance_type)
-
-
-def kmeans_start(x, k, covariance_type, seed=0):
-    """scikit-learn's own start (``init_params="kmeans"``): the M step of the
-    labels of one k-means run."""
-    labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x).labels_
-    return host_m_step(x, np.eye(k)[labels], covariance_type)
 
 
 def random_start(rng, x, k, covariance_type):

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import kmeans_start
 from sklearn import datasets as skdatasets
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 import gmmjax
 from gmmjax import _em, _lanes, _validation
@@ -58,33 +57,6 @@ def stack(trees):
 
 def lane(tree, i):
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[i], tree)
-
-
-def kmeans_start(x, k, covariance_type, reg_covar=1e-6):
-    """A start built on the host, no gmmjax program (the start is not under test
-    here): the M step of scikit-learn's k-means labels, with gmmjax's count floor
-    ``10 eps`` and ``reg_covar``; an empty cluster (data of fewer than ``k``
-    distinct points) sits at the data's mean."""
-    with warnings.catch_warnings():
-        # scikit-learn warns when the data have fewer distinct points than k
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        labels = KMeans(k, n_init=1, random_state=0).fit(x).labels_
-    resp = np.eye(k)[labels]
-    counts = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
-    means = np.where(resp.any(axis=0)[:, None], resp.T @ x / counts[:, None], x.mean(0))
-    diff = x[None] - means[:, None]
-    scatter = np.einsum("nk,kna,knb->kab", resp, diff, diff)
-    variance = np.diagonal(scatter, axis1=1, axis2=2) / counts[:, None] + reg_covar
-    cov = {
-        "full": scatter / counts[:, None, None] + reg_covar * np.eye(x.shape[1]),
-        "tied": scatter.sum(axis=0) / counts.sum() + reg_covar * np.eye(x.shape[1]),
-        "diag": variance,
-        "spherical": variance.mean(axis=1),
-    }[covariance_type]
-    gmm = gmmjax.GMM.from_natural(
-        counts / counts.sum(), means, cov, covariance_type=covariance_type
-    )
-    return jax.device_get(gmm)
 
 
 def fit_both(x, k, covariance_type):

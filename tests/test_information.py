@@ -8,10 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES, count_compilations, random_natural
+from conftest import (
+    COVARIANCE_TYPES,
+    count_compilations,
+    kmeans_start,
+    random_natural,
+)
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
@@ -74,14 +78,7 @@ def faithful_kmeans_start(k):
     """Old Faithful and a start for EM from scikit-learn's k-means clusters (built
     on the host: the start is not under test, and init_gmm compiles a program)."""
     x = gmmjax.datasets.faithful()
-    labels = KMeans(k, random_state=0, n_init=1).fit(x).labels_
-    parts = [x[labels == j] for j in range(k)]
-    gmm0 = gmmjax.GMM.from_natural(
-        [len(part) / len(x) for part in parts],
-        [part.mean(axis=0) for part in parts],
-        [np.cov(part.T, bias=True) for part in parts],
-    )
-    return x, gmm0
+    return x, kmeans_start(x, k, "full", reg_covar=0.0)
 
 
 # The information programs are keyed by (k, d, n, covariance type): the tests

@@ -5,18 +5,19 @@ Deterministic (``derandomize=True``) and small: the shapes come from short lists
 so that the compiled fits are shared between examples.
 """
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import COVARIANCE_TYPES, full_covariances, random_natural
+from conftest import (
+    COVARIANCE_TYPES,
+    full_covariances,
+    kmeans_start,
+    random_natural,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 import gmmjax
 
@@ -55,37 +56,6 @@ def make_data(rng, n, d, configuration):
     elif configuration == "tiny-scale":
         x = x * 1e-4
     return x
-
-
-def kmeans_start(x, k, covariance_type, seed, w=None, reg_covar=1e-6):
-    """A start built on the host, no gmmjax program (the start is not under test
-    here): the weighted M step of scikit-learn's k-means labels, with gmmjax's
-    count floor ``10 eps`` (of ``x``'s dtype, as ``init_gmm``) and ``reg_covar``;
-    an empty cluster (data of fewer than ``k`` distinct points) sits at the
-    data's mean. Computed in float64, returned in ``x``'s dtype."""
-    dtype, x = x.dtype, x.astype(np.float64)
-    w = np.ones(len(x)) if w is None else w.astype(np.float64)
-    with warnings.catch_warnings():
-        # scikit-learn warns when the data have fewer distinct points than k
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        labels = KMeans(k, n_init=1, random_state=seed).fit(x, sample_weight=w)
-    resp = np.eye(k)[labels.labels_] * w[:, None]
-    counts = resp.sum(axis=0) + 10 * np.finfo(dtype).eps
-    mean = w @ x / w.sum()
-    means = np.where(resp.sum(0)[:, None] > 0, resp.T @ x / counts[:, None], mean)
-    diff = x[None] - means[:, None]
-    scatter = np.einsum("nk,kna,knb->kab", resp, diff, diff)
-    variance = np.diagonal(scatter, axis1=1, axis2=2) / counts[:, None] + reg_covar
-    cov = {
-        "full": scatter / counts[:, None, None] + reg_covar * np.eye(x.shape[1]),
-        "tied": scatter.sum(axis=0) / counts.sum() + reg_covar * np.eye(x.shape[1]),
-        "diag": variance,
-        "spherical": variance.mean(axis=1),
-    }[covariance_type]
-    gmm = gmmjax.GMM.from_natural(
-        counts / counts.sum(), means, cov, covariance_type=covariance_type
-    )
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype), jax.device_get(gmm))
 
 
 def reference_log_likelihood(weights, means, cov, covariance_type, x, w):
@@ -164,7 +134,7 @@ def test_fit_never_returns_nan_and_reports_honestly(
     w = rng.integers(0, 3, size=24).astype(dtype) if weighted else None
     if w is not None:
         w[0] = 1.0
-    gmm0 = kmeans_start(x, 3, covariance_type, seed % 1000, w)
+    gmm0 = kmeans_start(x, 3, covariance_type, seed=seed % 1000, w=w)
     result = gmmjax.fit(
         gmmjax.EM(max_reseeds=max_reseeds),
         gmm0,
