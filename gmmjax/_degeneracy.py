@@ -351,7 +351,10 @@ def reseed_component(gmm: GMM, j, log_prob, x, sample_weight, reg_covar) -> GMM:
     worst = jnp.argmin(jnp.where(jnp.isnan(fit), jnp.inf, fit))
     var = data_variance(x, sample_weight) / k + reg_covar
     log_w = gmm.log_weights.astype(dtype)
-    rest = jnp.log1p(-jnp.exp(jnp.minimum(log_w[j], -jnp.finfo(dtype).tiny)))
+    # log(1 - w_j) as the others' total: no cancellation when w_j rounds to 1
+    rest = jax.nn.logsumexp(
+        jnp.where(jnp.arange(gmm.n_components) == j, -jnp.inf, log_w)
+    )
     scaled = jnp.where(k > 1, log_w + jnp.log1p(-1 / k) - rest, log_w)
     scaled = jnp.where(active, scaled, -jnp.inf)
     logits = jnp.where(jnp.arange(gmm.n_components) == j, -jnp.log(k), scaled)

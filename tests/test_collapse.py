@@ -110,6 +110,25 @@ def test_reseed_rescues_an_emptied_component():
     assert float(reseeded.log_likelihood) > float(plain.log_likelihood)
 
 
+@pytest.mark.parametrize("tiny", [1e-9, 1e-3])
+def test_reseeding_the_component_of_almost_all_weight_stays_finite(tiny):
+    # float32: 1 - 2e-9 rounds to 1, so log(1 - w_j) taken from w_j is -inf; the
+    # others' weights (their ratio kept, their total 1 - 1/k) come from their own
+    weights = np.array([1 - 2 * tiny, tiny, tiny])
+    gmm = gmmjax.GMM.from_natural(
+        weights.astype(np.float32),
+        np.zeros((3, 2), np.float32),
+        np.ones((3, 2), np.float32),
+        covariance_type="diag",
+    )
+    x = np.asarray(FAITHFUL, np.float32)
+    log_prob = -np.arange(len(x), dtype=np.float32)
+    new = jax.jit(reseed_component)(gmm, 0, log_prob, x, None, 1e-6)
+    expected = np.array([1 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(np.asarray(new.weights), expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(new.means)[0], x[-1])  # worst sample
+
+
 def test_a_static_zero_budget_compiles_no_reseeding_and_changes_nothing():
     # the budget is static: never a leaf, part of the treedef
     for budget in (0, 2):
