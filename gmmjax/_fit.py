@@ -19,6 +19,7 @@ import numpy as np
 
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._gmm import GMM
+from ._levels import ByWork, fit_work
 from ._validation import check_count, check_nonnegative_scalar
 
 __all__ = [
@@ -344,7 +345,11 @@ def _progress_sender(report):
     return lambda loop: send(loop.n_steps, loop.previous, loop.status == RUNNING)
 
 
-@functools.partial(jax.jit, static_argnames=("report",))
+@functools.partial(
+    ByWork,
+    work=lambda fitter, gmm0, x, *_, **__: fit_work(x, gmm0.n_components),
+    static_argnames=("report",),
+)
 def run(fitter, gmm0, x, w, max_steps, tol, report=None):
     """The driver: :func:`fit`'s loop, returning ``(FitResult, final state)``.
 
@@ -422,7 +427,11 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     return run(fitter, gmm0, x, w, jnp.asarray(max_steps, jnp.int32), tol)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps",))
+@functools.partial(
+    ByWork,
+    work=lambda fitter, gmm0, x, *_, **__: fit_work(x, gmm0.n_components),
+    static_argnames=("num_steps",),
+)
 def _fit_trace(fitter, gmm0, x, w, num_steps):
     total = total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from ._fit import FitResult, Status, run, total_weight
 from ._gmm import GMM
 from ._init import init_gmm_jit
+from ._levels import ByWork, fit_work
 from ._multistart import best_index, start_keys
 
 __all__ = ["EstimatorFit", "fit_best", "history_capacity"]
@@ -133,7 +134,13 @@ def _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs):
     return GMM(logits, mu, log_diag, off_diag, ctype)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "n_runs", "capacity"))
+@functools.partial(
+    ByWork,
+    work=lambda fitter, gmm0s, seed, x, *_, spec, n_runs, **__: fit_work(
+        x, spec[0], n_runs
+    ),
+    static_argnames=("spec", "n_runs", "capacity"),
+)
 def fit_best(
     fitter,
     gmm0s,

@@ -44,6 +44,7 @@ from ._landscape import (
     reduced_batch,
     second_order,
 )
+from ._levels import ByWork
 from ._stored import call_stored
 
 __all__ = [
@@ -398,11 +399,11 @@ def _evidence_program(gmm, x, w) -> _Evidence:
 # its cost: on Old Faithful (k = 2, full) XLA's default optimization spends about
 # 2.5 s of CPU compiling it and level 0 about 1.7 s, for the same ~10 ms run.
 # The unoptimized code runs slower on large problems (n = 20,000, p = 83: 1.5 s
-# against 1.1 s), so it is used up to this many sample-parameter pairs only.
-_QUICK_COMPILE_MAX_WORK = 2**20
-_QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
-_evidence = jax.jit(_evidence_program)
-_evidence_quick = jax.jit(_evidence_program, compiler_options=_QUICK_OPTIONS)
+# against 1.1 s): its work is counted in sample-parameter pairs.
+_evidence = ByWork(
+    _evidence_program,
+    work=lambda gmm, x, w: x.shape[0] * len(natural_labels(gmm)),
+)
 
 
 def _plural(count: int, word: str) -> str:
@@ -531,15 +532,8 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     x, w = prepare(gmm, x, sample_weight)
     eigen_tol = check_tol(eigen_tol, "tol")
     labels = natural_labels(gmm)
-    quick = x.shape[0] * len(labels) <= _QUICK_COMPILE_MAX_WORK
     # kept lowered on disk (gmmjax._stored): a later process skips tracing it
-    evidence = call_stored(
-        "diagnosis",
-        _evidence_quick if quick else _evidence,
-        (gmm, x, w),
-        {},
-        _QUICK_OPTIONS if quick else None,
-    )
+    evidence = call_stored("diagnosis", _evidence, (gmm, x, w), {})
     gain = float(evidence.predicted_gain)
     # the third- and fourth-order program runs (and compiles) only at a critical
     # point with a singular Hessian; off one, the gradient is the way up

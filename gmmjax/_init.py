@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from ._degeneracy import data_variance, keep_inactive
 from ._gmm import GMM
+from ._levels import ByWork, fit_work
 from ._stats import maximize, two_pass_statistics
 from ._validation import (
     check_covariance_type,
@@ -203,7 +204,9 @@ def _frozen(x, w, gmm: GMM) -> GMM:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("n_components", "covariance_type", "method")
+    ByWork,
+    work=lambda key, x, *_, n_components, **__: fit_work(x, n_components),
+    static_argnames=("n_components", "covariance_type", "method"),
 )
 def init_gmm_jit(
     key, x, w, reg_covar, n_active=None, *, n_components, covariance_type, method

@@ -12,6 +12,7 @@ import numpy as np
 from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps, run
 from ._init import INIT_METHODS, init_gmm_jit
+from ._levels import ByWork, fit_work
 from ._stored import call_stored
 from ._validation import (
     check_covariance_type,
@@ -101,7 +102,10 @@ def _map_in_order(f, lanes, x, batch_size):
 
 
 @functools.partial(
-    jax.jit,
+    ByWork,
+    work=lambda fitter, keys, x, *_, n_components, **__: fit_work(
+        x, n_components, keys.shape[0]
+    ),
     static_argnames=("n_components", "covariance_type", "init", "batch_size", "report"),
 )
 def _multistart(
@@ -334,9 +338,10 @@ def _restarts(program: str, fitter, keys, args: tuple, static: dict):
         return _PROGRAMS[program](fitter, keys, *args, **static)
     # an exported program takes no typed keys: their raw data, and the name of
     # their implementation
+    options = _PROGRAMS[program].options(fitter, keys, *args, **static)
     stored_args = (fitter, jax.random.key_data(keys), *args)
     static = {**static, "program": program, "impl": impl}
-    return call_stored(program, _from_key_data, stored_args, static)
+    return call_stored(program, _from_key_data, stored_args, static, options)
 
 
 def _from_key_data(fitter, key_data, *args, program, impl, **static):
@@ -360,8 +365,13 @@ def _check_report(report) -> None:
         ) from None
 
 
+def _masked_work(fitter, keys, x, w, max_steps, tol, reg_covar, n_active, **static):
+    return fit_work(x, static["n_components"], keys.shape[0] * n_active.shape[0])
+
+
 @functools.partial(
-    jax.jit,
+    ByWork,
+    work=_masked_work,
     static_argnames=("n_components", "covariance_type", "init", "batch_size"),
 )
 def _best_masked(

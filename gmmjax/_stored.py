@@ -151,7 +151,8 @@ def call_stored(name: str, fn, args: tuple, static: dict, compiler_options=None)
             batching or differentiation rule.
         static: its static keyword arguments.
         compiler_options: XLA options of the stored program's compilation; ``fn``
-            must be jitted with the same ones.
+            must be jitted with the same ones. By default a
+            :class:`gmmjax._levels.ByWork` function's options for ``args``.
 
     Returns:
         What ``fn`` returns.
@@ -159,6 +160,8 @@ def call_stored(name: str, fn, args: tuple, static: dict, compiler_options=None)
     leaves, treedef = jax.tree_util.tree_flatten(args)
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         return fn(*args, **static)
+    if compiler_options is None and hasattr(fn, "options"):
+        compiler_options = fn.options(*args, **static)
     program = _program(name, fn, leaves, treedef, static, compiler_options or {})
     if program is None:
         return fn(*args, **static)

@@ -24,6 +24,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
+from gmmjax import _fit
+from gmmjax._levels import QUICK_MAX_WORK, QUICK_OPTIONS
 
 # The house data set: tests that need "some data" use iris with k = 3, so that
 # they share the compiled programs of the parity test on iris (gmmjax compiles
@@ -151,8 +153,6 @@ def test_vmap_of_fit_equals_a_loop():
 
 
 def test_no_recompilation_for_new_hyperparameters():
-    from gmmjax import _fit
-
     x = IRIS
     gmm0 = kmeans_start(x, K, "full")
     gmmjax.fit(gmmjax.EM(reg_covar=1e-6), gmm0, x, max_steps=10, tol=1e-3)
@@ -181,6 +181,31 @@ def test_tol_zero_runs_exactly_max_steps():
         result = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=steps, tol=0.0)
         assert int(result.n_steps) == steps
         assert result.status_name == "MAX_STEPS"
+
+
+def test_small_problems_compile_at_level_0_to_the_default_levels_numbers():
+    x = IRIS
+    gmm0 = kmeans_start(x, K, "full")
+    args = (gmmjax.EM(), gmm0, x, None, np.int32(40), 0.0)
+    assert _fit.run.options(*args) == QUICK_OPTIONS
+    quick = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=40, tol=0.0)
+    default = jax.jit(_fit.run.__wrapped__, static_argnames=("report",))(*args)[0]
+    # the same program but for the order of some sums: rounding apart
+    np.testing.assert_allclose(quick.log_likelihood, default.log_likelihood, rtol=1e-13)
+    for a, b in zip(
+        jax.tree.leaves(quick.gmm), jax.tree.leaves(default.gmm), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # above the threshold, and inside another transformation, the default level
+    rows = QUICK_MAX_WORK // (K * 4 * 4) + 1
+    big = jax.ShapeDtypeStruct((rows, 4), x.dtype)
+    assert _fit.run.options(gmmjax.EM(), gmm0, big, None, 1, 0.0) is None
+
+    def traced(x):
+        assert _fit.run.options(gmmjax.EM(), gmm0, x, None, 1, 0.0) is None
+        return x
+
+    jax.make_jaxpr(traced)(x)
 
 
 def two_point_closed_form(mu, s, steps):
