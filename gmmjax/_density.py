@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ._gmm import GMM
+from ._levels import ByWork, fit_work
 from ._linalg import inverse_lower
 from ._validation import (
     check_data,
@@ -231,19 +232,24 @@ def responsibilities(gmm: GMM, x, *, beta=1.0) -> jax.Array:
 
 
 # The public functions above validate on the host, then run one jitted program
-# per shape (called eagerly, the operations would each compile on their own).
-_component_log_prob_jit = jax.jit(_component_log_prob)
+# per shape (called eagerly, the operations would each compile on their own),
+# small ones compiled at XLA's level 0 (gmmjax._levels)
+def _density_work(gmm: GMM, x, *_):
+    return fit_work(x, gmm.n_components)
 
 
-@jax.jit
+_component_log_prob_jit = ByWork(_component_log_prob, _density_work)
+
+
+@partial(ByWork, work=_density_work)
 def _log_prob(gmm: GMM, x):
     return logsumexp(weighted_log_prob(gmm, x), axis=-1)
 
 
-_total_log_likelihood = jax.jit(total_log_likelihood)
+_total_log_likelihood = ByWork(total_log_likelihood, _density_work)
 
 
-@jax.jit
+@partial(ByWork, work=_density_work)
 def _responsibilities(gmm: GMM, x, beta):
     return jax.nn.softmax(beta * weighted_log_prob(gmm, x), axis=-1)
 
@@ -272,7 +278,11 @@ def sample(key, gmm: GMM, n: int):
     return sample_jit(key, gmm, check_positive_int(n, "n"))
 
 
-@partial(jax.jit, static_argnums=2)
+@partial(
+    ByWork,
+    work=lambda key, gmm, n: n * gmm.n_components * gmm.n_features**2,
+    static_argnums=2,
+)
 def sample_jit(key, gmm: GMM, n: int):
     """:func:`sample`'s jitted kernel, without validation (``n`` static)."""
     key_z, key_x = jax.random.split(key)

@@ -31,6 +31,7 @@ from ._fit import Status
 from ._gradient import GradientFitter
 from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
+from ._levels import ByWork, fit_work
 from ._selection import (
     leading_components,
     masks_components,
@@ -50,7 +51,9 @@ _INIT_PARAMS = {
 }
 
 
-_joint_log_prob = jax.jit(weighted_log_prob)
+_joint_log_prob = ByWork(
+    weighted_log_prob, lambda gmm, x: fit_work(x, gmm.n_components)
+)
 
 # Small fits, whose cost is compiling their program, run with at least this
 # many components, the surplus masked (weight 0, frozen): every n_components up
