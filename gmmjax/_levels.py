@@ -32,9 +32,12 @@ def fit_work(x, n_components: int, lanes: int = 1) -> int:
     return lanes * n * n_components * d * d
 
 
-def _traced(args, kwargs) -> bool:
-    leaves = jax.tree_util.tree_leaves((args, kwargs))
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+try:  # whether no transformation is tracing (private; JAX's range is pinned)
+    from jax._src.core import trace_state_clean
+except ImportError:  # a JAX without it: the default level everywhere
+
+    def trace_state_clean() -> bool:
+        return False
 
 
 class ByWork:
@@ -42,9 +45,10 @@ class ByWork:
     called through the one the problem's size calls for.
 
     ``work(*args, **kwargs)`` measures a call's problem; up to
-    :data:`QUICK_MAX_WORK` it runs the level-0 program. Inside another
-    transformation (tracers among the arguments) the default one is called: the
-    outer program's compilation decides there.
+    :data:`QUICK_MAX_WORK` it runs the level-0 program. While a transformation
+    traces (whether or not the arguments are tracers: closed-over arrays are
+    not) the default one is called: the outer program's compilation decides
+    there, and a nested jit takes no compiler options.
 
     Args:
         fn: the function.
@@ -60,7 +64,7 @@ class ByWork:
 
     def options(self, *args, **kwargs) -> dict | None:
         """The compiler options of the program for these arguments."""
-        if _traced(args, kwargs) or self._work(*args, **kwargs) > QUICK_MAX_WORK:
+        if not trace_state_clean() or self._work(*args, **kwargs) > QUICK_MAX_WORK:
             return None
         return QUICK_OPTIONS
 

@@ -203,7 +203,9 @@ def test_small_problems_compile_at_level_0_to_the_default_levels_numbers():
 
     def traced(x):
         assert _fit.run.options(gmmjax.EM(), gmm0, x, None, 1, 0.0) is None
-        return x
+        # closed-over arrays are no tracers, and a nested jit takes no options
+        assert _fit.run.options(gmmjax.EM(), gmm0, IRIS, None, 1, 0.0) is None
+        return gmmjax.sample(jax.random.key(0), gmm0, 7)[0]
 
     jax.make_jaxpr(traced)(x)
 
