@@ -88,6 +88,15 @@ class EstimatorFit(NamedTuple):
     precisions_cholesky: jax.Array
 
 
+def _map(f, batch):
+    """``jax.vmap(f)(batch)``; one lane runs unbatched (a batched loop would
+    compile a select for every carried value)."""
+    if jax.tree_util.tree_leaves(batch)[0].shape[0] != 1:
+        return jax.vmap(f)(batch)
+    out = f(jax.tree_util.tree_map(lambda a: a[0], batch))
+    return jax.tree_util.tree_map(lambda a: a[None], out)
+
+
 def _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs):
     """``(n_runs, ...)`` starts: initializations (start ``i`` from
     ``fold_in(key(seed), i)``, the first ``n_active`` components active when it
@@ -114,7 +123,7 @@ def _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs):
             method=method,
         )
 
-    gmm0s = jax.vmap(one)(keys)
+    gmm0s = _map(one, keys)
 
     def tile(a):
         return jnp.broadcast_to(a, (n_runs, *a.shape))
@@ -193,7 +202,7 @@ def fit_best(
         result, state = run(recording, gmm0, x, w, max_steps, tol)
         return result, state.history
 
-    runs, histories = jax.vmap(one)(gmm0s)
+    runs, histories = _map(one, gmm0s)
     real = jnp.arange(runs.status.shape[0]) < n_init
     ll = jnp.where(real, runs.log_likelihood, -jnp.inf)
     status = jnp.where(real, runs.status, Status.NONFINITE)
