@@ -24,6 +24,7 @@ __all__ = [
     "center",
     "check_gmm",
     "component_log_prob",
+    "density_work",
     "log_det_precision_cholesky",
     "log_likelihood",
     "log_prob",
@@ -234,22 +235,23 @@ def responsibilities(gmm: GMM, x, *, beta=1.0) -> jax.Array:
 # The public functions above validate on the host, then run one jitted program
 # per shape (called eagerly, the operations would each compile on their own),
 # small ones compiled at XLA's level 0 (gmmjax._levels)
-def _density_work(gmm: GMM, x, *_):
+def density_work(gmm: GMM, x, *_):
+    """The work of a density program of ``gmm`` on ``x`` (:func:`fit_work`)."""
     return fit_work(x, gmm.n_components)
 
 
-_component_log_prob_jit = ByWork(_component_log_prob, _density_work)
+_component_log_prob_jit = ByWork(_component_log_prob, density_work)
 
 
-@partial(ByWork, work=_density_work)
+@partial(ByWork, work=density_work)
 def _log_prob(gmm: GMM, x):
     return logsumexp(weighted_log_prob(gmm, x), axis=-1)
 
 
-_total_log_likelihood = ByWork(total_log_likelihood, _density_work)
+_total_log_likelihood = ByWork(total_log_likelihood, density_work)
 
 
-@partial(ByWork, work=_density_work)
+@partial(ByWork, work=density_work)
 def _responsibilities(gmm: GMM, x, beta):
     return jax.nn.softmax(beta * weighted_log_prob(gmm, x), axis=-1)
 

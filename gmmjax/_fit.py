@@ -345,11 +345,11 @@ def _progress_sender(report):
     return lambda loop: send(loop.n_steps, loop.previous, loop.status == RUNNING)
 
 
-@functools.partial(
-    ByWork,
-    work=lambda fitter, gmm0, x, *_, **__: fit_work(x, gmm0.n_components),
-    static_argnames=("report",),
-)
+def _driver_work(fitter, gmm0, x, *_, **__):
+    return fit_work(x, gmm0.n_components)
+
+
+@functools.partial(ByWork, work=_driver_work, static_argnames=("report",))
 def run(fitter, gmm0, x, w, max_steps, tol, report=None):
     """The driver: :func:`fit`'s loop, returning ``(FitResult, final state)``.
 
@@ -427,11 +427,7 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
     return run(fitter, gmm0, x, w, jnp.asarray(max_steps, jnp.int32), tol)[0]
 
 
-@functools.partial(
-    ByWork,
-    work=lambda fitter, gmm0, x, *_, **__: fit_work(x, gmm0.n_components),
-    static_argnames=("num_steps",),
-)
+@functools.partial(ByWork, work=_driver_work, static_argnames=("num_steps",))
 def _fit_trace(fitter, gmm0, x, w, num_steps):
     total = total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)

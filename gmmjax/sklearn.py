@@ -25,13 +25,13 @@ from sklearn.utils.validation import (
 from ._anneal import Annealed
 from ._buckets import bucket, pad_rows, row_bucket
 from ._cache import default_cache
-from ._density import sample_jit, weighted_log_prob
+from ._density import density_work, sample_jit, weighted_log_prob
 from ._em import EM
 from ._fit import Status
 from ._gradient import GradientFitter
 from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
-from ._levels import ByWork, fit_work
+from ._levels import ByWork
 from ._selection import (
     leading_components,
     masks_components,
@@ -51,9 +51,7 @@ _INIT_PARAMS = {
 }
 
 
-_joint_log_prob = ByWork(
-    weighted_log_prob, lambda gmm, x: fit_work(x, gmm.n_components)
-)
+_joint_log_prob = ByWork(weighted_log_prob, density_work)
 
 # Small fits, whose cost is compiling their program, run with at least this
 # many components, the surplus masked (weight 0, frozen): every n_components up
