@@ -1,13 +1,16 @@
-"""XLA's optimization level by problem size: small problems compile quicker.
+"""XLA's compiler options by problem size: small problems compile quicker.
 
 A first fit of a small problem (iris, a few hundred rows) runs in microseconds a
-step, so its cost is compiling the program. At XLA's backend optimization level
-0 EM's loop compiles in 0.9-1.2 s instead of 1.5-2.1 s on a 2-core CPU, and its
-steps run 1.5-3.5 times slower. The results are the same to rounding: only the
-order of some sums changes. Level 0 is used up to :data:`QUICK_MAX_WORK` units
-of work a step (see :func:`fit_work`). At that size the default level's quicker
-steps pay for its longer compilation only after about 450 steps in float32 and
-2,700 in float64, and later still below it
+step, so its cost is compiling the program. Small problems are compiled with
+:func:`quick_options`: XLA's backend optimization level 0 and, on the CPU,
+XLA's classic loop emitters in place of its MLIR fusion emitters (which take
+about twice as long to compile). EM's loop then compiles in 0.5-0.9 s instead
+of 1.3-2.1 s on a 2-core CPU, and its steps run 1.5-3 times slower. The results
+are the same to rounding: only the order of some sums and the code of some
+elementary functions change. The quick options are used up to
+:data:`QUICK_MAX_WORK` units of work a step (see :func:`fit_work`): there the
+default options' quicker steps pay for their longer compilation only after
+about 400-600 steps, and below 2^20 after thousands
 (``benchmarks/levels_benchmark.py``, ``benchmarks/results/levels.json``).
 """
 
@@ -16,12 +19,15 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["QUICK_MAX_WORK", "QUICK_OPTIONS", "ByWork", "fit_work"]
+__all__ = ["QUICK_MAX_WORK", "ByWork", "fit_work", "quick_options"]
 
-QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
+_LEVEL_0 = {"xla_backend_optimization_level": 0}
+_CLASSIC_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
 # samples x components x features^2 over all lanes of the batch
-QUICK_MAX_WORK = 2**20
+QUICK_MAX_WORK = 2**22
 
 
 def fit_work(x, n_components: int, lanes: int = 1) -> int:
@@ -30,6 +36,21 @@ def fit_work(x, n_components: int, lanes: int = 1) -> int:
     bound for the other types)."""
     n, d = x.shape[-2], x.shape[-1]
     return lanes * n * n_components * d * d
+
+
+@functools.cache
+def quick_options() -> dict:
+    """The compiler options of small problems: XLA's optimization level 0, and on
+    the CPU its classic emitters when this jaxlib has the option (checked once,
+    by compiling a one-line program)."""
+    if jax.default_backend() != "cpu":
+        return dict(_LEVEL_0)
+    options = {**_LEVEL_0, **_CLASSIC_EMITTERS}
+    try:
+        jax.jit(jnp.negative, compiler_options=options).lower(np.int32(0)).compile()
+    except Exception:  # an XLA without the option: level 0 alone
+        return dict(_LEVEL_0)
+    return options
 
 
 try:  # whether no transformation is tracing (private; JAX's range is pinned)
@@ -41,14 +62,16 @@ except ImportError:  # a JAX without it: the default level everywhere
 
 
 class ByWork:
-    """``fn`` jitted twice, at XLA's default optimization and at level 0, and
-    called through the one the problem's size calls for.
+    """``fn`` jitted twice, with XLA's default options and with
+    :func:`quick_options`, and called through the one the problem's size calls
+    for.
 
     ``work(*args, **kwargs)`` measures a call's problem; up to
-    :data:`QUICK_MAX_WORK` it runs the level-0 program. While a transformation
-    traces (whether or not the arguments are tracers: closed-over arrays are
-    not) the default one is called: the outer program's compilation decides
-    there, and a nested jit takes no compiler options.
+    :data:`QUICK_MAX_WORK` it runs the program compiled with
+    :func:`quick_options`. While a transformation traces (whether or not the
+    arguments are tracers: closed-over arrays are not) the default one is
+    called: the outer program's compilation decides there, and a nested jit
+    takes no compiler options.
 
     Args:
         fn: the function.
@@ -59,14 +82,21 @@ class ByWork:
     def __init__(self, fn, work, **jit_kwargs):
         functools.update_wrapper(self, fn)
         self._work = work
+        self._jit_kwargs = jit_kwargs
         self._default = jax.jit(fn, **jit_kwargs)
-        self._quick = jax.jit(fn, compiler_options=QUICK_OPTIONS, **jit_kwargs)
+
+    @functools.cached_property
+    def _quick(self):
+        # jitted on first use: the options are known once JAX has a backend
+        return jax.jit(
+            self.__wrapped__, compiler_options=quick_options(), **self._jit_kwargs
+        )
 
     def options(self, *args, **kwargs) -> dict | None:
         """The compiler options of the program for these arguments."""
         if not trace_state_clean() or self._work(*args, **kwargs) > QUICK_MAX_WORK:
             return None
-        return QUICK_OPTIONS
+        return quick_options()
 
     def program(self, *args, **kwargs):
         """The jitted function that runs these arguments."""
@@ -79,4 +109,5 @@ class ByWork:
         return self.program(*args, **kwargs).lower(*args, **kwargs)
 
     def _cache_size(self) -> int:
-        return self._default._cache_size() + self._quick._cache_size()
+        quick = self.__dict__.get("_quick")
+        return self._default._cache_size() + (quick._cache_size() if quick else 0)

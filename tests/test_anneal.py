@@ -1,5 +1,7 @@
 """Deterministic annealing: the Annealed fitter and the variance sweep."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -245,14 +247,17 @@ def test_annealed_with_constant_one_schedule_is_plain_fitting():
             gmmjax.Annealed(inner, one), gmm0, x, num_steps=15
         )
         plain, trace_p = gmmjax.fit_trace(inner, gmm0, x, num_steps=15)
-        np.testing.assert_array_equal(trace_a.log_likelihood, trace_p.log_likelihood)
-        np.testing.assert_array_equal(trace_a.gmm.means, trace_p.gmm.means)
-        np.testing.assert_array_equal(annealed.gmm.log_diag, plain.gmm.log_diag)
+        # beta = 1 tempers nothing: the same arithmetic in two programs, which
+        # XLA may compile to sums in another order (the last bits)
+        close = functools.partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-13)
+        close(trace_a.log_likelihood, trace_p.log_likelihood)
+        close(trace_a.gmm.means, trace_p.gmm.means)
+        close(annealed.gmm.log_diag, plain.gmm.log_diag)
     # and with the driver's stopping rule: same steps, same end point
     a = gmmjax.fit(gmmjax.Annealed(gmmjax.EM(), one), gmm0, x)
     p = gmmjax.fit(gmmjax.EM(), gmm0, x)
     assert int(a.n_steps) == int(p.n_steps) and a.status_name == p.status_name
-    np.testing.assert_array_equal(a.gmm.means, p.gmm.means)
+    np.testing.assert_allclose(a.gmm.means, p.gmm.means, rtol=1e-13, atol=1e-13)
 
 
 def test_annealed_em_is_tempered_em_then_plain_em():

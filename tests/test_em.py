@@ -25,7 +25,7 @@ from sklearn.mixture import GaussianMixture
 
 import gmmjax
 from gmmjax import _fit
-from gmmjax._levels import QUICK_MAX_WORK, QUICK_OPTIONS
+from gmmjax._levels import QUICK_MAX_WORK, quick_options
 
 # The house data set: tests that need "some data" use iris with k = 3, so that
 # they share the compiled programs of the parity test on iris (gmmjax compiles
@@ -187,7 +187,7 @@ def test_small_problems_compile_at_level_0_to_the_default_levels_numbers():
     x = IRIS
     gmm0 = kmeans_start(x, K, "full")
     args = (gmmjax.EM(), gmm0, x, None, np.int32(40), 0.0)
-    assert _fit.run.options(*args) == QUICK_OPTIONS
+    assert _fit.run.options(*args) == quick_options()
     quick = gmmjax.fit(gmmjax.EM(), gmm0, x, max_steps=40, tol=0.0)
     default = jax.jit(_fit.run.__wrapped__, static_argnames=("report",))(*args)[0]
     # the same program but for the order of some sums: rounding apart

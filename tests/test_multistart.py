@@ -359,11 +359,16 @@ def test_report_sees_every_restart_and_changes_nothing(faithful, batch_size):
     report, calls = _recorder()
     seen = many_starts(key, faithful, report=report, **kwargs)
     jax.effects_barrier()
-    # the report only observes: the same results, bit for bit
+    # the report only observes: the same results (the programs differ by the
+    # callback alone, around which XLA may order a sum differently: the last bits
+    # may differ, and EM's contraction keeps them the last bits)
     for a, b in zip(
         jax.tree_util.tree_leaves(seen), jax.tree_util.tree_leaves(plain), strict=True
     ):
-        np.testing.assert_array_equal(a, b)
+        if np.issubdtype(np.asarray(a).dtype, np.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+        else:
+            np.testing.assert_array_equal(a, b)
     n = np.asarray(plain.n_steps)
     batches = [slice(0, 7)] if batch_size is None else [slice(0, 3), slice(3, 6)]
     batches += [] if batch_size is None else [slice(6, 7)]
