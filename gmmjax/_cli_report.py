@@ -162,16 +162,15 @@ class FitProgress:
 def _model_numbers():
     """A jitted ``(gmm, x) -> (weights, means, covariances, total
     log-likelihood)``: one program for the numbers of the summary, where the
-    properties and criteria run op by op would compile a small program each."""
-    import jax
+    properties and criteria run op by op would compile a small program each
+    (compiled by size, as the density programs)."""
+    from ._density import density_work, total_log_likelihood
+    from ._levels import ByWork
 
-    from ._density import total_log_likelihood
-
-    @jax.jit
     def numbers(gmm, x):
         return gmm.weights, gmm.means, gmm.covariances, total_log_likelihood(gmm, x)
 
-    return numbers
+    return ByWork(numbers, density_work)
 
 
 def summary(args, data: Data, result, runs) -> dict:

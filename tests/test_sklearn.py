@@ -300,10 +300,11 @@ def test_nearby_sizes_and_new_settings_compile_nothing():
     gm.sample(100)
     gm.predict(IRIS)
     with count_compilations() as compiled:
-        # 145 rows share the bucket of 150 (160); n_init 9 that of 10
+        # a 5-fold training set (120 rows) shares the bucket of 150 (256); n_init
+        # 9 that of 10
         short = GaussianMixture(
             3, n_init=9, max_iter=7, tol=1e-2, reg_covar=1e-4, random_state=3
-        ).fit(IRIS[:145])
+        ).fit(IRIS[:120])
         long = GaussianMixture(3, max_iter=300, tol=1e-5, random_state=4)
         long.set_params(n_init=10).fit(IRIS[5:])
         draws = [len(gm.sample(n)[0]) for n in (97, 112)]
@@ -332,7 +333,7 @@ def plain_restarts(random_state, **options):
 
 
 def test_padded_restarts_and_rows_are_those_of_the_plain_fit():
-    # the estimator pads 150 rows to 160 (weight 0) and 9 restarts to 10
+    # the estimator pads 150 rows to 256 (weight 0) and 9 restarts to 10
     # (discarded): each restart equals gmmjax.multistart's on the bare data from
     # the same keys, to rounding
     gm = GaussianMixture(2, n_init=9, tol=1e-6, random_state=0).fit(IRIS)
@@ -367,8 +368,8 @@ def test_masked_components_fit_as_the_plain_model(covariance_type):
 def test_large_data_compile_for_their_own_components():
     from gmmjax.sklearn import _component_bucket
 
-    assert _component_bucket(3, 160, 4) == 8
-    assert _component_bucket(9, 160, 4) == 10
+    assert _component_bucket(3, 256, 4) == 8
+    assert _component_bucket(9, 256, 4) == 10
     assert _component_bucket(3, 20_480, 8) == 3
 
 
