@@ -9,9 +9,12 @@ of 1.3-2.1 s on a 2-core CPU, and its steps run 1.5-3 times slower. The results
 are the same to rounding: only the order of some sums and the code of some
 elementary functions change. The quick options are used up to
 :data:`QUICK_MAX_WORK` units of work a step (see :func:`fit_work`): there the
-default options' quicker steps pay for their longer compilation only after
-about 400-600 steps, and below 2^20 after thousands
-(``benchmarks/levels_benchmark.py``, ``benchmarks/results/levels.json``).
+default options' quicker steps pay for their longer compilation only
+after 1,000-2,000 steps (``benchmarks/levels_benchmark.py``,
+``benchmarks/results/levels.json``). Above it they pay sooner, and sooner still
+for many lanes run together: 1,000 restarts of 200 rows (2.4 x 2^20) run 100
+steps 4-5 times slower with the quick options, which would cost more than
+their compilation saves.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ __all__ = ["QUICK_MAX_WORK", "ByWork", "fit_work", "quick_options"]
 _LEVEL_0 = {"xla_backend_optimization_level": 0}
 _CLASSIC_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
 # samples x components x features^2 over all lanes of the batch
-QUICK_MAX_WORK = 2**22
+QUICK_MAX_WORK = 2**20
 
 
 def fit_work(x, n_components: int, lanes: int = 1) -> int:
