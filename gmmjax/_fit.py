@@ -350,7 +350,7 @@ def _driver_work(fitter, gmm0, x, *_, **__):
 
 
 @functools.partial(ByWork, work=_driver_work, static_argnames=("report",))
-def run(fitter, gmm0, x, w, max_steps, tol, report=None):
+def run(fitter, gmm0, x, w, max_steps, tol, report=None, previous=None):
     """The driver: :func:`fit`'s loop, returning ``(FitResult, final state)``.
 
     The final fitter state is what a wrapper fitter accumulated (the estimator's
@@ -358,10 +358,15 @@ def run(fitter, gmm0, x, w, max_steps, tol, report=None):
     drop it, and XLA drops its computation with it. ``report``, a host function,
     is called with the carry before every step and once at the end (see
     ``_progress_sender``); it is static, so without it no callback is compiled.
+    ``previous`` (traced, default ``-inf``) is the mean log-likelihood the first
+    step's convergence test compares with: a run continued from an earlier one
+    passes that run's last value, as scikit-learn's ``warm_start`` does.
     """
     total = total_weight(x, w)
     state = fitter.init(gmm0, x, sample_weight=w)
     start = start_loop(state, x.dtype, max_steps > 0)
+    if previous is not None:
+        start = start._replace(previous=jnp.asarray(previous, x.dtype))
 
     send = None if report is None else _progress_sender(report)
 

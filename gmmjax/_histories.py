@@ -162,6 +162,7 @@ def fit_best(
     tol,
     reg_covar,
     n_active=None,
+    previous=None,
     *,
     spec,
     n_runs,
@@ -187,6 +188,9 @@ def fit_best(
             (weight 0, frozen; see ``gmmjax._init.init_gmm_jit``), so one program
             serves every ``n_active``. Only for starts from initializations and
             a fitter that masks components (:class:`gmmjax.EM`).
+        previous: ``()`` mean log-likelihood (traced), or ``None``: what every
+            run's first convergence test compares with (``-inf`` by default;
+            a warm start's previous ``lower_bound_``, see ``gmmjax._fit.run``).
         spec: static ``(n_components, covariance_type, init method)``.
         n_runs: static number of runs (the bucket of ``n_init``).
         capacity: static slots of each run's history (:func:`history_capacity`).
@@ -199,7 +203,7 @@ def fit_best(
     recording = _Recording(fitter, capacity)
 
     def one(gmm0):
-        result, state = run(recording, gmm0, x, w, max_steps, tol)
+        result, state = run(recording, gmm0, x, w, max_steps, tol, previous=previous)
         return result, state.history
 
     runs, histories = _map(one, gmm0s)

@@ -72,6 +72,20 @@ def _component_bucket(k: int, n: int, d: int) -> int:
     return max(_FEW_COMPONENTS, bucket(k))
 
 
+# scikit-learn's words for a covariance that cannot be inverted: users and their
+# tests look for them
+_ILL_DEFINED = (
+    "Fitting the mixture model failed because some components have "
+    "ill-defined empirical covariance (for instance caused by singleton "
+    "or collapsed samples). Try to decrease the number of components, "
+    "increase reg_covar, or scale the input data."
+)
+_FLOAT32_HINT = (
+    " The numerical accuracy can also be improved by passing float64"
+    " data instead of float32."
+)
+
+
 # ------------------------------------------------------------------ estimator
 class GaussianMixture(DensityMixin, BaseEstimator):
     """A Gaussian mixture with scikit-learn's interface, fitted by gmmjax.
@@ -101,8 +115,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     A fit that ends with a component that emptied or collapsed (status
     ``DEGENERATE``), with non-finite values (``NONFINITE``), or without converging
-    warns with a :class:`~sklearn.exceptions.ConvergenceWarning` that says which;
-    it does not raise as scikit-learn does.
+    warns with a :class:`~sklearn.exceptions.ConvergenceWarning` that says which,
+    and keeps the last finite parameters, where scikit-learn would raise. Only
+    when even those are not finite (a start whose covariance is already
+    singular, e.g. identical samples with ``reg_covar=0``) does ``fit`` raise
+    scikit-learn's ``ValueError`` for an ill-defined empirical covariance, with
+    what happened appended: a fitted model always scores finite.
 
     Args:
         n_components: the number of components ``k``.
@@ -120,7 +138,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             like ``covariances_``.
         random_state: ``None``, an int or a ``numpy.random.RandomState``; it seeds
             the ``jax.random`` key of the initializations and of :meth:`sample`.
-        warm_start: start the next ``fit`` from the current solution (one run).
+        warm_start: start the next ``fit`` from the current solution (one run),
+            whose first convergence test compares with the previous
+            ``lower_bound_``, as in scikit-learn: a model refitted with
+            ``max_iter=1`` reports ``converged_`` once a step changes the bound
+            by less than ``tol``.
         verbose: ``0`` silent, ``1`` one line per restart, ``2`` also the
             log-likelihood change every ``verbose_interval`` steps (printed after
             the compiled run finishes).
@@ -151,7 +173,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             For EM this is exactly the evidence lower bound after the last E step.
             The returned parameters come from that step's update, so
             ``score(X) >= lower_bound_`` for EM (monotonicity), with a gap below
-            ``tol`` after convergence. ``-inf`` when ``max_iter=0``.
+            ``tol`` after convergence. ``-inf`` when ``max_iter=0``. It is the
+            chosen run's own bound: with ``n_init > 1`` gmmjax keeps the run whose
+            returned parameters score highest, where scikit-learn keeps the run
+            with the highest ``lower_bound_``, so another run's bound may be
+            higher, and ``lower_bound_`` may fall as ``n_init`` grows while the
+            fitted log-likelihood does not.
         lower_bounds_: ``(n_iter_,)`` array, the mean log-likelihood each step of
             the chosen run started from (scikit-learn's per-iteration bounds).
         gmm_: the fitted :class:`gmmjax.GMM`.
@@ -264,18 +291,39 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             fitter = Annealed(fitter, self.anneal)
         return fitter
 
-    def _set_model(self, out: EstimatorFit, k: int | None = None):
+    def _model_of(self, out: EstimatorFit, k: int | None = None) -> dict:
         """The attributes of the chosen run's first ``k`` components (the others,
         if any, are masked; ``None``: all)."""
 
         def own(a):
             return np.asarray(a if self.covariance_type == "tied" else a[:k])
 
-        self.weights_ = np.asarray(out.weights[:k])
-        self.means_ = np.asarray(out.means[:k])
-        self.covariances_ = own(out.covariances)
-        self.precisions_ = own(out.precisions)
-        self.precisions_cholesky_ = own(out.precisions_cholesky)
+        return {
+            "weights_": np.asarray(out.weights[:k]),
+            "means_": np.asarray(out.means[:k]),
+            "covariances_": own(out.covariances),
+            "precisions_": own(out.precisions),
+            "precisions_cholesky_": own(out.precisions_cholesky),
+        }
+
+    def _check_finite(self, model: dict, runs, best: int, dtype) -> None:
+        """scikit-learn's error for an ill-defined covariance, with what the best
+        run did, when the model it returns is not finite (a component collapsed
+        onto identical samples with ``reg_covar=0`` already at the start, or
+        the start itself was not finite): such a model would score NaN."""
+        if all(np.isfinite(a).all() for a in model.values()):
+            return
+        status = Status(int(runs.status[best]))
+        text = _ILL_DEFINED
+        if dtype == np.float32:
+            text += _FLOAT32_HINT
+        raise ValueError(
+            f"{text} (gmmjax: the best run stopped at step "
+            f"{int(runs.n_steps[best])} with status {status.name} and parameters "
+            "that are not finite: for instance, with reg_covar=0 a component "
+            "holding only identical samples has a zero covariance from its "
+            f"first M step; reg_covar={self.reg_covar:g})"
+        )
 
     def _validate_X(self, X, reset):
         return validate_data(
@@ -389,6 +437,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 float(self.tol),
                 float(self.reg_covar),
                 np.int32(k) if masked else None,
+                # a warm start's first convergence test compares with the last
+                # fit's bound, as scikit-learn's does
+                float(self.lower_bound_) if warm else None,
             )
             static = {
                 "spec": (size, self.covariance_type, self._init_method()),
@@ -405,13 +456,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             out = jax.device_get(out)
         # the masked components dropped on the host (slicing on the device would
         # compile a program per k)
-        self.gmm_ = leading_components(out.gmm, k)
-        self._set_model(out, k)
         runs = jax.tree_util.tree_map(lambda a: a[:n_runs], out.runs)
+        best = int(out.best)
+        model = self._model_of(out, k)
+        self._check_finite(model, runs, best, X.dtype)
+        self.gmm_ = leading_components(out.gmm, k)
+        for name, value in model.items():
+            setattr(self, name, value)
         histories = out.histories[:n_runs]
         if self.verbose:
             self._report(runs, histories, n_runs)
-        best = int(out.best)
         self.n_iter_ = int(runs.n_steps[best])
         self.status_ = Status(int(runs.status[best])).name
         self.converged_ = self.status_ == "CONVERGED"

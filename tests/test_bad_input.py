@@ -757,7 +757,8 @@ def fitted():
     from gmmjax.sklearn import GaussianMixture
 
     gm = GaussianMixture(2, covariance_type="spherical", random_state=0)
-    gm._set_model(GMM2)
+    for name, value in gm._model_of(GMM2).items():
+        setattr(gm, name, value)
     gm.n_features_in_ = 2
     return gm
 

@@ -144,6 +144,35 @@ def test_warm_start_continues_the_run():
     np.testing.assert_allclose(warm.lower_bounds_, once.lower_bounds_[4:], rtol=1e-12)
 
 
+def test_warm_start_continues_the_convergence_test_as_sklearn():
+    # from the same start, refits of one step each: the first test of every
+    # refit compares with the previous fit's lower_bound_, so both report
+    # converged_ at the same refit (and n_iter_ 1 each time)
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    start = dict(
+        weights_init=[0.3, 0.3, 0.4],
+        means_init=IRIS[[0, 60, 120]],
+        precisions_init=np.stack([np.eye(4) * 4.0] * 3),
+    )
+    models = [
+        cls(3, max_iter=1, tol=1e-3, warm_start=True, **start)
+        for cls in (GaussianMixture, SkGaussianMixture)
+    ]
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(25):
+            seen.append(
+                [(m.fit(IRIS).n_iter_, m.converged_, m.lower_bound_) for m in models]
+            )
+    ours, theirs = (np.array([step[i] for step in seen]) for i in (0, 1))
+    np.testing.assert_array_equal(ours[:, :2], theirs[:, :2])
+    np.testing.assert_allclose(ours[:, 2], theirs[:, 2], rtol=1e-9)
+    # the run converges within the refits, not at the first one
+    assert not ours[0, 1] and ours[-1, 1]
+
+
 def test_warnings_say_what_happened():
     with pytest.warns(ConvergenceWarning, match=r"MAX_STEPS.*max_iter=2"):
         GaussianMixture(3, max_iter=2, random_state=0).fit(IRIS)
@@ -159,6 +188,46 @@ def test_warnings_say_what_happened():
     with pytest.warns(ConvergenceWarning, match=r"DEGENERATE.*component 0 "):
         gm = GaussianMixture(2, reg_covar=0.0, **start).fit(x)
     assert gm.status_ == "DEGENERATE" and gm.degenerate_component_ == 0
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_collapsed_data_at_reg_covar_0_raise_sklearns_error_or_score_finite(
+    covariance_type,
+):
+    # 20 identical samples: with reg_covar=0 the component that takes them
+    # collapses; fit either keeps finite parameters (and warns) or raises
+    # scikit-learn's ill-defined-covariance error with gmmjax's account, never
+    # another exception or a model that scores NaN
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.full((20, 2), 10.0), rng.normal(size=(80, 2))])
+    outcomes = []
+    for start in ({"means_init": [[10.0, 10.0], [0.0, 0.0]]}, {"random_state": 0}):
+        gm = GaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0, **start)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gm.fit(x)
+        except ValueError as error:
+            assert str(error).startswith(
+                "Fitting the mixture model failed because some components have "
+                "ill-defined empirical covariance"
+            )
+            assert "(gmmjax: the best run stopped at step" in str(error)
+            assert not hasattr(gm, "means_")  # no half-fitted model is left
+            outcomes.append("raised")
+            continue
+        assert np.isfinite(gm.score_samples(x)).all()
+        assert np.isfinite(gm.precisions_).all() and np.isfinite(gm.covariances_).all()
+        outcomes.append(gm.status_)
+    # the collapse is real: the starts from the identical samples do not converge
+    assert outcomes[0] != "CONVERGED" or covariance_type == "tied"
+
+
+def test_a_float32_ill_defined_fit_suggests_float64():
+    x = np.concatenate([np.full((20, 2), 10.0), np.eye(2), -np.eye(2)])
+    gm = GaussianMixture(2, reg_covar=0.0, means_init=[[10.0, 10.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="passing float64 data instead of float32"):
+        gm.fit(x.astype(np.float32))
 
 
 def test_float32_stays_float32_and_sample():
