@@ -71,28 +71,53 @@ def upper_cholesky_of(precisions):
     return lower[..., ::-1, ::-1]
 
 
+# scikit-learn's messages come first (users and their tests look for them), then
+# gmmjax's account in parentheses
+def _shape_error(sklearn_name, expected, shape, ours):
+    return ValueError(
+        f"The parameter '{sklearn_name}' should have the shape of {expected}, but "
+        f"got {shape} (gmmjax: {ours})"
+    )
+
+
 def check_inits(est, n_features, dtype):
-    """Validated ``(weights, means, precisions_cholesky)`` inits (``None`` if unset)."""
+    """Validated ``(weights, means, precisions_cholesky)`` inits (``None`` if unset).
+
+    The errors start with scikit-learn's words for the same condition; weights
+    may sum to 1 within 1e-6 (scikit-learn: 1e-8), which float32 weights need.
+    """
     k = est.n_components
     weights = means = prec_chol = None
     if est.weights_init is not None:
         weights = check_array(est.weights_init, dtype=dtype, ensure_2d=False)
         if weights.shape != (k,):
-            raise ValueError(
-                f"weights_init must have shape ({k},), got {weights.shape}"
+            raise _shape_error(
+                "weights",
+                (k,),
+                weights.shape,
+                f"weights_init needs one weight per component, n_components={k}",
             )
         if np.any(weights < 0) or np.any(weights > 1):
-            raise ValueError("weights_init must be in [0, 1]")
+            raise ValueError(
+                "The parameter 'weights' should be in the range [0, 1], but got "
+                f"max value {float(weights.max()):.5f}, min value "
+                f"{float(weights.min()):.5f} (gmmjax: weights_init must be in [0, 1])"
+            )
         if abs(float(weights.sum()) - 1.0) > 1e-6:
             raise ValueError(
-                f"weights_init must sum to 1, got sum {float(weights.sum())!r}"
+                "The parameter 'weights' should be normalized, but got "
+                f"sum(weights) = {float(weights.sum()):.5f} (gmmjax: weights_init "
+                f"must sum to 1 within 1e-6, got sum {float(weights.sum())!r})"
             )
         weights = weights / weights.sum()
     if est.means_init is not None:
         means = check_array(est.means_init, dtype=dtype)
         if means.shape != (k, n_features):
-            raise ValueError(
-                f"means_init must have shape ({k}, {n_features}), got {means.shape}"
+            raise _shape_error(
+                "means",
+                (k, n_features),
+                means.shape,
+                f"means_init needs a row of {n_features} features per component",
             )
     if est.precisions_init is not None:
         ctype = est.covariance_type
@@ -106,16 +131,31 @@ def check_inits(est, n_features, dtype):
             "spherical": (k,),
         }[ctype]
         if prec.shape != expected:
-            raise ValueError(
+            raise _shape_error(
+                f"{ctype} precision",
+                expected,
+                prec.shape,
                 f"precisions_init for covariance_type={ctype!r} must have shape "
-                f"{expected}, got {prec.shape}"
+                f"{expected}",
             )
         if ctype in ("full", "tied"):
+            wrong = (
+                f"'{ctype} precision' should be symmetric, positive-definite "
+                "(gmmjax: precisions_init must be symmetric and positive definite"
+            )
             if not np.allclose(prec, np.swapaxes(prec, -1, -2)):
-                raise ValueError("precisions_init must be symmetric")
-            prec_chol = upper_cholesky_of(prec.astype(np.float64)).astype(dtype)
+                raise ValueError(f"{wrong}; it is not symmetric)")
+            try:
+                prec_chol = upper_cholesky_of(prec.astype(np.float64)).astype(dtype)
+            except ValueError:
+                raise ValueError(
+                    f"{wrong}; its Cholesky factorization failed)"
+                ) from None
         else:
             if np.any(prec <= 0):
-                raise ValueError("precisions_init must be positive")
+                raise ValueError(
+                    f"'{ctype} precision' should be positive (gmmjax: "
+                    "precisions_init must be positive)"
+                )
             prec_chol = np.sqrt(prec)
     return weights, means, prec_chol

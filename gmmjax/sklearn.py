@@ -72,13 +72,17 @@ def _component_bucket(k: int, n: int, d: int) -> int:
     return max(_FEW_COMPONENTS, bucket(k))
 
 
-# scikit-learn's words for a covariance that cannot be inverted: users and their
-# tests look for them
+# scikit-learn's words for a covariance that cannot be inverted and for a fit
+# that did not converge: users and their tests look for them
 _ILL_DEFINED = (
     "Fitting the mixture model failed because some components have "
     "ill-defined empirical covariance (for instance caused by singleton "
     "or collapsed samples). Try to decrease the number of components, "
     "increase reg_covar, or scale the input data."
+)
+_NOT_CONVERGED = (
+    "Best performing initialization did not converge. Try different init "
+    "parameters, or increase max_iter, tol, or check for degenerate data."
 )
 _FLOAT32_HINT = (
     " The numerical accuracy can also be improved by passing float64"
@@ -360,8 +364,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ):
             return
         text = (
-            f"the best run stopped at step {self.n_iter_} (status {status.name}): "
-            f"{status.message}"
+            f"{_NOT_CONVERGED} (gmmjax: the best run stopped at step "
+            f"{self.n_iter_} (status {status.name}): {status.message}"
         )
         if status == Status.DEGENERATE:
             what = describe_degeneracy(self, self.degenerate_component_, X, w)
@@ -371,12 +375,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 else "; max_reseeds > 0 re-seeds such components at the "
                 "worst-explained samples"
             )
-            text += f". {what} (reg_covar={self.reg_covar:g}{spent})"
+            text += f". {what} (reg_covar={self.reg_covar:g}{spent}))"
         elif status == Status.MAX_STEPS:
             text += (
                 f" (max_iter={self.max_iter}, tol={self.tol}); increase max_iter or "
-                "tol, or try other initializations"
+                "tol, or try other initializations)"
             )
+        else:
+            text += ")"
         warnings.warn(text, ConvergenceWarning, stacklevel=3)
 
     # -------------------------------------------------------------- fitting
@@ -614,7 +620,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         default_cache()
         check_is_fitted(self)
-        check_int(n_samples, "n_samples", 1)
+        check_int(n_samples, "n_samples", -np.inf)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires "
+                f"at least one sample. (gmmjax: n_samples must be >= 1)"
+            )
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         n = int(n_samples)
         with jax.enable_x64(True):

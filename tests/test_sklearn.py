@@ -223,6 +223,66 @@ def test_collapsed_data_at_reg_covar_0_raise_sklearns_error_or_score_finite(
     assert outcomes[0] != "CONVERGED" or covariance_type == "tied"
 
 
+def _message(make, fit):
+    """The text of the error (or ConvergenceWarning) ``fit(make())`` raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            fit(make())
+        except ValueError as error:
+            return str(error)
+    return next(str(w.message) for w in caught if w.category is ConvergenceWarning)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(weights_init=[0.5, 0.5]),
+        dict(weights_init=[0.2, 0.2, 0.2]),
+        dict(means_init=np.zeros((3, 3))),
+        dict(precisions_init=np.ones((3, 4))),
+        dict(covariance_type="tied", precisions_init=np.ones(3)),
+        dict(precisions_init=np.stack([np.diag([1.0, 1.0, 1.0, -1.0])] * 3)),
+        dict(precisions_init=np.stack([np.triu(np.ones((4, 4)))] * 3)),
+        dict(covariance_type="diag", precisions_init=-np.ones((3, 4))),
+        dict(covariance_type="spherical", precisions_init=[1.0, 0.0, 1.0]),
+        dict(max_iter=2, random_state=0),
+    ],
+    ids=[
+        "weights-shape",
+        "weights-sum",
+        "means-shape",
+        "full-shape",
+        "tied-shape",
+        "full-not-definite",
+        "full-not-symmetric",
+        "diag-negative",
+        "spherical-zero",
+        "not-converged",
+    ],
+)
+def test_messages_start_with_sklearns(params):
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    theirs = _message(lambda: SkGaussianMixture(3, **params), lambda m: m.fit(IRIS))
+    ours = _message(lambda: GaussianMixture(3, **params), lambda m: m.fit(IRIS))
+    assert ours.startswith(theirs) and "(gmmjax: " in ours[len(theirs) :]
+
+
+def test_messages_of_sklearns_own_slips_start_with_its_words():
+    # scikit-learn swaps the range's max and min, and names n_components where
+    # it means n_samples: gmmjax keeps the words, with the right values
+    with pytest.raises(ValueError) as error:
+        GaussianMixture(3, weights_init=[-0.5, 0.5, 1.0]).fit(IRIS)
+    assert str(error.value).startswith(
+        "The parameter 'weights' should be in the range [0, 1], but got max value "
+        "1.00000, min value -0.50000"
+    )
+    fitted = GaussianMixture(2, random_state=0).fit(IRIS)
+    with pytest.raises(ValueError, match=r"^Invalid value for 'n_samples': -3 \. "):
+        fitted.sample(-3)
+
+
 def test_a_float32_ill_defined_fit_suggests_float64():
     x = np.concatenate([np.full((20, 2), 10.0), np.eye(2), -np.eye(2)])
     gm = GaussianMixture(2, reg_covar=0.0, means_init=[[10.0, 10.0], [0.0, 0.0]])
