@@ -283,6 +283,64 @@ def test_messages_of_sklearns_own_slips_start_with_its_words():
         fitted.sample(-3)
 
 
+def test_pandas_input_pickling_and_clone():
+    import io
+    import pickle
+
+    import joblib
+    from sklearn.base import clone
+
+    frame = load_iris(as_frame=True).data
+    gm = GaussianMixture(3, random_state=0).fit(frame)
+    assert list(gm.feature_names_in_) == list(frame.columns)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        gm.predict(frame.to_numpy())
+    buffer = io.BytesIO()
+    joblib.dump(gm, buffer)
+    buffer.seek(0)
+    for copy in (joblib.load(buffer), pickle.loads(pickle.dumps(gm))):
+        np.testing.assert_array_equal(
+            copy.score_samples(frame), gm.score_samples(frame)
+        )
+        np.testing.assert_array_equal(copy.predict(frame), gm.predict(frame))
+    fresh = clone(gm)
+    assert fresh.get_params() == gm.get_params() and not hasattr(fresh, "means_")
+
+
+def test_pipeline_and_grid_search_choose_as_sklearn():
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(2, random_state=0))
+    scaled = StandardScaler().fit_transform(IRIS)
+    np.testing.assert_allclose(
+        pipe.fit(IRIS).score(IRIS),
+        GaussianMixture(2, random_state=0).fit(scaled).score(scaled),
+        rtol=1e-12,
+    )
+
+    def minus_bic(estimator, x, y=None):
+        return -estimator.bic(x)
+
+    grid = {"n_components": [1, 2, 3, 4], "covariance_type": ["full", "diag"]}
+    folds = KFold(5, shuffle=True, random_state=0)
+    for scoring in (None, minus_bic):
+        ours, theirs = (
+            GridSearchCV(cls(n_init=3, random_state=0), grid, scoring=scoring, cv=folds)
+            .fit(IRIS)
+            .cv_results_
+            for cls in (GaussianMixture, SklearnGaussianMixture)
+        )
+        best = [int(np.argmax(r["mean_test_score"])) for r in (ours, theirs)]
+        assert best[0] == best[1]
+        # one component has one optimum: the same scores, fold by fold
+        one = [i for i, p in enumerate(ours["params"]) if p["n_components"] == 1]
+        np.testing.assert_allclose(
+            ours["mean_test_score"][one], theirs["mean_test_score"][one], rtol=1e-9
+        )
+
+
 def test_a_float32_ill_defined_fit_suggests_float64():
     x = np.concatenate([np.full((20, 2), 10.0), np.eye(2), -np.eye(2)])
     gm = GaussianMixture(2, reg_covar=0.0, means_init=[[10.0, 10.0], [0.0, 0.0]])
