@@ -72,11 +72,32 @@ def _sq_distances(x, centers, active=None):
     return d2 if active is None else jnp.where(active, d2, jnp.inf)
 
 
-def _log_or_floor(p, w):
-    """``log p`` for a sampling distribution; ``log w`` (the sample weights) where
-    ``p`` is all zero, so that a row of weight 0 is never drawn."""
+def _value_order(x):
+    """Row indices in an order set by the rows' values, not their positions:
+    by two fixed projections, then the first feature. Identical rows end up
+    side by side, so a row of weight ``m`` and ``m`` copies of it cover the
+    same stretch of the cumulative weights; distinct rows tie on all three
+    keys only in contrived data."""
+    d = x.shape[1]
+    j = jnp.arange(d, dtype=x.dtype)
+    # weights with no simple ratios between them: a permutation of a row's
+    # features changes both projections
+    first = jnp.sum(x * jnp.sqrt(j + 2.0), axis=1)
+    second = jnp.sum(x * jnp.cos(j + 1.0), axis=1)
+    return jnp.lexsort((x[:, 0], second, first))
+
+
+def _draw(p, w, u):
+    """Indices drawn with probability proportional to ``p`` (``(n,)``, in value
+    order), by inverting the cumulative weights at the uniforms ``u``: a row's
+    chance is its share of the total, however the weight is split among
+    identical rows. Where ``p`` is all zero the sample weights ``w`` are used;
+    a row of weight 0 is never drawn."""
     p = jnp.where(jnp.sum(p) > 0, p, w)
-    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
+    cumulative = jnp.cumsum(p)
+    index = jnp.searchsorted(cumulative, u * cumulative[-1], side="right")
+    last = p.shape[0] - 1 - jnp.argmax(p[::-1] > 0)
+    return jnp.minimum(index, last)
 
 
 def _n_trials(k: int) -> int:
@@ -91,11 +112,12 @@ def kmeans_plusplus(key, x, n_components: int, sample_weight=None, n_active=None
     probability proportional to ``w_i D(x_i)^2`` (the squared distance to the
     nearest chosen center), as in scikit-learn.
 
-    The draws are invariant to rows of weight 0 appended to ``x`` (a size
-    bucket's padding) and to ``n_components`` beyond ``n_active``: every
-    candidate is a Gumbel-max draw of its own key (center ``j``, trial ``t``),
-    whose noise over the rows is prefix-invariant (JAX's partitionable threefry),
-    so the first ``k`` centers of a ``K``-center call with ``n_active=k`` are
+    The draws depend on the weighted data, not on the rows' positions: each is
+    the inverse of the cumulative weights, over the rows in an order set by
+    their values, at a uniform of its own key (center ``j``, trial ``t``). So
+    shuffled rows, a row of integer weight ``m`` in place of ``m`` copies, and
+    rows of weight 0 appended (a size bucket's padding) give the same centers;
+    and the first ``k`` centers of a ``K``-center call with ``n_active=k`` are
     those of a ``k``-center call.
 
     Args:
@@ -112,6 +134,8 @@ def kmeans_plusplus(key, x, n_components: int, sample_weight=None, n_active=None
     x = jnp.asarray(x)
     n, d = x.shape
     w = jnp.ones(n, x.dtype) if sample_weight is None else sample_weight
+    order = _value_order(x)
+    x, w = x[order], w[order]
     max_trials = _n_trials(n_components)
     if n_active is None:
         n_active, trials = n_components, max_trials
@@ -119,19 +143,15 @@ def kmeans_plusplus(key, x, n_components: int, sample_weight=None, n_active=None
         table = [_n_trials(max(k, 1)) for k in range(n_components + 1)]
         trials = jnp.asarray(table)[n_active]
     key_first, key_rest = jax.random.split(key)
-    first = jax.random.categorical(key_first, _log_or_floor(w, w))
+    first = _draw(w, w, jax.random.uniform(key_first, (), x.dtype))
     centers = jnp.zeros((n_components, d), x.dtype).at[0].set(x[first])
     closest = jnp.sum((x - x[first]) ** 2, axis=1)
     trial_ids = jnp.arange(max_trials)
-    draw = jax.vmap(jax.random.categorical, in_axes=(0, None))
 
     def body(j, carry):
         centers, closest = carry
-        logits = _log_or_floor(w * closest, w)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            jax.random.fold_in(key_rest, j), trial_ids
-        )
-        candidates = draw(keys, logits)
+        u = jax.random.uniform(jax.random.fold_in(key_rest, j), (max_trials,), x.dtype)
+        candidates = _draw(w * closest, w, u)
         # each candidate's distances on their own (no shared shift), so a
         # candidate's cost does not depend on how many others are drawn
         d2 = jnp.sum((x[None, :, :] - x[candidates][:, None, :]) ** 2, axis=-1)
@@ -265,7 +285,9 @@ def init_gmm(
     Every method produces responsibilities and turns them into a model with one M
     step (so covariances, weights and means are consistent with the data):
 
-    - ``"kmeans++"``: greedy k-means++ seeds, each sample assigned to its nearest.
+    - ``"kmeans++"``: greedy k-means++ seeds, each sample assigned to its nearest;
+      the draws depend on the weighted data, not on the rows' positions (see
+      :func:`kmeans_plusplus`), so integer weights equal repeated rows.
     - ``"kmeans"``: the same seeds refined by Lloyd's iterations (jitted, until the
       assignment is stable, at most 100).
     - ``"random"``: uniform random responsibilities (all means start near the data

@@ -393,7 +393,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             X: ``(n, d)`` data, ``n >= max(2, n_components)``.
             y: ignored.
             sample_weight: optional ``(n,)`` non-negative weights; integer weights
-                give the same fit as repeating the rows.
+                give the same fit as repeating the rows, in any order, with the
+                k-means initializations (their draws depend on the weighted data,
+                not on row positions; ``"random"`` and ``"random_from_data"``
+                draw row by row).
 
         Returns:
             ``self``.

@@ -50,6 +50,20 @@ def test_kmeans_plusplus_picks_distinct_data_points():
     assert len(np.unique(centers, axis=0)) == 5
 
 
+def test_kmeans_plusplus_depends_on_the_weighted_data_not_on_row_positions():
+    # a row of integer weight m is m copies of it, wherever the rows are, and a
+    # row of weight 0 is no row: the same centers, exactly
+    rng = np.random.default_rng(0)
+    w = rng.integers(0, 4, size=len(X))
+    shuffle = rng.permutation(len(X))
+    seeds = jax.jit(kmeans_plusplus, static_argnums=2)
+    for seed in range(5):
+        key = jax.random.key(seed)
+        weighted = seeds(key, X[shuffle], 5, w[shuffle].astype(X.dtype))
+        repeated = seeds(key, np.repeat(X, w, axis=0), 5)
+        np.testing.assert_array_equal(weighted, repeated)
+
+
 def inertia(x, centers):
     d2 = ((x[:, None, :] - centers[None]) ** 2).sum(-1)
     return d2.min(1).sum()

@@ -133,6 +133,33 @@ def test_fit_predict_equals_fit_then_predict(ctype):
     np.testing.assert_array_equal(labels, again)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_integer_sample_weight_equals_repeated_rows_from_the_same_seed(init_params):
+    # scikit-learn's check_sample_weight_equivalence with several components:
+    # the initializations draw from the weighted data, not from row positions,
+    # so shuffled weighted rows and the repeated rows fit the same model
+    rng = np.random.default_rng(1)
+    w = rng.integers(0, 4, size=150)
+    order = rng.permutation(150)
+    kw = dict(n_init=2, tol=1e-8, max_iter=300, random_state=0, init_params=init_params)
+    weighted = GaussianMixture(3, **kw).fit(IRIS[order], sample_weight=w[order])
+    repeated = GaussianMixture(3, **kw).fit(np.repeat(IRIS, w, axis=0))
+    # every restart: the same run
+    np.testing.assert_allclose(
+        weighted.restart_log_likelihoods_, repeated.restart_log_likelihoods_, rtol=1e-9
+    )
+    # the chosen model (two restarts that reach one optimum with its components
+    # in another order tie to rounding, so compare in the order of the means)
+    fits = (weighted, repeated)
+    ranks = [np.argsort(gm.means_[:, 0]) for gm in fits]
+    for name in ("weights_", "means_", "covariances_"):
+        ours, theirs = (getattr(gm, name)[r] for gm, r in zip(fits, ranks, strict=True))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    np.testing.assert_allclose(
+        weighted.score_samples(IRIS), repeated.score_samples(IRIS), rtol=1e-8
+    )
+
+
 def test_warm_start_continues_the_run():
     kw = dict(tol=0.0, random_state=0, init_params="random")
     with warnings.catch_warnings():
