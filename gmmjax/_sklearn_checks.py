@@ -61,13 +61,10 @@ def upper_cholesky_of(precisions):
     """Upper-triangular ``P`` with ``P P^T = precisions`` (batched ``(..., d, d)``).
 
     With ``J`` the reversal permutation, ``J A J = L L^T`` gives ``A = U U^T`` for
-    the upper-triangular ``U = J L J``: no inverse is formed.
+    the upper-triangular ``U = J L J``: no inverse is formed. A matrix that is
+    not positive definite raises ``numpy.linalg.LinAlgError``.
     """
-    flipped = precisions[..., ::-1, ::-1]
-    try:
-        lower = np.linalg.cholesky(flipped)
-    except np.linalg.LinAlgError:
-        raise ValueError("precisions_init must be positive definite") from None
+    lower = np.linalg.cholesky(precisions[..., ::-1, ::-1])
     return lower[..., ::-1, ::-1]
 
 
@@ -147,7 +144,7 @@ def check_inits(est, n_features, dtype):
                 raise ValueError(f"{wrong}; it is not symmetric)")
             try:
                 prec_chol = upper_cholesky_of(prec.astype(np.float64)).astype(dtype)
-            except ValueError:
+            except np.linalg.LinAlgError:
                 raise ValueError(
                     f"{wrong}; its Cholesky factorization failed)"
                 ) from None
