@@ -9,6 +9,7 @@ means and read the model off with EM's M step (:func:`gmmjax._stats.maximize`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ._chunks import blocks_of, chunks
-from ._degeneracy import degenerate_component
+from ._degeneracy import degenerate_component, sample_count
 from ._density import check_gmm, prepare, weighted_log_prob
 from ._fit import (
     RUNNING,
@@ -30,6 +31,7 @@ from ._fit import (
     total_weight,
 )
 from ._gmm import GMM
+from ._levels import ByWork, fit_work
 from ._stats import Statistics, maximize, moments_about
 from ._validation import (
     check_nonnegative_scalar,
@@ -302,11 +304,11 @@ def _stats_of(gmm: GMM):
     return weights, weights.reshape((k,) + (1,) * (cov.ndim - 1)) * cov
 
 
-def _online_step(fitter, state: OnlineEMState, x, w, beta):
+def _online_step(fitter, state: OnlineEMState, x, sample_weight, beta):
     """One stepwise-EM update, not rejected when non-finite:
     ``(OnlineEMState, StepInfo)``."""
     gmm = state.gmm
-    w = jnp.ones(x.shape[0], x.dtype) if w is None else w
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
     wr, log_prob = _posterior_weights(gmm, x, w, beta)
     batch = _about_means(gmm, x, wr / jnp.sum(w))
     rho = fitter.step_size(state.count).astype(x.dtype)
@@ -320,13 +322,19 @@ def _online_step(fitter, state: OnlineEMState, x, w, beta):
     m = maximize(running, fitter.reg_covar, gmm.covariance_type)
     new = OnlineEMState(m.gmm, running.counts, m.centered.second, state.count + 1)
     # empty: a running share below a thousandth of one sample of the minibatch
+    # (its rows of positive weight: padding rows are not samples)
     counts = running.counts
-    degenerate = degenerate_component(counts, m.spread, x.shape[0], jnp.sum(counts))
+    n = sample_count(x, sample_weight)
+    degenerate = degenerate_component(counts, m.spread, n, jnp.sum(counts))
     return new, StepInfo(w @ log_prob, degenerate, jnp.asarray(True))
 
 
-@jax.jit
-def _online_update(fitter, state: OnlineEMState, x, w):
+@functools.partial(
+    ByWork, work=lambda fitter, state, x, *_: fit_work(x, state.gmm.n_components)
+)
+def online_update(fitter, state: OnlineEMState, x, w):
+    """:meth:`OnlineEM.update` on validated arrays (``w``: ``None`` or weights of
+    positive sum; rows of weight 0 pad a minibatch to a shared shape)."""
     rho = fitter.step_size(state.count).astype(x.dtype)
     new, info = fitter.step(state, x, sample_weight=w)
     ll = info.log_likelihood / total_weight(x, w)
@@ -355,7 +363,9 @@ class OnlineEM:
     ``t0`` and ``reg_covar`` are traced leaves (new values do not recompile).
 
     ``init`` and ``update`` are pure (``update`` is jitted, one compilation per
-    minibatch shape); :meth:`run` loops over an iterable of minibatches.
+    minibatch shape); :meth:`run` loops over an iterable of minibatches. The
+    scikit-learn estimator's ``partial_fit`` and ``batch_size`` fits run these
+    same updates.
     ``init`` and :meth:`step` also make it a fitter: ``gmmjax.fit(OnlineEM(),
     gmm0, x)`` runs stepwise EM with all of ``x`` as every step's minibatch (a
     damped EM whose fixed points are EM's), with the driver's stopping rule and
@@ -433,7 +443,7 @@ class OnlineEM:
         """
         self.check()
         x, w = prepare(state.gmm, x, sample_weight)
-        return _online_update(self, state, x, w)
+        return online_update(self, state, x, w)
 
     def run(self, gmm0: GMM, batches: Iterable):
         """Apply :meth:`update` to every minibatch of an iterable, in order.
