@@ -7,7 +7,9 @@ and the restarts are batched with ``vmap``.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +33,7 @@ from ._fit import Status
 from ._gradient import GradientFitter
 from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
-from ._levels import ByWork
+from ._levels import ByWork, fit_work
 from ._selection import (
     leading_components,
     masks_components,
@@ -40,6 +42,7 @@ from ._selection import (
 )
 from ._sklearn_checks import check_inits, check_int, check_number, describe_degeneracy
 from ._stored import call_stored
+from ._streaming import OnlineEM, OnlineEMState, online_update
 from ._validation import COVARIANCE_TYPES
 
 # scikit-learn's names of the initializations -> gmmjax.init_gmm's methods
@@ -88,6 +91,56 @@ _FLOAT32_HINT = (
     " The numerical accuracy can also be improved by passing float64"
     " data instead of float32."
 )
+
+
+class _Stream(NamedTuple):
+    """Where stepwise EM stands between calls."""
+
+    state: OnlineEMState  # on the host
+    bound: float  # running mean log-likelihood; -inf before the first update
+
+
+def _model_work(online, gmm, *_):
+    """The work of a program on the model alone (:func:`fit_work` of its means)."""
+    return fit_work(gmm.means, gmm.n_components)
+
+
+@functools.partial(ByWork, work=_model_work)
+def _stream_start(online: OnlineEM, gmm, count) -> OnlineEMState:
+    """``online``'s state at ``gmm``, after ``count`` updates."""
+    return online.init(gmm)._replace(count=count)
+
+
+@functools.partial(ByWork, work=functools.partial(_model_work, None))
+def _parameters(gmm):
+    return {
+        "weights_": gmm.weights,
+        "means_": gmm.means,
+        "covariances_": gmm.covariances,
+        "precisions_": gmm.precisions,
+        "precisions_cholesky_": gmm.precisions_cholesky,
+    }
+
+
+def _running_bound(previous: float, info) -> float:
+    """The stream's running mean log-likelihood after an update: the batch's,
+    averaged in with the update's step size (the batch's alone at first)."""
+    ll = float(info.log_likelihood)
+    if not np.isfinite(previous):
+        return ll
+    rho = float(info.step_size)
+    return (1 - rho) * previous + rho * ll
+
+
+def _batches(n: int, n_batches: int, rs, mapped: bool):
+    """One epoch's minibatches of ``n`` rows: random rows in memory, and for a
+    memmap contiguous blocks in random order (its reads stay sequential)."""
+    if mapped:
+        edges = np.linspace(0, n, n_batches + 1).astype(np.int64)
+        for b in rs.permutation(n_batches):
+            yield slice(edges[b], edges[b + 1])
+    else:
+        yield from np.array_split(rs.permutation(n), n_batches)
 
 
 # ------------------------------------------------------------------ estimator
@@ -162,6 +215,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         max_reseeds: how many times a run may re-seed a component that emptied
             or collapsed (at the worst-explained sample, see :class:`gmmjax.EM`)
             instead of stopping; ``0`` (default) stops with a warning. EM only.
+        batch_size: ``None`` (default) for EM on all the data; an integer to fit
+            by stepwise EM over minibatches of that many rows instead, as
+            repeated :meth:`partial_fit` calls would (the first initializes from
+            a random minibatch, then ``max_iter`` epochs at most: random rows of
+            an in-memory ``X``, contiguous blocks in random order of a
+            ``numpy.memmap``), converged when an epoch's mean log-likelihood
+            (each minibatch's, before its update) changes by less than ``tol``.
+            Memory is bounded by the minibatch, not by ``X``.
+        learning_decay: the step size's exponent ``alpha`` in ``(0.5, 1]`` of
+            :meth:`partial_fit` and ``batch_size`` fits: ``rho_t = (t +
+            learning_offset)^(-alpha)``.
+        learning_offset: the step size's offset ``t0 >= 1`` (``1``: the first
+            update replaces the initial model's statistics).
 
     Attributes:
         weights_: ``(k,)`` mixing weights.
@@ -171,7 +237,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         precisions_cholesky_: upper-triangular ``P`` with ``precision = P P^T``
             (``1 / sqrt(variance)`` for diag and spherical).
         converged_: whether the chosen run converged.
-        n_iter_: the number of steps of the chosen run.
+        n_iter_: the number of steps of the chosen run (epochs of a
+            ``batch_size`` fit; updates of :meth:`partial_fit`, see there).
         lower_bound_: as in scikit-learn, the mean (weighted) log-likelihood of the
             parameters the last step **started from**, i.e. ``lower_bounds_[-1]``.
             For EM this is exactly the evidence lower bound after the last E step.
@@ -184,13 +251,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             higher, and ``lower_bound_`` may fall as ``n_init`` grows while the
             fitted log-likelihood does not.
         lower_bounds_: ``(n_iter_,)`` array, the mean log-likelihood each step of
-            the chosen run started from (scikit-learn's per-iteration bounds).
+            the chosen run started from (scikit-learn's per-iteration bounds;
+            per epoch of a ``batch_size`` fit, the running bound after each
+            :meth:`partial_fit` update).
         gmm_: the fitted :class:`gmmjax.GMM`.
         status_: ``"CONVERGED"``, ``"MAX_STEPS"``, ``"NONFINITE"`` or
             ``"DEGENERATE"``.
         degenerate_component_: the component that emptied or collapsed, or ``-1``.
         restart_log_likelihoods_: ``(n_runs,)`` final total log-likelihood of every
-            restart.
+            restart (of every initialization, on the first minibatch, for
+            stepwise EM).
         n_features_in_: the number of features seen in ``fit``.
 
     Example:
@@ -226,6 +296,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         optimizer=None,
         anneal=None,
         max_reseeds=0,
+        batch_size=None,
+        learning_decay=0.6,
+        learning_offset=1.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -244,6 +317,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.optimizer = optimizer
         self.anneal = anneal
         self.max_reseeds = max_reseeds
+        self.batch_size = batch_size
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
@@ -281,6 +357,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise TypeError(
                 "anneal must be None or a schedule step -> beta, e.g. "
                 f"optax.linear_schedule(0.1, 1.0, 50); got {type(self.anneal).__name__}"
+            )
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", 1)
+        check_number(self.learning_decay, "learning_decay")
+        if not 0.5 < self.learning_decay <= 1:
+            raise ValueError(
+                f"learning_decay must be in (0.5, 1], got {self.learning_decay}"
+            )
+        check_number(self.learning_offset, "learning_offset")
+        if self.learning_offset < 1:
+            raise ValueError(
+                f"learning_offset must be >= 1, got {self.learning_offset}"
+            )
+
+    def _check_stream_params(self):
+        """Stepwise EM (``partial_fit``, ``batch_size``) has no optimizer,
+        schedule or re-seeding."""
+        for name, default in (("optimizer", None), ("anneal", None)):
+            if getattr(self, name) is not default:
+                raise ValueError(
+                    f"partial_fit and batch_size fit by stepwise EM: {name} must be "
+                    f"None, got {getattr(self, name)!r}"
+                )
+        if self.max_reseeds != 0:
+            raise ValueError(
+                "partial_fit and batch_size fit by stepwise EM, which does not "
+                f"re-seed components: max_reseeds must be 0, got {self.max_reseeds}"
             )
 
     def _init_method(self) -> str:
@@ -355,12 +458,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"lower bound {bound:.5f}"
             )
 
-    def _warn(self, X, w):
+    def _warn(self, X, w, budget=True):
         """A ``ConvergenceWarning`` unless the best run converged: the status's own
-        message, with this fit's numbers."""
+        message, with this fit's numbers (``X``, ``w``: its data, or the last
+        minibatch's); ``budget=False``: none for ``MAX_STEPS``."""
         status = Status[self.status_]
         if status == Status.CONVERGED or (
-            status == Status.MAX_STEPS and self.max_iter == 0
+            status == Status.MAX_STEPS and (self.max_iter == 0 or not budget)
         ):
             return
         text = (
@@ -389,8 +493,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture, keeping the best of ``n_init`` batched restarts.
 
+        With ``batch_size`` set, fit by stepwise EM over minibatches instead
+        (see :meth:`partial_fit` and the ``batch_size`` parameter).
+
         Args:
-            X: ``(n, d)`` data, ``n >= max(2, n_components)``.
+            X: ``(n, d)`` data, ``n >= max(2, n_components)``; with
+                ``batch_size`` set it may be a ``numpy.memmap`` larger than
+                memory.
             y: ignored.
             sample_weight: optional ``(n,)`` non-negative weights; integer weights
                 give the same fit as repeating the rows, in any order, with the
@@ -403,20 +512,43 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         default_cache()
         self._check_params()
+        if self.batch_size is not None:
+            self._check_stream_params()
+        mapped = isinstance(X, np.memmap)
         X = self._validate_X(X, reset=True)
+        self._check_n_samples(X)
+        w = self._sample_weight(sample_weight, X)
+        warm = self.warm_start and hasattr(self, "converged_")
+        if self.batch_size is None:
+            self._fit_full(X, w, warm, self.max_iter)
+            self._stream = None
+            self._warn(X, w)
+        else:
+            self._fit_batches(X, w, warm, mapped)
+        return self
+
+    def _check_n_samples(self, X):
         if X.shape[0] < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components but got "
                 f"n_components = {self.n_components}, n_samples = {X.shape[0]}"
             )
-        w = None
-        if sample_weight is not None:
-            w = _check_sample_weight(
-                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
-            )
-            if not np.any(w > 0):
-                raise ValueError("sample_weight must not be all zero")
-        warm = self.warm_start and hasattr(self, "converged_")
+
+    @staticmethod
+    def _sample_weight(sample_weight, X):
+        if sample_weight is None:
+            return None
+        w = _check_sample_weight(
+            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+        )
+        if not np.any(w > 0):
+            raise ValueError("sample_weight must not be all zero")
+        return w
+
+    def _fit_full(self, X, w, warm, max_iter):
+        """The best of the restarts (one run from the current model when
+        ``warm``), each EM on all of ``X`` for up to ``max_iter`` steps
+        (``0``: the initializations, the best by log-likelihood)."""
         n_runs = 1 if warm else self.n_init
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         inits = check_inits(self, X.shape[1], X.dtype)
@@ -442,7 +574,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 wp,
                 inits,
                 np.int32(n_runs),
-                np.int32(self.max_iter),
+                np.int32(max_iter),
                 float(self.tol),
                 float(self.reg_covar),
                 np.int32(k) if masked else None,
@@ -453,7 +585,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             static = {
                 "spec": (size, self.covariance_type, self._init_method()),
                 "n_runs": 1 if warm else bucket(n_runs),
-                "capacity": history_capacity(self.max_iter),
+                "capacity": history_capacity(max_iter),
             }
             if self.optimizer is None and self.anneal is None:
                 # EM's program is kept lowered on disk: a later process skips
@@ -484,8 +616,201 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             float(self.lower_bounds_[-1]) if self.n_iter_ > 0 else -np.inf
         )
         self.restart_log_likelihoods_ = np.asarray(runs.log_likelihood)
-        self._warn(X, w)
+
+    # ------------------------------------------------------- stepwise EM
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One stepwise-EM update with the minibatch ``X`` (online learning).
+
+        The first call initializes the model from ``X`` (``init_params``,
+        ``n_init`` starts, the best by log-likelihood, or the given ``*_init``
+        values), then updates it; every call applies one update of
+        :class:`gmmjax.OnlineEM` (the same implementation): running averages of
+        the sufficient statistics, ``s_t = (1 - rho_t) s_{t-1} + rho_t
+        s_hat(X_t)``, with ``rho_t = (t + learning_offset)^(-learning_decay)``
+        for the ``t``-th update, and the model is their M step. A call after
+        :meth:`fit` continues from the fitted model (a full fit counts as
+        ``n_iter_`` updates of the schedule; a ``batch_size`` fit continues its
+        own).
+
+        After each call ``n_iter_`` counts the updates, ``lower_bound_`` is the
+        running mean log-likelihood of the stream (each batch's mean
+        log-likelihood under the parameters its update started from, averaged
+        with the same step sizes), ``lower_bounds_`` its history, and
+        ``converged_`` says whether this update changed it by less than ``tol``.
+        ``status_`` is ``"CONVERGED"``, ``"MAX_STEPS"`` (the call's one update
+        spent), ``"DEGENERATE"`` (a component emptied or collapsed: warns) or
+        ``"NONFINITE"`` (the update gave non-finite values and was rejected:
+        warns, the model is unchanged).
+
+        Args:
+            X: ``(m, d)`` minibatch (the first one needs ``m >= max(2,
+                n_components)``); cast to the dtype of the first.
+            y: ignored.
+            sample_weight: optional ``(m,)`` non-negative weights.
+
+        Returns:
+            ``self``.
+
+        Example:
+            >>> import numpy as np
+            >>> from gmmjax.sklearn import GaussianMixture
+            >>> rng = np.random.default_rng(0)
+            >>> gm = GaussianMixture(n_components=2, random_state=0)
+            >>> for _ in range(30):
+            ...     labels = rng.integers(0, 2, 200)
+            ...     gm = gm.partial_fit(rng.normal(6.0 * labels - 3.0, 1.0)[:, None])
+            >>> np.round(np.sort(gm.means_[:, 0]))
+            array([-3.,  3.])
+            >>> gm.n_iter_
+            30
+        """
+        default_cache()
+        self._check_params()
+        self._check_stream_params()
+        first = not hasattr(self, "gmm_")
+        X = self._validate_X(X, reset=first)
+        w = self._sample_weight(sample_weight, X)
+        if first:
+            self._check_n_samples(X)
+            self._fit_full(X, w, False, 0)
+            self._stream = None
+        dtype = self.means_.dtype
+        X = X.astype(dtype, copy=False)
+        w = None if w is None else w.astype(dtype, copy=False)
+        stream = self._stream_state(dtype)
+        state, info = self._stream_update(stream.state, X, w, row_bucket(X.shape[0]))
+        self.degenerate_component_ = int(info.degenerate) if info.finite else -1
+        if not info.finite:
+            self.status_ = Status.NONFINITE.name
+        else:
+            bound = _running_bound(stream.bound, info)
+            self._stream = _Stream(state, bound)
+            self._set_model(state.gmm)
+            self.n_iter_ += 1
+            self.lower_bounds_ = np.append(self.lower_bounds_, bound)
+            self.lower_bound_ = bound
+            converged = abs(bound - stream.bound) < self.tol
+            self.status_ = (
+                Status.DEGENERATE.name
+                if self.degenerate_component_ >= 0
+                else Status.CONVERGED.name
+                if converged
+                else Status.MAX_STEPS.name
+            )
+        self.converged_ = self.status_ == "CONVERGED"
+        self._warn(X, w, budget=False)
         return self
+
+    def _online(self) -> OnlineEM:
+        return OnlineEM(
+            alpha=float(self.learning_decay),
+            t0=float(self.learning_offset),
+            reg_covar=float(self.reg_covar),
+        )
+
+    def _stream_state(self, dtype) -> _Stream:
+        """The stream to continue in ``dtype``: the last stepwise fit's, or else
+        the fitted model's statistics, counted as ``n_iter_`` updates."""
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            # a warm batch_size fit on data of another dtype computes in that one
+            return stream._replace(
+                state=jax.tree_util.tree_map(
+                    lambda a: a.astype(dtype) if a.dtype.kind == "f" else a,
+                    stream.state,
+                )
+            )
+        gmm = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), self.gmm_)
+        with jax.enable_x64(True):
+            state = _stream_start(self._online(), gmm, np.int32(self.n_iter_))
+            return _Stream(jax.device_get(state), float(self.lower_bound_))
+
+    def _stream_update(self, state, X, w, rows):
+        """:func:`gmmjax._streaming.online_update` on ``X`` padded to ``rows``
+        rows (weight 0): ``(state, info)`` on the host."""
+        xp, wp = pad_rows(X, w, rows)
+        with jax.enable_x64(True):
+            return jax.device_get(online_update(self._online(), state, xp, wp))
+
+    def _set_model(self, gmm):
+        with jax.enable_x64(True):
+            model = jax.device_get(_parameters(gmm))
+        self.gmm_ = gmm
+        for name, value in model.items():
+            setattr(self, name, np.asarray(value))
+
+    def _fit_batches(self, X, w, warm, mapped):
+        """Stepwise EM over minibatches of ``batch_size`` rows, ``max_iter``
+        epochs at most; converged when an epoch's mean log-likelihood (each
+        batch's under the parameters its update started from) changes by less
+        than ``tol`` from the previous epoch's."""
+        n = X.shape[0]
+        size = min(self.batch_size, n)
+        if size < self.n_components:
+            raise ValueError(
+                f"batch_size must be >= n_components={self.n_components}, "
+                f"got {self.batch_size}"
+            )
+        rs = check_random_state(self.random_state)
+        if warm:
+            stream = self._stream_state(X.dtype)
+        else:
+            # initialized on a random batch, as partial_fit's first call is
+            rows = np.arange(n) if w is None else np.flatnonzero(w > 0)
+            rows = np.sort(rs.choice(rows, min(size, rows.size), replace=False))
+            if rows.size < self.n_components:
+                raise ValueError(
+                    f"sample_weight has {rows.size} positive weights but "
+                    f"n_components={self.n_components}: need at least as many"
+                )
+            self._fit_full(X[rows], None if w is None else w[rows], False, 0)
+            self._stream = None
+            stream = self._stream_state(X.dtype)
+        state, previous = stream
+        bounds = []
+        status, degenerate = Status.MAX_STEPS, -1
+        xb, wb = X[:0], None
+        n_batches = -(-n // size)
+        # every minibatch padded to one shape: a partial_fit of the same size
+        # shares the program
+        padded = row_bucket(size)
+        for epoch in range(self.max_iter):
+            total = weight = 0.0
+            for rows in _batches(n, n_batches, rs, mapped):
+                xb = np.asarray(X[rows])
+                wb = None if w is None else np.asarray(w[rows])
+                mass = float(xb.shape[0] if wb is None else wb.sum())
+                if mass <= 0:
+                    continue
+                new, info = self._stream_update(state, xb, wb, padded)
+                if not info.finite:
+                    status = Status.NONFINITE
+                    break
+                state = new
+                total += mass * float(info.log_likelihood)
+                weight += mass
+                if info.degenerate >= 0:
+                    status, degenerate = Status.DEGENERATE, int(info.degenerate)
+                    break
+            if weight > 0:
+                bounds.append(total / weight)
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}\t mean log-likelihood {bounds[-1]:.5f}")
+            if status != Status.MAX_STEPS:
+                break
+            if abs(bounds[-1] - previous) < self.tol:
+                status = Status.CONVERGED
+                break
+            previous = bounds[-1]
+        self.n_iter_ = len(bounds)
+        self.lower_bounds_ = np.asarray(bounds, X.dtype)
+        self.lower_bound_ = bounds[-1] if bounds else float(stream.bound)
+        self._stream = _Stream(state, self.lower_bound_)
+        self._set_model(state.gmm)
+        self.status_ = status.name
+        self.converged_ = status == Status.CONVERGED
+        self.degenerate_component_ = degenerate
+        self._warn(xb, wb)
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of every row of ``X``.
