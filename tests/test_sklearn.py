@@ -1,5 +1,6 @@
 """The scikit-learn estimator: scikit-learn's checks, parity, weights, restarts."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -21,6 +22,25 @@ from gmmjax.sklearn import GaussianMixture
 @parametrize_with_checks([GaussianMixture()])
 def test_sklearn_checks(estimator, check):
     check(estimator)
+
+
+def test_sklearn_array_api_check_runs():
+    """The one check above that scikit-learn skips unless SciPy's array API mode
+    is on, which must be set before SciPy is imported: here, in a fresh process.
+    It fits with array API dispatch enabled and NumPy inputs, and compares."""
+    code = (
+        "from sklearn.utils.estimator_checks import check_array_api_input\n"
+        "from gmmjax.sklearn import GaussianMixture\n"
+        "check_array_api_input('GaussianMixture', GaussianMixture(),"
+        " array_namespace='numpy', expect_only_array_outputs=False)\n"
+        "print('checked')\n"
+    )
+    env = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "checked"
 
 
 IRIS = load_iris().data
