@@ -198,6 +198,8 @@ def summary(args, data: Data, result, runs) -> dict:
         },
         "method": args.method,
         "init": "kmeans++",
+        # the first restart starts from the hierarchical partition
+        "hc_start": True,
         "seed": args.seed,
         "n_components": int(gmm.n_components),
         "covariance_type": gmm.covariance_type,
@@ -249,11 +251,15 @@ def print_summary(s: dict) -> None:
             print(f"columns: {', '.join(s['data']['columns'])}")
         if s["data"]["left_out"]:
             print(f"left out: {', '.join(s['data']['left_out'])}")
-        restarts = f", best of {s['n_init']} restarts" if s["n_init"] > 1 else ""
+        starts = "the hierarchical partition"
+        restarts = ""
+        if s["n_init"] > 1:
+            starts += " and k-means++"
+            restarts = f", best of {s['n_init']} restarts"
         print(
             f"model: {s['n_components']} components, "
             f"covariance_type={s['covariance_type']!r}, "
-            f"{METHODS[s['method']]} from k-means++{restarts}"
+            f"{METHODS[s['method']]} from {starts}{restarts}"
         )
         print(f"weights: {np.asarray(s['weights'])}")
         print(f"means:\n{np.asarray(s['means'])}")

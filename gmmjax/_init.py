@@ -23,7 +23,7 @@ from ._validation import (
 
 __all__ = ["INIT_METHODS", "init_gmm", "init_gmm_jit", "kmeans_plusplus"]
 
-INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data")
+INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data", "hc")
 
 # Up to this many draws, sampling without replacement picks the largest keys one
 # at a time (k passes over the n keys) instead of sorting them: under vmap the
@@ -229,10 +229,24 @@ def _frozen(x, w, gmm: GMM) -> GMM:
     static_argnames=("n_components", "covariance_type", "method"),
 )
 def init_gmm_jit(
-    key, x, w, reg_covar, n_active=None, *, n_components, covariance_type, method
+    key,
+    x,
+    w,
+    reg_covar,
+    n_active=None,
+    given=None,
+    *,
+    n_components,
+    covariance_type,
+    method,
 ):
     """:func:`init_gmm`'s jitted kernel, without validation (``w``: weights or
     ``None``).
+
+    ``given``, optional, is a pair ``(use, labels)``: a ``()`` bool and ``(n,)``
+    int labels in ``0..k-1``; where ``use`` is true the start is fitted to that
+    partition instead of the method's own (a lane of a batch of starts that
+    starts from the hierarchical partition, computed once for the batch).
 
     ``n_active`` (``()`` int, traced; default ``n_components``) masks
     components: the first ``k = n_active`` of the ``K = n_components`` are
@@ -246,7 +260,14 @@ def init_gmm_jit(
     k = n_components
     weights = jnp.ones(n, x.dtype) if w is None else w
     active = None if n_active is None else jnp.arange(k) < n_active
-    if method == "random":
+    if method == "hc":
+        # imported here: the hierarchical clustering builds on this module
+        from ._hc import hc_labels
+
+        tree = hc_labels(x, weights, n_clusters=k)
+        labels = tree[k - 1] if n_active is None else tree[n_active - 1]
+        resp = jax.nn.one_hot(labels, k, dtype=x.dtype)
+    elif method == "random":
         resp = _uniform_columns(key, n, k, x.dtype)
         if active is not None:
             resp = jnp.where(active, resp, 0.0)
@@ -255,13 +276,19 @@ def init_gmm_jit(
         if method == "random_from_data":
             p = weights / jnp.sum(weights)
             idx = _choice_without_replacement(key, p, k)
-            centers = x[idx]
+            labels = jnp.argmin(_sq_distances(x, x[idx], active), axis=1)
         else:
-            centers = kmeans_plusplus(key, x, k, w, n_active)
+            # seeded and refined in standard units: a feature measured in
+            # thousands would otherwise decide every distance
+            xs = x / jnp.sqrt(data_variance(x, w))
+            centers = kmeans_plusplus(key, xs, k, w, n_active)
             if method == "kmeans":
-                centers = _lloyd(x, centers, weights, active)
-        labels = jnp.argmin(_sq_distances(x, centers, active), axis=1)
+                centers = _lloyd(xs, centers, weights, active)
+            labels = jnp.argmin(_sq_distances(xs, centers, active), axis=1)
         resp = jax.nn.one_hot(labels, k, dtype=x.dtype)
+    if given is not None:
+        use, labels = given
+        resp = jnp.where(use, jax.nn.one_hot(labels, k, dtype=x.dtype), resp)
     stats = two_pass_statistics(x, resp, w, covariance_type)
     m = maximize(stats, reg_covar, covariance_type, expanded=False)
     if active is None:
@@ -290,10 +317,21 @@ def init_gmm(
       :func:`kmeans_plusplus`), so integer weights equal repeated rows.
     - ``"kmeans"``: the same seeds refined by Lloyd's iterations (jitted, until the
       assignment is stable, at most 100).
+
+    Both k-means methods measure distances in standard units: each feature
+    divided by its (weighted) standard deviation, so the start does not depend
+    on the features' units (multiplying a feature by 1,000 gives the same
+    partition), where k-means in raw units lets the largest-scale feature
+    decide. The model is then fitted to the partition in the original units.
     - ``"random"``: uniform random responsibilities (all means start near the data
       mean — close to the symmetric saddle of the likelihood).
     - ``"random_from_data"``: ``k`` distinct data points drawn at random as seeds,
       each sample assigned to its nearest.
+    - ``"hc"``: the partition into ``k`` clusters of model-based agglomerative
+      hierarchical clustering (Ward's criterion, the classification likelihood
+      of spherical equal-volume Gaussians, on mclust's scaled SVD of the
+      standardized data, on at most 2,000 rows; see :func:`gmmjax._hc.hc_labels`).
+      Deterministic: the key is not used.
 
     Vmappable over ``key`` for many starts at once.
 
@@ -303,7 +341,7 @@ def init_gmm(
         n_components: the number of components ``k`` (static).
         covariance_type: ``"full"``, ``"diag"``, ``"spherical"`` or ``"tied"``.
         method: one of ``"kmeans++"``, ``"kmeans"``, ``"random"``,
-            ``"random_from_data"``.
+            ``"random_from_data"``, ``"hc"``.
         sample_weight: optional ``(n,)`` non-negative weights.
         reg_covar: added to the diagonal of the initial covariances.
 

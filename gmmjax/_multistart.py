@@ -11,6 +11,7 @@ import numpy as np
 
 from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps, run
+from ._hc import hc_labels
 from ._init import INIT_METHODS, init_gmm_jit
 from ._levels import ByWork, fit_work
 from ._stored import call_stored
@@ -117,6 +118,7 @@ def _multistart(
     tol,
     reg_covar,
     n_active=None,
+    hc=None,
     *,
     n_components,
     covariance_type,
@@ -124,25 +126,32 @@ def _multistart(
     batch_size,
     report,
 ):
-    # n_active: None, or (b,) the active components of every start (masking)
+    # n_active: None, or (b,) the active components of every start (masking);
+    # hc: None, or ((K, n) hierarchical partitions into 1..K clusters, (b,) bool
+    # the starts fitted to theirs)
     if report is not None and batch_size is not None:
         report = _EveryRestart(report, keys.shape[0], batch_size, x.dtype)
+    tree, use_tree = (None, None) if hc is None else hc
 
     def one(lane, x):
-        key, active = lane
+        key, active, use = lane
+        given = None
+        if tree is not None:
+            given = (use, tree[(n_components if active is None else active) - 1])
         gmm0 = init_gmm_jit(
             key,
             x,
             w,
             reg_covar,
             active,
+            given,
             n_components=n_components,
             covariance_type=covariance_type,
             method=init,
         )
         return run(fitter, gmm0, x, w, max_steps, tol, report)[0]
 
-    lanes = (keys, n_active)
+    lanes = (keys, n_active, use_tree)
     if batch_size is None:
         return jax.vmap(lambda lane: one(lane, x))(lanes)
     if report is not None:
@@ -197,11 +206,16 @@ def multistart(
     batch_size: int | None = None,
     reg_covar=1e-6,
     report=None,
+    hc_start: bool = True,
 ) -> FitResult:
-    """Fit from ``n_init`` random starts at once, in one compiled call.
+    """Fit from ``n_init`` starts at once, in one compiled call.
 
     Start ``i`` is ``init_gmm(jax.random.fold_in(key, i), x, ..., reg_covar=
-    reg_covar)``; every start is then run by :func:`gmmjax.fit` with the same
+    reg_covar)``, except that with ``hc_start`` (the default) start 0 is
+    ``init_gmm(..., method="hc")``: the partition of model-based hierarchical
+    clustering, deterministic and scale-free, so one good start is always in
+    the batch whatever the keys draw. Every start is then run by
+    :func:`gmmjax.fit` with the same
     ``fitter``, ``max_steps`` and ``tol``. Initialization and fitting are
     ``vmap``-ed over the starts, so the restarts run as one batched
     ``while_loop`` (each lane stops updating when its own run ends).
@@ -254,6 +268,8 @@ def multistart(
             independently of the fitter; traced, so new values do not recompile.
         report: ``None`` or a hashable host function ``report(n_steps,
             mean_ll, running)`` of three ``(b,)`` arrays (see above).
+        hc_start: start 0 from the hierarchical partition (see above) instead
+            of ``init``'s draw from key 0.
 
     Returns:
         A :class:`FitResult` whose every leaf has a leading ``(b,)`` axis:
@@ -321,6 +337,9 @@ def multistart(
         "batch_size": batch_size,
     }
     args = (x, w, max_steps, tol, reg_covar)
+    if check_hc_start(hc_start):
+        tree = hc_tree(x, w, n_components)
+        args = (*args, None, (tree, np.arange(n_init) == 0))
     if report is not None:
         return _multistart(fitter, keys, *args, **static, report=report)
     return _restarts("multistart", fitter, keys, args, {**static, "report": None})
@@ -367,7 +386,21 @@ def _check_report(report) -> None:
         ) from None
 
 
-def _masked_work(fitter, keys, x, w, max_steps, tol, reg_covar, n_active, **static):
+def hc_tree(x, w, n_clusters: int) -> jax.Array:
+    """``(n_clusters, n)``: the hierarchical partitions of ``x`` into ``1..
+    n_clusters`` clusters (:func:`gmmjax._hc.hc_labels`), for starts fitted to
+    them. ``w``: weights or ``None``."""
+    w = np.ones(x.shape[0], x.dtype) if w is None else w
+    return hc_labels(x, w, n_clusters=n_clusters)
+
+
+def check_hc_start(hc_start) -> bool:
+    if not isinstance(hc_start, (bool, np.bool_)):
+        raise TypeError(f"hc_start must be True or False, got {hc_start!r}")
+    return bool(hc_start)
+
+
+def _masked_work(fitter, keys, x, w, max_steps, tol, reg_covar, n_active, *_, **static):
     return fit_work(x, static["n_components"], keys.shape[0] * n_active.shape[0])
 
 
@@ -385,6 +418,7 @@ def _best_masked(
     tol,
     reg_covar,
     n_active,
+    tree=None,
     *,
     n_components,
     covariance_type,
@@ -393,10 +427,13 @@ def _best_masked(
 ):
     """The best of the ``(b,)`` starts ``keys`` for every ``(g,)`` number of
     active components ``n_active``, as one program: ``g b`` masked runs with
-    ``K = n_components`` components, then :func:`best_index` per group."""
+    ``K = n_components`` components, then :func:`best_index` per group. With
+    the ``(K, n)`` hierarchical partitions ``tree``, the first start of every
+    group is fitted to its partition."""
     g, b = n_active.shape[0], keys.shape[0]
     lane_keys = jnp.broadcast_to(keys[None], (g, b)).reshape(g * b)
     lane_active = jnp.repeat(n_active, b)
+    hc = None if tree is None else (tree, jnp.arange(g * b) % b == 0)
     runs = _multistart(
         fitter,
         lane_keys,
@@ -406,6 +443,7 @@ def _best_masked(
         tol,
         reg_covar,
         lane_active,
+        hc,
         n_components=n_components,
         covariance_type=covariance_type,
         init=init,
@@ -435,9 +473,15 @@ def multistart_masked(
     sample_weight=None,
     batch_size: int | None = None,
     reg_covar=1e-6,
+    tree=None,
 ) -> FitResult:
     """:func:`multistart` and :func:`best_of` for several numbers of components
     at once, in one compiled program per covariance type.
+
+    ``tree``, optional, holds the ``(K, n)`` hierarchical partitions of ``x``
+    (:func:`hc_tree` with ``K = max(n_active)``): the first start of every
+    ``k`` is then fitted to its partition, as :func:`multistart`'s
+    ``hc_start`` does.
 
     For every ``k`` of ``n_active`` (``(g,)`` ints in ``1..K``), the ``n_init``
     starts of ``multistart(fitter, key, x, n_components=k, ...)`` (the same
@@ -484,7 +528,7 @@ def multistart_masked(
     }
     keys = start_keys(keys, n_init)
     return _restarts(
-        "best-masked", fitter, keys, (*args, jnp.asarray(n_active)), static
+        "best-masked", fitter, keys, (*args, jnp.asarray(n_active), tree), static
     )
 
 

@@ -15,7 +15,13 @@ from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps
 from ._gmm import GMM
 from ._init import INIT_METHODS
-from ._multistart import best_of, multistart, multistart_masked
+from ._multistart import (
+    best_of,
+    check_hc_start,
+    hc_tree,
+    multistart,
+    multistart_masked,
+)
 from ._validation import (
     COVARIANCE_TYPES,
     check_covariance_type,
@@ -262,14 +268,16 @@ def masks_components(fitter) -> bool:
     return isinstance(fitter, EM)
 
 
-def _fit_cells(fitter, key, x, candidates, covariance_type, options):
+def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
     """``(i, k, best run)`` for every candidate ``k``, as its result is ready.
 
     With a fitter that masks components, every ``k`` runs in one program with
     ``max(candidates)`` components (:func:`multistart_masked`); the best runs
     are cut to their ``k`` components on the host (slicing device arrays would
     compile a program per ``k``). Other fitters run
-    :func:`gmmjax.multistart` per ``k``.
+    :func:`gmmjax.multistart` per ``k``. ``tree``: the hierarchical partitions
+    (:func:`gmmjax._multistart.hc_tree`) that the first start of every ``k``
+    is fitted to, or ``None``.
     """
     if not masks_components(fitter):
         for i, k in enumerate(candidates):
@@ -279,6 +287,7 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options):
                 x,
                 n_components=k,
                 covariance_type=covariance_type,
+                hc_start=tree is not None,
                 **options,
             )
             yield i, k, best_of(runs)
@@ -289,6 +298,7 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options):
         x,
         n_active=candidates,
         covariance_type=covariance_type,
+        tree=tree,
         **options,
     )
     bests = jax.device_get(bests)
@@ -360,11 +370,14 @@ def select(
     batch_size: int | None = None,
     reg_covar=1e-6,
     progress=None,
+    hc_start: bool = True,
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
 
     Each cell of the grid is fitted as by :func:`gmmjax.multistart` with
-    ``n_init`` batched restarts (the same keys in every cell), its best run is
+    ``n_init`` batched restarts (the same keys in every cell; with
+    ``hc_start``, the first start of every cell is the partition of one
+    model-based hierarchical clustering of ``x``, cut at its ``k``), its best run is
     kept (:func:`gmmjax.best_of`) and scored by the criterion
     (:func:`gmmjax.bic` or :func:`gmmjax.aic`, lower is better). The chosen model
     minimizes the criterion over the cells whose best run ended normally; ties go
@@ -405,6 +418,9 @@ def select(
             so its calls come together once its program has run, in the order of
             ``n_components``; the covariance types follow one another in the
             order of ``covariance_types``.
+        hc_start: start the first run of every cell from the hierarchical
+            partition (:func:`gmmjax.init_gmm`'s ``"hc"``, computed once for
+            the grid) instead of ``init``'s draw from key 0.
 
     Returns:
         A :class:`SelectionResult` with the table and the chosen model.
@@ -451,9 +467,11 @@ def select(
         batch_size=batch_size,
         reg_covar=reg_covar,
     )
+    tree = hc_tree(x, None, max(candidates)) if check_hc_start(hc_start) else None
     done = 0
     for j, ctype in enumerate(types):
-        for i, k, best in _fit_cells(fitter, key, x, candidates, ctype, options):
+        cells = _fit_cells(fitter, key, x, candidates, ctype, options, tree)
+        for i, k, best in cells:
             p = _count(k, d, ctype)
             ll = float(best.log_likelihood)
             values[i, j] = _criterion(criterion, ll, p, n)

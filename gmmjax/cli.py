@@ -83,10 +83,11 @@ def _cmd_fit(args) -> int:
 
 
 def _fit_runs(args, x):
-    """Every restart of ``gmmjax fit``: :func:`gmmjax.multistart` from k-means++
-    starts. On a terminal a progress line on stderr says when the run is done;
-    with ``--progress`` it is redrawn from inside the compiled loop. It only
-    observes, so the results are those of a piped run."""
+    """Every restart of ``gmmjax fit``: :func:`gmmjax.multistart` from the
+    hierarchical partition and k-means++ starts. On a terminal a progress line
+    on stderr says when the run is done; with ``--progress`` it is redrawn from
+    inside the compiled loop. It only observes, so the results are those of a
+    piped run."""
     import jax
     import numpy as np
 
@@ -297,7 +298,10 @@ def _cmd_select(args) -> int:
             f"select {bar(1, 1)} {cells}/{cells} cells, {line.elapsed()}", force=True
         )
     print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
-    print(f"restarts per cell: {args.n_init} ({args.init})")
+    print(
+        f"restarts per cell: {args.n_init} (the hierarchical partition"
+        + (f" and {args.init})" if args.n_init > 1 else ")")
+    )
     print(result)
     best = result.best
     ll = float(best.log_likelihood)
@@ -502,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         default="kmeans++",
         choices=["kmeans++", "kmeans", "random", "random_from_data"],
-        help="initialization of the restarts (default: kmeans++)",
+        help="initialization of the restarts after the first, which starts from "
+        "the hierarchical partition (default: kmeans++)",
     )
     _add_run_options(select, "random seed of the starts")
     _add_progress(select)

@@ -74,12 +74,16 @@ def test_kmeans_refines_the_seeds():
     key = jax.random.key(4)
     seeded = gmmjax.init_gmm(key, X, n_components=3, method="kmeans++")
     refined = gmmjax.init_gmm(key, X, n_components=3, method="kmeans")
-    assert inertia(X, np.asarray(refined.means)) <= inertia(X, np.asarray(seeded.means))
+    # k-means runs in standard units (each feature over its standard deviation)
+    scale = X.std(axis=0)
+    xs = X / scale
+    seeded_means = np.asarray(seeded.means) / scale
+    means = np.asarray(refined.means) / scale
+    assert inertia(xs, means) <= inertia(xs, seeded_means)
     # Lloyd's fixed point: every mean is the centroid of its nearest points
-    means = np.asarray(refined.means)
-    labels = ((X[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+    labels = ((xs[:, None] - means[None]) ** 2).sum(-1).argmin(1)
     for j in range(3):
-        np.testing.assert_allclose(means[j], X[labels == j].mean(0), rtol=1e-6)
+        np.testing.assert_allclose(means[j], xs[labels == j].mean(0), rtol=1e-6)
 
 
 def test_random_responsibilities_start_near_the_mean():

@@ -52,6 +52,7 @@ def many_starts(key, faithful, **kwargs):
         n_init=N_MANY,
         covariance_type="spherical",
         init="random_from_data",
+        hc_start=False,
     )
     return gmmjax.multistart(gmmjax.EM(), key, faithful, **options | kwargs)
 
@@ -64,13 +65,39 @@ def faithful():
 def test_n_init_one_equals_fit(faithful):
     key = jax.random.key(7)
     result = gmmjax.multistart(
-        gmmjax.EM(), key, faithful, n_components=K, n_init=1, max_steps=200
+        gmmjax.EM(),
+        key,
+        faithful,
+        n_components=K,
+        n_init=1,
+        max_steps=200,
+        hc_start=False,
     )
     assert result.log_likelihood.shape == (1,)
     assert result.gmm.means.shape == (1, K, 2)
     gmm0 = gmmjax.init_gmm(jax.random.fold_in(key, 0), faithful, n_components=K)
     alone = gmmjax.fit(gmmjax.EM(), gmm0, faithful, max_steps=200)
     assert_same_fit(lane(result, 0), alone)
+
+
+def test_the_first_start_is_the_hierarchical_partition(faithful):
+    key = jax.random.key(7)
+    result = gmmjax.multistart(
+        gmmjax.EM(), key, faithful, n_components=K, n_init=3, max_steps=200
+    )
+    # start 0 from init_gmm's "hc" (the key is not used), the others as without
+    gmm0 = gmmjax.init_gmm(jax.random.key(99), faithful, n_components=K, method="hc")
+    assert_same_fit(
+        lane(result, 0), gmmjax.fit(gmmjax.EM(), gmm0, faithful, max_steps=200)
+    )
+    gmm1 = gmmjax.init_gmm(jax.random.fold_in(key, 1), faithful, n_components=K)
+    assert_same_fit(
+        lane(result, 1), gmmjax.fit(gmmjax.EM(), gmm1, faithful, max_steps=200)
+    )
+    with pytest.raises(TypeError, match="hc_start must be True or False, got 1"):
+        gmmjax.multistart(
+            gmmjax.EM(), key, faithful, n_components=K, n_init=3, hc_start=1
+        )
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -87,6 +114,7 @@ def test_every_lane_equals_its_start_fitted_alone(faithful, covariance_type):
         init="random_from_data",
         max_steps=150,
         reg_covar=1e-4,
+        hc_start=False,
     )
     starts = []
     for i, k in enumerate(start_keys(key, N_INIT)):
@@ -119,6 +147,7 @@ def test_lanes_with_sample_weight(rng):
         covariance_type="diag",
         sample_weight=w,
         init="kmeans",
+        hc_start=False,
     )
     for i, k in enumerate(start_keys(key, 3)):
         gmm0 = gmmjax.init_gmm(
@@ -328,7 +357,7 @@ def test_reg_covar_regularizes_the_starts_whatever_the_fitter(faithful):
     # the inner EM's was; now they get multistart's, and only it. The starts are
     # the n_init=1 test's (K components, full, k-means++)
     key = jax.random.key(6)
-    kwargs = dict(n_components=K, n_init=2, max_steps=0)
+    kwargs = dict(n_components=K, n_init=2, max_steps=0, hc_start=False)
     fitter = gmmjax.Annealed(gmmjax.EM(reg_covar=1e-3), lambda t: 1.0)
     for reg_covar, expected in ((None, 1e-6), (1e-3, 1e-3), (0.5, 0.5)):
         extra = {} if reg_covar is None else {"reg_covar": reg_covar}

@@ -140,13 +140,18 @@ def test_select_on_faithful_agrees_with_sklearn():
                     random_state=0,
                 ).fit(x)
                 ref[i, j] = model.bic(x)
-    # Both searches take 10 k-means starts per cell, run to |change in mean
-    # log-likelihood| < 1e-6. On this small grid both reach the same (best) local
-    # maximum of every cell; what remains is the convergence slack: with a
-    # linear rate r the log-likelihood still lacks about 272 * 1e-6 * r / (1 - r),
-    # under 0.03 for r <= 0.99, i.e. 0.06 in BIC. A different local maximum would
-    # differ by whole units.
-    np.testing.assert_allclose(ours.values, ref, rtol=0, atol=0.1)
+    # Both searches take 10 starts per cell (ours: the hierarchical partition
+    # and 9 k-means starts in standard units), run to |change in mean
+    # log-likelihood| < 1e-6: the convergence slack, with a linear rate r, is
+    # about 272 * 1e-6 * r / (1 - r) in log-likelihood, under 0.03 for
+    # r <= 0.99, i.e. 0.06 in BIC. Ours never ends at a worse maximum; where
+    # it finds a better one, it is better by whole units.
+    assert np.all(ours.values <= ref + 0.1)
+    better = ours.values < ref - 1.0
+    np.testing.assert_allclose(ours.values[~better], ref[~better], rtol=0, atol=0.1)
+    # (3, full) and (4, full): scikit-learn's raw-unit k-means starts miss the
+    # best maxima that starts in standard units reach
+    assert better[2, 0] and better[3, 0]
     assert (ours.best_n_components, ours.best_covariance_type) == (3, "tied")
     i, j = np.unravel_index(np.argmin(ref), ref.shape)
     assert (ks[i], COVARIANCE_TYPES[j]) == (3, "tied")
@@ -231,7 +236,7 @@ def test_cli_select_prints_the_table_and_choice(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "272 samples" in out and "| k | full | diag |" in out
-    assert "restarts per cell: 10 (kmeans)" in out
+    assert "restarts per cell: 10 (the hierarchical partition and kmeans)" in out
     assert "best by BIC: 2 components" in out
     assert "status: CONVERGED" in out
 

