@@ -479,9 +479,9 @@ def multistart_masked(
     at once, in one compiled program per covariance type.
 
     ``tree``, optional, holds the ``(K, n)`` hierarchical partitions of ``x``
-    (:func:`hc_tree` with ``K = max(n_active)``): the first start of every
-    ``k`` is then fitted to its partition, as :func:`multistart`'s
-    ``hc_start`` does.
+    (:func:`hc_tree` with ``K = max(n_active)``): every ``k`` then runs one
+    more start, fitted to its partition, beside its ``n_init`` keyed starts,
+    so its best run is never worse than without it.
 
     For every ``k`` of ``n_active`` (``(g,)`` ints in ``1..K``), the ``n_init``
     starts of ``multistart(fitter, key, x, n_components=k, ...)`` (the same
@@ -515,7 +515,7 @@ def multistart_masked(
     )
     n_active = np.asarray(n_active, np.int32)
     k_max = int(n_active.max())
-    n_runs = n_init * n_active.shape[0]
+    n_runs = (n_init + (tree is not None)) * n_active.shape[0]
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], k_max)
     batch_size = None if batch_size >= n_runs else batch_size
@@ -527,6 +527,10 @@ def multistart_masked(
         "batch_size": batch_size,
     }
     keys = start_keys(keys, n_init)
+    if tree is not None:
+        # the hierarchical start comes first, before the keyed ones (its key
+        # is not used)
+        keys = jnp.concatenate([keys[:1], keys])
     return _restarts(
         "best-masked", fitter, keys, (*args, jnp.asarray(n_active), tree), static
     )

@@ -376,8 +376,9 @@ def select(
 
     Each cell of the grid is fitted as by :func:`gmmjax.multistart` with
     ``n_init`` batched restarts (the same keys in every cell; with
-    ``hc_start``, the first start of every cell is the partition of one
-    model-based hierarchical clustering of ``x``, cut at its ``k``), its best run is
+    ``hc_start``, every cell also runs one more start, from the partition of
+    one model-based hierarchical clustering of ``x`` cut at its ``k``, so its
+    best run is never worse than without it), its best run is
     kept (:func:`gmmjax.best_of`) and scored by the criterion
     (:func:`gmmjax.bic` or :func:`gmmjax.aic`, lower is better). The chosen model
     minimizes the criterion over the cells whose best run ended normally; ties go
@@ -418,9 +419,11 @@ def select(
             so its calls come together once its program has run, in the order of
             ``n_components``; the covariance types follow one another in the
             order of ``covariance_types``.
-        hc_start: start the first run of every cell from the hierarchical
-            partition (:func:`gmmjax.init_gmm`'s ``"hc"``, computed once for
-            the grid) instead of ``init``'s draw from key 0.
+        hc_start: add to every cell a start from the hierarchical partition
+            (:func:`gmmjax.init_gmm`'s ``"hc"``, one tree for the grid): ``n_init
+            + 1`` runs a cell, with a fitter that masks components (EM); other
+            fitters run :func:`gmmjax.multistart`'s ``hc_start``, whose first
+            start is the hierarchical one.
 
     Returns:
         A :class:`SelectionResult` with the table and the chosen model.

@@ -299,8 +299,7 @@ def _cmd_select(args) -> int:
         )
     print(f"data: {x.shape[0]} samples, {x.shape[1]} features")
     print(
-        f"restarts per cell: {args.n_init} (the hierarchical partition"
-        + (f" and {args.init})" if args.n_init > 1 else ")")
+        f"restarts per cell: {args.n_init} ({args.init}) and the hierarchical partition"
     )
     print(result)
     best = result.best
@@ -506,8 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         default="kmeans++",
         choices=["kmeans++", "kmeans", "random", "random_from_data"],
-        help="initialization of the restarts after the first, which starts from "
-        "the hierarchical partition (default: kmeans++)",
+        help="initialization of the restarts, beside one from the hierarchical "
+        "partition in every cell (default: kmeans++)",
     )
     _add_run_options(select, "random seed of the starts")
     _add_progress(select)
