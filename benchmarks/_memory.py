@@ -1,9 +1,13 @@
-"""Memory measurements and a large data file shared by the out-of-core
-benchmarks (imported by the scripts next to it)."""
+"""Memory measurements, a large data file and fresh child processes, shared by
+the out-of-core benchmarks (imported by the scripts next to it)."""
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -62,3 +66,21 @@ def write_data(
             labels = rng.integers(0, 4, size=m)
             x = centers[labels] + rng.normal(size=(m, d))
             f.write(np.ascontiguousarray(x, "<f8").tobytes())
+
+
+def run_script(script: str, args: list[str]) -> dict:
+    """Run ``script`` with ``args`` in a fresh Python process, with the
+    repository on its path (its peak memory is its own); its last line of
+    output is a JSON object, returned."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 from _common import machine_info
-from _memory import MB, PeakSampler, proc_status, write_data
+from _memory import MB, PeakSampler, proc_status, run_script, write_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "chunked.json"
@@ -127,8 +124,6 @@ def child(args) -> dict:
 
 def run_child(args, mode: str, path: pathlib.Path) -> dict:
     cmd = [
-        sys.executable,
-        __file__,
         "--child",
         "--mode",
         mode,
@@ -145,11 +140,7 @@ def run_child(args, mode: str, path: pathlib.Path) -> dict:
         "--repeats",
         str(args.repeats),
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_script(__file__, cmd)
 
 
 def main() -> None:

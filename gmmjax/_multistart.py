@@ -338,7 +338,7 @@ def multistart(
     }
     args = (x, w, max_steps, tol, reg_covar)
     if check_hc_start(hc_start):
-        tree = hc_tree(x, w, n_components)
+        tree = hc_labels(x, w, n_clusters=n_components)
         args = (*args, None, (tree, np.arange(n_init) == 0))
     if report is not None:
         return _multistart(fitter, keys, *args, **static, report=report)
@@ -384,14 +384,6 @@ def _check_report(report) -> None:
             "report must be hashable (it is a static argument of the compiled "
             f"program), got an unhashable {type(report).__name__}"
         ) from None
-
-
-def hc_tree(x, w, n_clusters: int) -> jax.Array:
-    """``(n_clusters, n)``: the hierarchical partitions of ``x`` into ``1..
-    n_clusters`` clusters (:func:`gmmjax._hc.hc_labels`), for starts fitted to
-    them. ``w``: weights or ``None``."""
-    w = np.ones(x.shape[0], x.dtype) if w is None else w
-    return hc_labels(x, w, n_clusters=n_clusters)
 
 
 def check_hc_start(hc_start) -> bool:
@@ -479,7 +471,8 @@ def multistart_masked(
     at once, in one compiled program per covariance type.
 
     ``tree``, optional, holds the ``(K, n)`` hierarchical partitions of ``x``
-    (:func:`hc_tree` with ``K = max(n_active)``): every ``k`` then runs one
+    (:func:`gmmjax._hc.hc_labels` with ``n_clusters = max(n_active)``): every
+    ``k`` then runs one
     more start, fitted to its partition, beside its ``n_init`` keyed starts,
     so its best run is never worse than without it.
 

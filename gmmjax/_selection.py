@@ -14,11 +14,11 @@ from ._density import check_gmm, prepare, total_log_likelihood
 from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps
 from ._gmm import GMM
+from ._hc import hc_labels
 from ._init import INIT_METHODS
 from ._multistart import (
     best_of,
     check_hc_start,
-    hc_tree,
     multistart,
     multistart_masked,
 )
@@ -276,8 +276,8 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
     are cut to their ``k`` components on the host (slicing device arrays would
     compile a program per ``k``). Other fitters run
     :func:`gmmjax.multistart` per ``k``. ``tree``: the hierarchical partitions
-    (:func:`gmmjax._multistart.hc_tree`) that the first start of every ``k``
-    is fitted to, or ``None``.
+    (:func:`gmmjax._hc.hc_labels`) that one more start of every ``k`` is
+    fitted to, or ``None``.
     """
     if not masks_components(fitter):
         for i, k in enumerate(candidates):
@@ -470,7 +470,9 @@ def select(
         batch_size=batch_size,
         reg_covar=reg_covar,
     )
-    tree = hc_tree(x, None, max(candidates)) if check_hc_start(hc_start) else None
+    tree = None
+    if check_hc_start(hc_start):
+        tree = hc_labels(x, n_clusters=max(candidates))
     done = 0
     for j, ctype in enumerate(types):
         cells = _fit_cells(fitter, key, x, candidates, ctype, options, tree)

@@ -374,8 +374,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _check_stream_params(self):
         """Stepwise EM (``partial_fit``, ``batch_size``) has no optimizer,
         schedule or re-seeding."""
-        for name, default in (("optimizer", None), ("anneal", None)):
-            if getattr(self, name) is not default:
+        for name in ("optimizer", "anneal"):
+            if getattr(self, name) is not None:
                 raise ValueError(
                     f"partial_fit and batch_size fit by stepwise EM: {name} must be "
                     f"None, got {getattr(self, name)!r}"
