@@ -143,11 +143,13 @@ def test_a_static_zero_budget_compiles_no_reseeding_and_changes_nothing():
     def fit(fitter, gmm0=FAR):
         return gmmjax.fit(fitter, gmm0, FAITHFUL, max_steps=200)
 
-    # without a degeneracy the re-seed branch is never taken: the same numbers
+    # without a degeneracy the re-seed branch is never taken: the same numbers, to
+    # the rounding of two separately compiled programs (XLA may order a sum
+    # differently in each; bitwise equal on CPUs with AVX-512)
     a, b = fit(gmmjax.EM(), GOOD[0]), fit(gmmjax.EM(max_reseeds=2), GOOD[0])
     assert a.status_name == b.status_name == "CONVERGED"
     assert int(a.n_steps) == int(b.n_steps)
-    assert float(a.log_likelihood) == float(b.log_likelihood)
+    np.testing.assert_allclose(a.log_likelihood, b.log_likelihood, rtol=1e-13)
     # the budget-0 program has no re-seed branch: it is smaller
     hlo = [
         jax.jit(fit).lower(gmmjax.EM(max_reseeds=r)).as_text().count("\n")
