@@ -12,19 +12,31 @@ scikit-learn datasets, **unscaled** (wine, 178 x 13, features from about 0.1 to
 - ``sklearn_best_of_100``: ``sklearn.mixture.GaussianMixture(n_init=100,
   init_params="kmeans")``, the best of 100 k-means starts in the data's units.
 
-All run EM to ``tol=1e-6`` (change in mean log-likelihood) within 500 steps, with
-the same absolute ``reg_covar=1e-6``, in float64, so they maximize the same
-likelihood. A gmmjax cell counts when its best run ended ``CONVERGED`` or
-``MAX_STEPS``; a scikit-learn fit that raises (a collapsed component) counts as
-missing. The summary lists, per dataset, the cells where either side is better
-by more than 1e-6 relative, and by how much, and flags the models whose
-smallest variance is within 10 ``reg_covar``: a component that only
-``reg_covar`` keeps from collapsing onto a subspace of the data (iris and wine
-are recorded to a few digits, so many of their rows share values), whose
-likelihood is not a better model but a spurious maximum.
+All run EM to ``tol=1e-6`` (change in mean log-likelihood) within 500 steps, in
+float64, and maximize the same likelihood, with the same variance floor:
 
-Usage: ``python benchmarks/starts_benchmark.py [--datasets wine iris ...]``.
-Results go to ``benchmarks/results/starts.json``.
+- ``--reg-scale relative`` (the default, ``select``'s): ``1e-6`` times each
+  feature's variance. scikit-learn's ``reg_covar`` is absolute, so its fits run
+  on the standardized data ``x / sd`` with ``reg_covar=1e-6`` (the same floor;
+  the log-likelihood is mapped back to the original units by ``- n sum(log
+  sd)``), except ``spherical``, whose relative floor is one number, ``1e-6``
+  times the mean variance, given as it is on the original data. (On the
+  standardized data scikit-learn's k-means also works in standard units.)
+- ``--reg-scale absolute``: ``reg_covar=1e-6`` on the original data, both sides.
+
+A gmmjax cell counts when its best run ended ``CONVERGED`` or ``MAX_STEPS``; a
+scikit-learn fit that raises (a collapsed component) counts as missing. The
+summary lists, per dataset, the cells where either side is better by more than
+1e-6 relative, and by how much, and flags the models whose smallest variance is
+within 10 times the floor (in standard units for the relative floor): a
+component that only ``reg_covar`` keeps from collapsing onto a subspace of the
+data (iris and wine are recorded to a few digits, so many of their rows share
+values), whose likelihood is not a better model but a spurious maximum.
+
+Usage: ``python benchmarks/starts_benchmark.py [--datasets wine iris ...]
+[--reg-scale relative|absolute]``. Results go to
+``benchmarks/results/starts.json`` (``starts_absolute.json`` for the absolute
+floor).
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ jax.config.update("jax_enable_x64", True)
 import gmmjax  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "starts.json"
+RESULTS = ROOT / "benchmarks" / "results"
 TYPES = ("full", "tied", "diag", "spherical")
 KS = tuple(range(1, 10))
 REG_COVAR = 1e-6
@@ -70,19 +82,29 @@ def load(name: str) -> np.ndarray:
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def smallest_variance(covariances, covariance_type: str) -> float:
-    """The smallest variance of a model in any direction: the least eigenvalue
-    of its covariances."""
+def held_up(covariances, covariance_type: str, sd, reg_scale: str) -> bool:
+    """Whether a model's smallest variance in any direction (the least
+    eigenvalue of its covariances; in standard units ``x / sd`` for the
+    relative floor) is within ``HELD`` times the floor."""
     c = np.asarray(covariances)
+    if reg_scale == "relative":
+        if covariance_type == "spherical":
+            c = c / np.mean(sd**2)
+        elif covariance_type == "diag":
+            c = c / sd**2
+        else:
+            c = c / np.outer(sd, sd)
     if covariance_type in ("full", "tied"):
-        return float(np.linalg.eigvalsh(c.reshape(-1, *c.shape[-2:])).min())
-    return float(c.min())
+        least = float(np.linalg.eigvalsh(c.reshape(-1, *c.shape[-2:])).min())
+    else:
+        least = float(c.min())
+    return least <= HELD * REG_COVAR
 
 
-def ours(x, hc_start: bool):
+def ours(x, hc_start: bool, reg_scale: str):
     """``(log-likelihoods (9, 4), usable (9, 4), held (9, 4), seconds)`` of
-    ``select``; ``held``: the model's smallest variance is within ``10
-    reg_covar`` (a component that only ``reg_covar`` keeps from collapsing)."""
+    ``select``; ``held``: the model's smallest variance is within ``10`` times
+    the floor (a component that only ``reg_covar`` keeps from collapsing)."""
     start = time.perf_counter()
     result = gmmjax.select(
         jax.random.key(0),
@@ -92,29 +114,39 @@ def ours(x, hc_start: bool):
         n_init=10,
         max_steps=500,
         tol=1e-6,
+        reg_covar=REG_COVAR,
+        reg_scale=reg_scale,
         hc_start=hc_start,
     )
     seconds = time.perf_counter() - start
     usable = np.isin(result.status, [0, 1])
     held = np.zeros(usable.shape, bool)
+    sd = x.std(axis=0)
     for i, k in enumerate(KS):
         for j, ctype in enumerate(TYPES):
             cov = result.fits[(k, ctype)].gmm.covariances
-            held[i, j] = smallest_variance(cov, ctype) <= HELD * REG_COVAR
+            held[i, j] = held_up(cov, ctype, sd, reg_scale)
     return np.asarray(result.log_likelihood), usable, held, seconds
 
 
-def sklearn_best(x, n_init: int):
+def sklearn_best(x, n_init: int, reg_scale: str):
     """``(log-likelihoods (9, 4), held (9, 4), seconds)``: the best of
-    ``n_init`` scikit-learn k-means fits per cell (NaN when it raises)."""
+    ``n_init`` scikit-learn k-means fits per cell (NaN when it raises), with
+    ``select``'s floor (see the module's docstring)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
     out = np.full((len(KS), len(TYPES)), np.nan)
     held = np.zeros(out.shape, bool)
+    sd = x.std(axis=0)
     start = time.perf_counter()
     for i, k in enumerate(KS):
         for j, ctype in enumerate(TYPES):
+            data, reg, shift = x, REG_COVAR, 0.0
+            if reg_scale == "relative" and ctype == "spherical":
+                reg = REG_COVAR * np.mean(sd**2)
+            elif reg_scale == "relative":
+                data, shift = x / sd, -len(x) * np.sum(np.log(sd))
             model = GaussianMixture(
                 k,
                 covariance_type=ctype,
@@ -122,19 +154,20 @@ def sklearn_best(x, n_init: int):
                 init_params="kmeans",
                 tol=1e-6,
                 max_iter=500,
-                reg_covar=REG_COVAR,
+                reg_covar=reg,
                 random_state=0,
             )
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(x)
+                    model.fit(data)
             except ValueError:  # a collapsed component in every start
                 continue
-            out[i, j] = model.score(x) * len(x)
-            held[i, j] = (
-                smallest_variance(model.covariances_, ctype) <= HELD * REG_COVAR
-            )
+            out[i, j] = model.score(data) * len(x) + shift
+            cov = model.covariances_
+            if data is not x:  # back to the original units
+                cov = cov * (np.outer(sd, sd) if ctype in ("full", "tied") else sd**2)
+            held[i, j] = held_up(cov, ctype, sd, reg_scale)
     return out, held, time.perf_counter() - start
 
 
@@ -174,15 +207,25 @@ def main() -> None:
         "--datasets", nargs="+", default=["wine", "breast_cancer10", "iris"]
     )
     parser.add_argument("--sklearn-n-init", type=int, default=100)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument(
+        "--reg-scale", choices=("relative", "absolute"), default="relative"
+    )
+    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args()
+    if args.out is None:
+        suffix = "" if args.reg_scale == "relative" else "_absolute"
+        args.out = RESULTS / f"starts{suffix}.json"
     info = machine_info("scikit-learn")
     runs = {}
     for name in args.datasets:
         x = load(name)
-        ll, usable, held, seconds = ours(x, hc_start=True)
-        ll_no_hc, usable_no_hc, held_no_hc, seconds_no_hc = ours(x, hc_start=False)
-        ref, ref_held, ref_seconds = sklearn_best(x, args.sklearn_n_init)
+        ll, usable, held, seconds = ours(x, True, args.reg_scale)
+        ll_no_hc, usable_no_hc, held_no_hc, seconds_no_hc = ours(
+            x, False, args.reg_scale
+        )
+        ref, ref_held, ref_seconds = sklearn_best(
+            x, args.sklearn_n_init, args.reg_scale
+        )
         runs[name] = {
             "shape": list(x.shape),
             "feature_std_range": [float(x.std(0).min()), float(x.std(0).max())],
@@ -223,7 +266,8 @@ def main() -> None:
             "tol": 1e-6,
             "max_steps": 500,
             "reg_covar": REG_COVAR,
-            "held_by_reg_covar": f"smallest variance <= {HELD:g} reg_covar",
+            "reg_scale": args.reg_scale,
+            "held_by_reg_covar": f"smallest variance <= {HELD:g} times the floor",
             "dtype": "float64",
             "relative_tolerance": 1e-6,
         },

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._em import e_step as e_step
     from ._em import em_step as em_step
     from ._em import m_step as m_step
+    from ._em import relative_reg_covar as relative_reg_covar
     from ._fit import FitResult as FitResult
     from ._fit import FitTrace as FitTrace
     from ._fit import Status as Status

@@ -201,6 +201,8 @@ def summary(args, data: Data, result, runs) -> dict:
         # the first restart starts from the hierarchical partition
         "hc_start": True,
         "seed": args.seed,
+        "reg_covar": args.reg_covar,
+        "reg_scale": args.reg_scale,
         "n_components": int(gmm.n_components),
         "covariance_type": gmm.covariance_type,
         "weights": weights.tolist(),
@@ -241,6 +243,15 @@ def _unusable(result) -> str | None:
     return None
 
 
+def regularization(reg_covar: float, reg_scale: str) -> str:
+    """The line that says what ``--reg-covar`` added to the variances."""
+    if reg_scale == "relative":
+        what = "x each feature's variance"
+    else:
+        what = "added to every variance"
+    return f"reg_covar: {reg_covar:g} {what} (--reg-scale {reg_scale})"
+
+
 def print_summary(s: dict) -> None:
     """The data, the model and how the fit ended: the lines before the diagnosis."""
     n, d = s["data"]["n_samples"], s["data"]["n_features"]
@@ -261,6 +272,7 @@ def print_summary(s: dict) -> None:
             f"covariance_type={s['covariance_type']!r}, "
             f"{METHODS[s['method']]} from {starts}{restarts}"
         )
+        print(regularization(s["reg_covar"], s["reg_scale"]))
         print(f"weights: {np.asarray(s['weights'])}")
         print(f"means:\n{np.asarray(s['means'])}")
         print(f"covariances:\n{np.asarray(s['covariances'])}")

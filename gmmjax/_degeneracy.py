@@ -103,6 +103,27 @@ def _spread(cov, means, center, data_mean, data_var, covariance_type, rounding):
     return Spread(jnp.broadcast_to(variance, (k,)), jnp.broadcast_to(level, (k,)))
 
 
+def regularize(cov, reg_covar, covariance_type):
+    """``cov`` with ``reg_covar`` added to its variances.
+
+    ``reg_covar`` is a scalar (scikit-learn's convention: the same value for
+    every feature) or a ``(d,)`` vector, one value per feature (e.g.
+    :func:`gmmjax.relative_reg_covar`). ``cov`` is a covariance's diagonal part in
+    the layout of ``covariance_type``'s M step: ``(..., d, d)`` matrices for
+    ``full`` and ``tied``, ``(..., d)`` variances for ``diag``, ``(...,)``
+    variances for ``spherical``, to which a vector adds its mean (the spherical
+    variance is the mean of the per-feature ones).
+    """
+    reg = jnp.asarray(reg_covar, cov.dtype)
+    if covariance_type in ("full", "tied"):
+        d = cov.shape[-1]
+        eye = jnp.eye(d, dtype=cov.dtype)
+        return cov + (reg * eye if reg.ndim == 0 else reg[:, None] * eye)
+    if covariance_type == "spherical" and reg.ndim == 1:
+        return cov + jnp.mean(reg)
+    return cov + reg
+
+
 def smallest_variance(
     nk, means, center, second, covariance_type, reg_covar, *, expanded=False
 ) -> Spread:
@@ -152,7 +173,8 @@ def smallest_variance(
             ``tied`` (before pooling), ``(k, d)`` variances for ``diag``, ``(k,)``
             total variances (traces) for ``spherical``.
         covariance_type: the model's covariance type.
-        reg_covar: the value the M step adds to every variance.
+        reg_covar: what the M step adds to the variances: a scalar or one value
+            per feature (see :func:`regularize`).
         expanded: whether the moments come from an expanded square.
 
     Returns:
@@ -179,18 +201,14 @@ def smallest_variance(
     if covariance_type == "spherical":
         d = means.shape[1]
         data_var = share @ second + jnp.sum(between)
-        cov = second / d + reg_covar
+        cov = regularize(second / d, reg_covar, covariance_type)
     else:
         full = second.ndim == 3
         var = jnp.diagonal(second, axis1=-2, axis2=-1) if full else second
         data_var = share @ var + between
         if covariance_type == "tied":
             second = jnp.einsum("k,kde->de", share, second)
-        if full:
-            second = second + reg_covar * jnp.eye(means.shape[1], dtype=means.dtype)
-        else:
-            second = second + reg_covar
-        cov = second
+        cov = regularize(second, reg_covar, "full" if full else "diag")
     return _spread(cov, means, center, data_mean, data_var, covariance_type, rounding)
 
 

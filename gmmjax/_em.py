@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._degeneracy import (
+    data_variance,
     degenerate_component,
     keep_inactive,
     reseed_component,
@@ -41,11 +42,20 @@ from ._validation import (
     check_covariance_type,
     check_data,
     check_nonnegative_scalar,
+    check_reg_covar,
     check_sample_weight,
     concrete,
 )
 
-__all__ = ["EM", "EMState", "e_step", "em_step", "em_update", "m_step"]
+__all__ = [
+    "EM",
+    "EMState",
+    "e_step",
+    "em_step",
+    "em_update",
+    "m_step",
+    "relative_reg_covar",
+]
 
 
 class EMState(NamedTuple):
@@ -312,7 +322,7 @@ def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-
             f"resp must have shape (n, k) = ({x.shape[0]}, k), got {resp.shape}"
         )
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
-    check_nonnegative_scalar(reg_covar, "reg_covar")
+    check_reg_covar(reg_covar, n_features=x.shape[1])
     return _m_step(x, resp, w, reg_covar, covariance_type)
 
 
@@ -449,8 +459,54 @@ def em_step(gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0) -> GMM
         True
     """
     x, w = prepare(gmm, x, sample_weight)
-    check_nonnegative_scalar(reg_covar, "reg_covar")
+    check_reg_covar(reg_covar, n_features=x.shape[1])
     return _em_step_jit(gmm, x, w, reg_covar, beta)
+
+
+# ------------------------------------------------------------ regularization
+
+
+def relative_reg_covar(x, fraction=1e-6, *, sample_weight=None) -> jax.Array:
+    """A scale-relative ``reg_covar``: ``fraction`` times each feature's variance.
+
+    scikit-learn's ``reg_covar`` is absolute: the same value is added to every
+    feature's variance, whatever its units. On data whose features differ in
+    scale by orders of magnitude that is a large change to the small ones (``1e-6``
+    added to a variance of ``1e-5`` is 10%) and none to the large ones, and
+    measuring a feature in other units changes the fit. This returns one value
+    per feature, ``r_f = fraction * V_f`` with ``V_f`` the data's (weighted)
+    variance of feature ``f``, for the ``reg_covar`` of :class:`EM`,
+    :func:`em_step`, :func:`m_step`, :func:`gmmjax.init_gmm`,
+    :func:`gmmjax.multistart` and the other fitters. With it the ``full``,
+    ``diag`` and ``tied`` fits are equivariant under rescaling a feature: the same
+    fit, in the new units, with the log-likelihood shifted by ``n log c`` (the
+    Jacobian); on standardized data it is scikit-learn's ``reg_covar=fraction``.
+    A ``spherical`` model adds the vector's mean, one number, to its variance.
+    :func:`gmmjax.select` and the ``gmmjax`` command line use it by default
+    (``reg_scale="relative"``).
+
+    A feature that does not vary (variance at the rounding level of its values)
+    takes the mean variance of the others (``1`` if none varies), so the floor
+    stays positive.
+
+    Args:
+        x: ``(n, d)`` data.
+        fraction: a number ``>= 0``, the floor in units of each feature's variance.
+        sample_weight: optional ``(n,)`` non-negative weights.
+
+    Returns:
+        ``(d,)`` the per-feature floor, in ``x``'s dtype.
+
+    Example:
+        >>> import jax.numpy as jnp, gmmjax
+        >>> x = jnp.array([[0.0, 0.0], [2.0, 2000.0], [4.0, 4000.0]])
+        >>> [round(float(r), 4) for r in gmmjax.relative_reg_covar(x, 1e-3)]
+        [0.0027, 2666.6667]
+    """
+    x = check_data(x)
+    check_nonnegative_scalar(fraction, "fraction")
+    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
+    return jnp.asarray(fraction, x.dtype) * data_variance(x, w)
 
 
 # ----------------------------------------------------------------- the fitter
@@ -483,7 +539,8 @@ class EM:
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in
             the M step (scikit-learn's convention), keeping covariances positive
-            definite.
+            definite; or a ``(d,)`` array, one value per feature, e.g.
+            :func:`relative_reg_covar`'s scale-relative floor.
         max_reseeds: the number of re-seeds a run may use, a Python integer
             ``>= 0`` (static); ``0`` (default) never re-seeds.
 
@@ -512,7 +569,7 @@ class EM:
 
     def check(self) -> None:
         """Validate the hyperparameters (called by the drivers at the API edge)."""
-        check_nonnegative_scalar(self.reg_covar, "reg_covar")
+        check_reg_covar(self.reg_covar)
         budget = self.max_reseeds
         if isinstance(budget, (bool, np.bool_)) or not isinstance(
             budget, numbers.Integral

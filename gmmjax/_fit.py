@@ -20,7 +20,7 @@ import numpy as np
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._gmm import GMM
 from ._levels import ByWork, fit_work
-from ._validation import check_count, check_nonnegative_scalar
+from ._validation import check_count, check_nonnegative_scalar, check_reg_covar
 
 __all__ = [
     "RUNNING",
@@ -237,6 +237,13 @@ def prepare_fit(fitter, gmm0, x, sample_weight):
             f"x has {x.shape[0]} samples but the model has {gmm0.n_components} "
             "components: need n_samples >= n_components"
         )
+    # a per-feature reg_covar is checked against the data's features, in the
+    # fitter and in any fitter it wraps (Annealed's inner)
+    inner = fitter
+    while inner is not None:
+        if hasattr(inner, "reg_covar"):
+            check_reg_covar(inner.reg_covar, n_features=x.shape[1])
+        inner = getattr(inner, "inner", None)
     gmm0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), gmm0)
     return gmm0, x, w
 

@@ -16,8 +16,8 @@ from ._validation import (
     check_covariance_type,
     check_data,
     check_key,
-    check_nonnegative_scalar,
     check_positive_int,
+    check_reg_covar,
     check_sample_weight,
 )
 
@@ -367,7 +367,7 @@ def init_gmm(
             f"n_components={n_components} must be <= n_samples={x.shape[0]}"
         )
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
-    check_nonnegative_scalar(reg_covar, "reg_covar")
+    check_reg_covar(reg_covar, n_features=x.shape[1])
     return init_gmm_jit(
         key,
         x,

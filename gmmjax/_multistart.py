@@ -21,6 +21,7 @@ from ._validation import (
     check_key,
     check_nonnegative_scalar,
     check_positive_int,
+    check_reg_covar,
     check_sample_weight,
 )
 
@@ -187,7 +188,7 @@ def _check_runs(
     w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
-    check_nonnegative_scalar(reg_covar, "reg_covar")
+    check_reg_covar(reg_covar, n_features=x.shape[1])
     return check_key(key), x, w, n_init, batch_size, covariance_type
 
 

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from ._anneal import Annealed
+from ._degeneracy import data_variance
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._em import EM
 from ._fit import FitResult, Status, check_fitter, check_steps
@@ -28,6 +29,7 @@ from ._validation import (
     check_data,
     check_nonnegative_scalar,
     check_positive_int,
+    check_reg_covar,
 )
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 CRITERIA = ("bic", "aic")
+REG_SCALES = ("relative", "absolute")
 
 
 def n_parameters(gmm: GMM) -> int:
@@ -259,6 +262,16 @@ def padded_components(gmm: GMM, size: int) -> GMM:
     return GMM(logits, pad(gmm.means), log_diag, off_diag, gmm.covariance_type)
 
 
+def _scale_reg_covar(fitter, scale):
+    """``fitter`` with the ``reg_covar`` of its :class:`gmmjax.EM` (itself, or
+    inside :class:`gmmjax.Annealed`) multiplied by ``scale``, ``(d,)``."""
+    if isinstance(fitter, Annealed):
+        return dataclasses.replace(fitter, inner=_scale_reg_covar(fitter.inner, scale))
+    if isinstance(fitter, EM):
+        return dataclasses.replace(fitter, reg_covar=fitter.reg_covar * scale)
+    return fitter
+
+
 def masks_components(fitter) -> bool:
     """Whether ``fitter`` keeps components of weight 0 frozen at weight 0 and
     fits the others as a mixture of them alone: :class:`gmmjax.EM` does, and so
@@ -371,6 +384,7 @@ def select(
     reg_covar=1e-6,
     progress=None,
     hc_start: bool = True,
+    reg_scale: str = "relative",
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
 
@@ -403,15 +417,17 @@ def select(
         max_steps: the step budget of every run.
         tol: convergence threshold on the change in mean log-likelihood.
         init: the :func:`gmmjax.init_gmm` method of the starts.
-        fitter: the fitter of every run; default ``gmmjax.EM()``.
+        fitter: the fitter of every run; default ``gmmjax.EM(reg_covar=
+            reg_covar)``.
         batch_size: the number of runs fitted together (>= 1), over all the
             ``len(n_components) * n_init`` runs of a covariance type, to bound
             memory; ``None`` chooses as :func:`gmmjax.multistart` does for ``K``
             components.
         reg_covar: added to the diagonal of the starting covariances
-            (:func:`gmmjax.multistart`'s ``reg_covar``); give the fitter's own
-            value, e.g. ``fitter=gmmjax.EM(reg_covar=1e-3), reg_covar=1e-3``,
-            as scikit-learn does.
+            (:func:`gmmjax.multistart`'s ``reg_covar``) and of the default
+            fitter's; a fitter you pass keeps its own, so give both, e.g.
+            ``fitter=gmmjax.EM(reg_covar=1e-3, max_reseeds=2), reg_covar=1e-3``,
+            as scikit-learn does. A number, or one per feature.
         progress: optional host function ``progress(i, n_cells, k,
             covariance_type)``, called once per cell as its result is ready,
             ``i`` counting the calls from 0 to ``n_cells - 1``, e.g. to draw a
@@ -424,6 +440,14 @@ def select(
             + 1`` runs a cell, with a fitter that masks components (EM); other
             fitters run :func:`gmmjax.multistart`'s ``hc_start``, whose first
             start is the hierarchical one.
+        reg_scale: how ``reg_covar`` and the fitter's ``reg_covar`` (of
+            :class:`gmmjax.EM`, also inside :class:`gmmjax.Annealed`) are read:
+            ``"relative"`` (the default) as fractions of each feature's variance
+            (:func:`gmmjax.relative_reg_covar`), so that the grid does not depend
+            on the units of the features; ``"absolute"`` as they are, like
+            scikit-learn's ``GaussianMixture`` (the same value for every feature,
+            whatever its scale: ``1e-6`` on a feature of variance ``1e-5`` is a
+            10% change of the model).
 
     Returns:
         A :class:`SelectionResult` with the table and the chosen model.
@@ -449,8 +473,15 @@ def select(
     check_nonnegative_scalar(tol, "tol")
     if not isinstance(init, str) or init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
-    fitter = EM() if fitter is None else fitter
+    check_reg_covar(reg_covar, n_features=d)
+    if not isinstance(reg_scale, str) or reg_scale not in REG_SCALES:
+        raise ValueError(f"reg_scale must be one of {REG_SCALES}, got {reg_scale!r}")
+    fitter = EM(reg_covar=reg_covar) if fitter is None else fitter
     check_fitter(fitter)
+    if reg_scale == "relative":
+        scale = data_variance(x, None)
+        reg_covar = reg_covar * scale
+        fitter = _scale_reg_covar(fitter, scale)
     if progress is not None and not callable(progress):
         raise TypeError(
             f"progress must be a function or None, got {type(progress).__name__}"

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._degeneracy import Spread, smallest_variance
+from ._degeneracy import Spread, regularize, smallest_variance
 from ._density import SMALL_D, log_det_precision_cholesky
 from ._gmm import GMM
 
@@ -341,10 +341,7 @@ def two_pass_statistics(x, resp, sample_weight, covariance_type, center=None):
 def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
     """The :class:`GMM` from floored counts ``nk``, means and covariances before
     ``reg_covar`` (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
-    if covariance_type in ("full", "tied"):
-        cov = cov + reg_covar * jnp.eye(means.shape[1], dtype=means.dtype)
-    else:
-        cov = cov + reg_covar
+    cov = regularize(cov, reg_covar, covariance_type)
     logits = jnp.log(nk / jnp.sum(nk))
     return GMM.from_covariances(logits, means, cov, covariance_type=covariance_type)
 

@@ -36,6 +36,7 @@ from ._stats import Statistics, maximize, moments_about
 from ._validation import (
     check_nonnegative_scalar,
     check_positive_int,
+    check_reg_covar,
     concrete,
 )
 
@@ -212,7 +213,7 @@ def fit_em_chunked(
     if concrete(check_steps(max_steps, "max_steps")) is None:
         raise TypeError("max_steps must be a concrete integer")
     check_nonnegative_scalar(tol, "tol")
-    check_nonnegative_scalar(reg_covar, "reg_covar")
+    check_reg_covar(reg_covar, n_features=gmm0.n_features)
     blocks, data_dtype = blocks_of(data, sample_weight)
     dtype = jnp.result_type(gmm0.dtype, jax.dtypes.canonicalize_dtype(data_dtype))
     gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), gmm0)
@@ -399,7 +400,7 @@ class OnlineEM:
 
     def check(self) -> None:
         """Validate the hyperparameters (when they are concrete)."""
-        check_nonnegative_scalar(self.reg_covar, "reg_covar")
+        check_reg_covar(self.reg_covar)
         check_nonnegative_scalar(self.alpha, "alpha")
         check_nonnegative_scalar(self.t0, "t0")
         alpha, t0 = concrete(self.alpha), concrete(self.t0)

@@ -203,6 +203,36 @@ def check_nonnegative_scalar(value, name: str):
     return value
 
 
+def check_reg_covar(value, name: str = "reg_covar", n_features=None):
+    """Validate a variance floor: a number >= 0 (the same for every feature) or
+    a 1-D array of them, one per feature (when concrete; ``n_features``, when
+    given, is the length such an array must have)."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(
+            f"{name} must be a number or an array of one per feature, got "
+            f"{type(value).__name__}"
+        )
+    v = concrete(value)
+    if v is None:
+        return value
+    if v.ndim > 1:
+        raise ValueError(
+            f"{name} must be a number or a 1-D array of one per feature, got shape "
+            f"{v.shape}"
+        )
+    if not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
+        raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
+    if not (np.all(np.isfinite(v)) and np.all(v >= 0)):
+        what = "be a finite number" if v.ndim == 0 else "hold finite numbers"
+        raise ValueError(f"{name} must {what} >= 0, got {v}")
+    if v.ndim == 1 and n_features is not None and v.shape[0] != n_features:
+        raise ValueError(
+            f"{name} has {v.shape[0]} values but the data have {n_features} "
+            "features: give one per feature, or a number"
+        )
+    return value
+
+
 def check_count(value, name: str):
     """An integer >= 0 (a Python or NumPy integer, or a 0-d integer array); a traced
     value is accepted inside ``jit``."""

@@ -23,6 +23,7 @@ from ._cli_report import (
     diagnosis_or_reason,
     print_outcome,
     print_summary,
+    regularization,
     save_plot,
     summary,
 )
@@ -93,9 +94,13 @@ def _fit_runs(args, x):
 
     import gmmjax
 
+    reg_covar = args.reg_covar
+    if args.reg_scale == "relative":
+        reg_covar = gmmjax.relative_reg_covar(x, reg_covar)
+
     def restarts(report=None):
         return gmmjax.multistart(
-            _make_fitter(args),
+            _make_fitter(args, reg_covar),
             jax.random.key(args.seed),
             x,
             n_components=args.n_components,
@@ -104,7 +109,7 @@ def _fit_runs(args, x):
             init="kmeans++",
             max_steps=args.max_steps,
             tol=args.tol,
-            reg_covar=args.reg_covar,
+            reg_covar=reg_covar,
             report=report,
         )
 
@@ -209,7 +214,7 @@ def _check_output_folder(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: the folder {existing} is not writable")
 
 
-def _make_fitter(args):
+def _make_fitter(args, reg_covar):
     import optax
 
     import gmmjax
@@ -218,7 +223,7 @@ def _make_fitter(args):
         return gmmjax.GradientFitter(optax.adam, learning_rate=args.learning_rate)
     if args.method == "lbfgs":
         return gmmjax.GradientFitter(optax.lbfgs())
-    em = gmmjax.EM(reg_covar=args.reg_covar, max_reseeds=args.max_reseeds)
+    em = gmmjax.EM(reg_covar=reg_covar, max_reseeds=args.max_reseeds)
     if args.method == "anneal":
         schedule = optax.linear_schedule(args.anneal_start, 1.0, args.anneal_steps)
         return gmmjax.Annealed(em, schedule)
@@ -289,8 +294,8 @@ def _cmd_select(args) -> int:
             max_steps=args.max_steps,
             tol=args.tol,
             init=args.init,
-            fitter=gmmjax.EM(reg_covar=args.reg_covar),
             reg_covar=args.reg_covar,
+            reg_scale=args.reg_scale,
             progress=progress,
         )
         cells = result.values.size
@@ -301,6 +306,7 @@ def _cmd_select(args) -> int:
     print(
         f"restarts per cell: {args.n_init} ({args.init}) and the hierarchical partition"
     )
+    print(regularization(args.reg_covar, args.reg_scale))
     print(result)
     best = result.best
     ll = float(best.log_likelihood)
@@ -370,7 +376,16 @@ def _add_run_options(parser, seed_help: str) -> None:
         type=float,
         default=1e-6,
         help="variance floor, added to the covariances of the starts and, for "
-        "em and anneal, of every step (default: %(default)s)",
+        "em and anneal, of every step; with --reg-scale relative, a fraction of "
+        "each feature's variance (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--reg-scale",
+        choices=("relative", "absolute"),
+        default="relative",
+        help="read --reg-covar as a fraction of each feature's variance, so that "
+        "the units of a feature do not change the fit, or as an absolute value "
+        "added to every feature, as scikit-learn does (default: %(default)s)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help=f"{seed_help} (default: %(default)s)"

@@ -28,7 +28,7 @@ from ._anneal import Annealed
 from ._buckets import bucket, pad_rows, row_bucket
 from ._cache import default_cache
 from ._density import density_work, sample_jit, weighted_log_prob
-from ._em import EM
+from ._em import EM, relative_reg_covar
 from ._fit import Status
 from ._gradient import GradientFitter
 from ._histories import EstimatorFit, fit_best, history_capacity
@@ -183,7 +183,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_components: the number of components ``k``.
         covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
         tol: convergence threshold on the change of the mean log-likelihood.
-        reg_covar: non-negative value added to the diagonal of the covariances.
+        reg_covar: non-negative value added to the diagonal of the covariances
+            (see ``reg_scale``).
         max_iter: the step budget of each run (``0``: the initial model).
         n_init: the number of restarts; the one with the highest final
             log-likelihood among the runs that converged or ran out of steps wins.
@@ -228,6 +229,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             learning_offset)^(-alpha)``.
         learning_offset: the step size's offset ``t0 >= 1`` (``1``: the first
             update replaces the initial model's statistics).
+        reg_scale: ``"absolute"`` (default, scikit-learn's convention):
+            ``reg_covar`` is added to every variance as it is, whatever the
+            feature's units; ``"relative"``: to each feature ``reg_covar`` times
+            its (weighted) variance in ``X`` (:func:`gmmjax.relative_reg_covar`),
+            so that the fit does not depend on the units of the features (as
+            :func:`gmmjax.select` and the ``gmmjax`` command do by default). A
+            ``batch_size`` fit and :meth:`partial_fit` take the variances of the
+            first minibatch.
 
     Attributes:
         weights_: ``(k,)`` mixing weights.
@@ -262,6 +271,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             restart (of every initialization, on the first minibatch, for
             stepwise EM).
         n_features_in_: the number of features seen in ``fit``.
+        reg_covar_: what the fit added to the variances: ``reg_covar`` (a float)
+            with ``reg_scale="absolute"``, the ``(d,)`` per-feature values with
+            ``"relative"``.
 
     Example:
         >>> import numpy as np
@@ -299,6 +311,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         batch_size=None,
         learning_decay=0.6,
         learning_offset=1.0,
+        reg_scale="absolute",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -320,6 +333,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.reg_scale = reg_scale
 
     # -------------------------------------------------------------- helpers
     def _check_params(self):
@@ -331,6 +345,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         check_number(self.tol, "tol")
         check_number(self.reg_covar, "reg_covar")
+        if self.reg_scale not in ("absolute", "relative"):
+            raise ValueError(
+                f"reg_scale must be 'absolute' or 'relative', got {self.reg_scale!r}"
+            )
         check_int(self.max_iter, "max_iter", 0)
         check_int(self.n_init, "n_init", 1)
         if self.init_params not in _INIT_PARAMS:
@@ -389,9 +407,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _init_method(self) -> str:
         return _INIT_PARAMS[self.init_params]
 
+    def _floor(self, X, w):
+        """``reg_covar_`` for data ``X`` (weights ``w``): see ``reg_scale``."""
+        if self.reg_scale == "absolute":
+            return float(self.reg_covar)
+        with jax.enable_x64(True):
+            floor = relative_reg_covar(X, float(self.reg_covar), sample_weight=w)
+            return np.asarray(floor, X.dtype)
+
     def _fitter(self):
         if self.optimizer is None:
-            fitter = EM(reg_covar=float(self.reg_covar), max_reseeds=self.max_reseeds)
+            fitter = EM(reg_covar=self.reg_covar_, max_reseeds=self.max_reseeds)
         else:
             fitter = GradientFitter(self.optimizer)
         if self.anneal is not None:
@@ -520,6 +546,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         w = self._sample_weight(sample_weight, X)
         warm = self.warm_start and hasattr(self, "converged_")
         if self.batch_size is None:
+            self.reg_covar_ = self._floor(X, w)
             self._fit_full(X, w, warm, self.max_iter)
             self._stream = None
             self._warn(X, w)
@@ -576,7 +603,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 np.int32(n_runs),
                 np.int32(max_iter),
                 float(self.tol),
-                float(self.reg_covar),
+                self.reg_covar_,
                 np.int32(k) if masked else None,
                 # a warm start's first convergence test compares with the last
                 # fit's bound, as scikit-learn's does
@@ -672,6 +699,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         w = self._sample_weight(sample_weight, X)
         if first:
             self._check_n_samples(X)
+            self.reg_covar_ = self._floor(X, w)
             self._fit_full(X, w, False, 0)
             self._stream = None
         dtype = self.means_.dtype
@@ -705,7 +733,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return OnlineEM(
             alpha=float(self.learning_decay),
             t0=float(self.learning_offset),
-            reg_covar=float(self.reg_covar),
+            reg_covar=self.reg_covar_,
         )
 
     def _stream_state(self, dtype) -> _Stream:
@@ -763,7 +791,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"sample_weight has {rows.size} positive weights but "
                     f"n_components={self.n_components}: need at least as many"
                 )
-            self._fit_full(X[rows], None if w is None else w[rows], False, 0)
+            first = X[rows], None if w is None else w[rows]
+            self.reg_covar_ = self._floor(*first)
+            self._fit_full(*first, False, 0)
             self._stream = None
             stream = self._stream_state(X.dtype)
         state, previous = stream

@@ -309,14 +309,17 @@ def test_select_starts_every_cell_from_its_cut_of_one_tree():
             n_init=1,
             max_steps=50,
         )
+        # select's default floor: 1e-6 of each feature's variance
+        floor = gmmjax.relative_reg_covar(x, 1e-6)
         for k in (1, 2, 4):
-            kw = dict(n_components=k, covariance_type="diag")
+            kw = dict(n_components=k, covariance_type="diag", reg_covar=floor)
             lls = []
             for start in (
                 gmmjax.init_gmm(key, x, method="hc", **kw),
                 gmmjax.init_gmm(jax.random.fold_in(key, 0), x, **kw),
             ):
-                alone = gmmjax.fit(gmmjax.EM(), start, x, max_steps=50)
+                em = gmmjax.EM(reg_covar=floor)
+                alone = gmmjax.fit(em, start, x, max_steps=50)
                 lls.append(float(alone.log_likelihood))
             np.testing.assert_allclose(
                 float(result.fits[(k, "diag")].log_likelihood), max(lls), rtol=1e-10

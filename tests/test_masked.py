@@ -198,14 +198,16 @@ def test_select_compiles_one_program_per_covariance_type_and_equals_multistart()
     assert _select_programs() - before == 2
     # the most masked cell (1 of 3 components) against multistart + best_of
     cell = result.fits[(1, "diag")]
+    floor = gmmjax.relative_reg_covar(X, 1e-6)  # select's default
     runs = gmmjax.multistart(
-        gmmjax.EM(),
+        gmmjax.EM(reg_covar=floor),
         jax.random.key(0),
         X,
         n_components=1,
         n_init=3,
         covariance_type="diag",
         max_steps=50,
+        reg_covar=floor,
     )
     want = gmmjax.best_of(runs)
     assert cell.gmm.means.shape == (1, 2)
