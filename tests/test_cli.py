@@ -162,16 +162,15 @@ def test_fit_bad_options_are_one_line_errors(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_fit_methods_agree_with_em():
+def test_fit_methods_agree_with_em(capsys):
+    # in this process: the subprocess tests above cover the command itself
     results = {}
     for method in ("em", "lbfgs", "anneal"):
         # the Hessian diagnosis is checked once, on the EM fit
-        extra = () if method == "em" else ("--no-diagnosis",)
-        out = _repo_run(
-            "fit", "--method", method, "--json", "--max-steps", "300", *extra
-        )
-        assert out.returncode == 0, out.stderr
-        results[method] = json.loads(out.stdout)
+        extra = [] if method == "em" else ["--no-diagnosis"]
+        argv = ["fit", "--method", method, "--json", "--max-steps", "300", *extra]
+        assert cli.main(argv) == 0
+        results[method] = json.loads(capsys.readouterr().out)
         assert results[method]["method"] == method
         assert results[method]["status"] == "CONVERGED"
     em = results["em"]["mean_log_likelihood"]
