@@ -222,6 +222,15 @@ def check_fitter(fitter) -> None:
         check()
 
 
+def check_fitter_features(fitter, n_features: int) -> None:
+    """A per-feature ``reg_covar`` of ``fitter``, or of any fitter it wraps
+    (:class:`gmmjax.Annealed`'s ``inner``), has one value per feature."""
+    while fitter is not None:
+        if hasattr(fitter, "reg_covar"):
+            check_reg_covar(fitter.reg_covar, n_features=n_features)
+        fitter = getattr(fitter, "inner", None)
+
+
 def check_steps(value, name: str):
     """An integer step count >= 0; a traced integer is accepted inside jit."""
     return check_count(value, name)
@@ -237,13 +246,7 @@ def prepare_fit(fitter, gmm0, x, sample_weight):
             f"x has {x.shape[0]} samples but the model has {gmm0.n_components} "
             "components: need n_samples >= n_components"
         )
-    # a per-feature reg_covar is checked against the data's features, in the
-    # fitter and in any fitter it wraps (Annealed's inner)
-    inner = fitter
-    while inner is not None:
-        if hasattr(inner, "reg_covar"):
-            check_reg_covar(inner.reg_covar, n_features=x.shape[1])
-        inner = getattr(inner, "inner", None)
+    check_fitter_features(fitter, x.shape[1])
     gmm0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), gmm0)
     return gmm0, x, w
 

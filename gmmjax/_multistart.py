@@ -10,7 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._em import EM
-from ._fit import FitResult, Status, check_fitter, check_steps, run
+from ._fit import (
+    FitResult,
+    Status,
+    check_fitter,
+    check_fitter_features,
+    check_steps,
+    run,
+)
 from ._hc import hc_labels
 from ._init import INIT_METHODS, init_gmm_jit
 from ._levels import ByWork, fit_work
@@ -189,6 +196,7 @@ def _check_runs(
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
     check_reg_covar(reg_covar, n_features=x.shape[1])
+    check_fitter_features(fitter, x.shape[1])
     return check_key(key), x, w, n_init, batch_size, covariance_type
 
 

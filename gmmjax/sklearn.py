@@ -35,6 +35,7 @@ from ._histories import EstimatorFit, fit_best, history_capacity
 from ._information import diagnose
 from ._levels import ByWork, fit_work
 from ._selection import (
+    REG_SCALES,
     leading_components,
     masks_components,
     n_parameters,
@@ -345,7 +346,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         check_number(self.tol, "tol")
         check_number(self.reg_covar, "reg_covar")
-        if self.reg_scale not in ("absolute", "relative"):
+        if self.reg_scale not in REG_SCALES:
             raise ValueError(
                 f"reg_scale must be 'absolute' or 'relative', got {self.reg_scale!r}"
             )

@@ -196,6 +196,8 @@ def test_bad_floors_are_refused_with_the_argument_named(data, value, message):
     inner = gmmjax.Annealed(gmmjax.EM(reg_covar=value), lambda t: 1.0)
     with pytest.raises(ValueError, match=message):
         gmmjax.fit(inner, gmm0, data)
+    with pytest.raises(ValueError, match=message):
+        gmmjax.multistart(inner, jax.random.key(0), data, n_components=2, n_init=2)
 
 
 def test_bad_fraction_and_reg_scale_are_refused(data):
