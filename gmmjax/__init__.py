@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._em import em_step as em_step
     from ._em import m_step as m_step
     from ._em import relative_reg_covar as relative_reg_covar
+    from ._escape import escape_saddle as escape_saddle
     from ._fit import FitResult as FitResult
     from ._fit import FitTrace as FitTrace
     from ._fit import Status as Status

@@ -304,7 +304,7 @@ def print_outcome(s: dict) -> None:
         top = ", ".join(f"{v:.4g}" for v in diag["top_hessian_eigenvalues"])
         print(f"diagnosis: {diag['verdict']} ({diag['message']})")
         print(
-            f"  evidence, per sample in standardized units: gain left "
+            f"  evidence, per sample in whitened units: gain left "
             f"{diag['predicted_gain']:.2g}, gradient norm "
             f"{diag['gradient_norm']:.2g}, top Hessian eigenvalues {top}"
         )

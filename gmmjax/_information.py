@@ -27,36 +27,50 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _krylov
 from ._density import prepare, total_log_likelihood
 from ._gmm import GMM
+from ._krylov import Terms
 from ._landscape import (
+    BLOCK_BYTES,
+    Route,
     SecondOrder,
     check_chunk_size,
+    check_dense_memory,
+    check_method,
     check_tol,
+    choose_route,
     decide,
-    flat_hessian,
-    reduced_batch,
-    second_order,
+    reducer,
+    second_order_route,
 )
 from ._levels import ByWork
 from ._stored import call_stored
 
 __all__ = [
     "Diagnosis",
+    "MixtureRoute",
     "ObservedInformation",
     "StandardErrors",
+    "Whitening",
     "diagnose",
+    "fitted_gmm",
     "from_natural_vector",
+    "likelihood_terms",
+    "mixture_route",
     "natural_labels",
     "natural_vector",
     "observed_information",
     "standard_errors",
+    "unwhiten",
+    "whitening",
 ]
 
 
@@ -114,8 +128,9 @@ def from_natural_vector(theta, like: GMM) -> GMM:
 
 
 # The programs below take the mixture, the data and the weights as arguments and
-# close over no array, so each compiles once per covariance type, shapes and dtype
-# (STYLE rule 15): a second diagnosis of a same-shaped fit compiles nothing.
+# close over no array, so each compiles once per covariance type, shapes, dtype
+# and route (STYLE rule 15): a second diagnosis of a same-shaped fit compiles
+# nothing.
 
 
 def _log_likelihood_at(theta, gmm, x, w):
@@ -124,12 +139,91 @@ def _log_likelihood_at(theta, gmm, x, w):
     return total_log_likelihood(from_natural_vector(theta, gmm), x, w)
 
 
+# bytes of tangents per sample and direction, in units of k (d + 2) items: the
+# whitened residuals, distances and responsibilities of one sample and their
+# derivatives (measured: a peak of about 3 MB a direction for n = 1,000, k = 5,
+# d = 16 in float64, i.e. 5 units; 8 leaves a margin)
+_TANGENT_UNITS = 8
+
+
+class MixtureRoute(NamedTuple):
+    """A :class:`gmmjax._landscape.Route` and the rows per chunk of samples
+    (static: the derivatives are accumulated chunk by chunk of ``rows``)."""
+
+    route: Route
+    rows: int
+
+
+def mixture_route(gmm, x, method, krylov_dim=None, block=None) -> MixtureRoute:
+    """The route of a second-order analysis of ``gmm`` on ``x`` and its chunks.
+
+    A direction's tangents cost ``_TANGENT_UNITS k (d + 2)`` items a sample. The
+    dense route batches as many directions as :data:`BLOCK_BYTES` holds for the
+    whole sample; when not even one fits (or on the matrix-free route, one
+    direction at a time) the samples are split into chunks that fit.
+    """
+    n, d = x.shape
+    k = gmm.n_components
+    per_row = _TANGENT_UNITS * k * (d + 2) * x.dtype.itemsize
+    p = len(natural_labels(gmm))
+    route = choose_route(
+        p, x.dtype, method, direction_bytes=n * per_row, krylov_dim=krylov_dim
+    )
+    if block is not None and route.method == "dense":
+        route = route._replace(block=min(block, p))
+    directions = route.block if route.method == "dense" else 1
+    rows = int(np.clip(BLOCK_BYTES // (per_row * directions), 1, n))
+    # equal chunks: as little padding as possible
+    rows = -(-n // -(-n // rows))
+    return MixtureRoute(route, rows)
+
+
+def _chunked(x, w, rows: int):
+    """``(x, w)`` as ``(n_chunks, rows, ...)`` chunks, padded with zero-weight
+    rows (which leave every weighted sum unchanged)."""
+    n = x.shape[0]
+    n_chunks = -(-n // rows)
+    pad = n_chunks * rows - n
+    if w is None:
+        w = jnp.ones(n, x.dtype)
+    x = jnp.pad(x, ((0, pad), (0, 0)))
+    w = jnp.pad(w, (0, pad))
+    return x.reshape(n_chunks, rows, -1), w.reshape(n_chunks, rows)
+
+
+def likelihood_terms(gmm, x, w, rows, white=None, total=None) -> Terms:
+    """``L`` at the natural vector (or, with ``white`` and ``total``, the mean
+    log-likelihood in whitened coordinates around the mixture's own natural
+    vector) as a sum over chunks of rows."""
+    if white is None:
+
+        def term(theta, chunk):
+            return _log_likelihood_at(theta, gmm, *chunk)
+
+    else:
+        theta = natural_vector(gmm).astype(x.dtype)
+
+        def term(v, chunk):
+            return _whitened(v, gmm, *chunk, theta, white, total)
+
+    return Terms(term, _chunked(x, w, rows))
+
+
 @functools.partial(jax.jit, static_argnums=3)
-def _information(gmm, x, w, chunk_size):
+def _information(gmm, x, w, route: MixtureRoute):
     """``(theta (p,), I (p, p))``: the natural vector and minus the Hessian of L."""
     theta = natural_vector(gmm).astype(x.dtype)
-    h = flat_hessian(lambda t: _log_likelihood_at(t, gmm, x, w), theta, chunk_size)
+    terms = likelihood_terms(gmm, x, w, route.rows)
+    h = _krylov.dense_hessian(terms, theta, route.route.block)[2]
     return theta, -h
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _information_matvec(gmm, x, w, rows, vectors):
+    """``I V`` for the ``(b, p)`` rows of ``vectors``, matrix-free."""
+    theta = natural_vector(gmm).astype(x.dtype)
+    terms = likelihood_terms(gmm, x, w, rows)
+    return -_krylov.hvp(terms, theta, vectors.astype(x.dtype))[2]
 
 
 @jax.jit
@@ -143,6 +237,41 @@ def _inverse_information(matrix):
     return jnp.all(jnp.isfinite(chol)), jnp.sqrt(jnp.diag(cov)), cov
 
 
+@functools.partial(jax.jit, static_argnums=(3, 5))
+def _inverse_columns(gmm, x, w, rows, selected, max_steps):
+    """Columns ``selected`` of ``I^-1`` by conjugate gradients, matrix-free.
+
+    Solved in the whitened coordinates of :func:`diagnose` (:func:`unwhiten`),
+    where ``A = T^T I T / W`` is close to the identity at a well-identified
+    maximum: ``I^-1 = T A^-1 T^T / W``, and the column ``j`` is ``T A^-1 (T^T
+    e_j) / W``. Returns ``(columns (s, p), every solve converged, A positive
+    definite on every Krylov space)``.
+    """
+    total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
+    white = whitening(gmm)
+    terms = likelihood_terms(gmm, x, w, rows, white, total)
+    p = len(natural_labels(gmm))
+    v0 = jnp.zeros(p, x.dtype)
+    eye = jnp.eye(p, dtype=x.dtype)[selected]
+    rtol = 1e-10 if x.dtype == jnp.float64 else 1e-4
+
+    def matvec(v):
+        return -_krylov.hvp(terms, v0, v[None])[2][0]
+
+    def transpose(e):
+        return jax.linear_transpose(lambda v: unwhiten(v, gmm, white), v0)(e)[0]
+
+    def one(e):
+        return _krylov.conjugate_gradients(
+            matvec, transpose(e), rtol=rtol, max_steps=max_steps
+        )
+
+    # a few columns at a time: every column is a batch of tangents
+    y, converged, definite = jax.lax.map(one, eye, batch_size=8)
+    columns = jax.vmap(lambda v: unwhiten(v, gmm, white))(y) / total
+    return columns, jnp.all(converged), jnp.all(definite)
+
+
 class ObservedInformation(NamedTuple):
     """Observed information of a mixture in its labelled natural parameter vector.
 
@@ -150,22 +279,28 @@ class ObservedInformation(NamedTuple):
         labels: ``p`` names such as ``"weights[0]"``, ``"means[1,0]"``,
             ``"covariances[0,0,1]"``.
         values: ``(p,)`` the natural parameters at the point.
-        matrix: ``(p, p)`` minus the Hessian of the total log-likelihood.
+        matrix: ``(p, p)`` minus the Hessian of the total log-likelihood, or
+            ``None`` on the matrix-free route.
+        matvec: ``v -> I v`` for a ``(p,)`` or ``(b, p)`` array (rows), on both
+            routes (matrix-free: Hessian-vector products, one compiled program
+            per shapes).
     """
 
     labels: tuple[str, ...]
     values: jax.Array
-    matrix: jax.Array
+    matrix: jax.Array | None
+    matvec: Callable
 
 
 class StandardErrors(NamedTuple):
-    """Wald standard errors of the natural parameters.
+    """Wald standard errors of the natural parameters (all, or those asked for).
 
     Attributes:
-        labels: ``p`` parameter names (as in :class:`ObservedInformation`).
-        values: ``(p,)`` the natural parameters (the estimates).
-        errors: ``(p,)`` ``sqrt(diag(I^{-1}))``.
-        covariance: ``(p, p)`` the inverse observed information ``I^{-1}``.
+        labels: ``s`` parameter names (as in :class:`ObservedInformation`).
+        values: ``(s,)`` the natural parameters (the estimates).
+        errors: ``(s,)`` ``sqrt(diag(I^{-1}))``.
+        covariance: ``(s, s)`` the block of the inverse observed information
+            ``I^{-1}`` of these parameters.
     """
 
     labels: tuple[str, ...]
@@ -182,27 +317,58 @@ class StandardErrors(NamedTuple):
         return "\n".join(lines)
 
 
+def _matrix_method(method, gmm, x) -> str:
+    """``method`` of the information functions: ``"auto"`` is the matrix
+    wherever it fits in memory (all ``p`` errors need all of it anyway), the
+    matrix-free route only where it does not."""
+    if check_method(method) != "auto":
+        return method
+    try:
+        check_dense_memory(len(natural_labels(gmm)), x.dtype, what="", factor=4)
+    except ValueError:
+        return "lanczos"
+    return "dense"
+
+
+def _rows_matvec(gmm, x, w, rows):
+    """``v -> I v`` for ``(p,)`` or ``(b, p)`` ``v``, matrix-free."""
+
+    def matvec(v):
+        v = jnp.asarray(v)
+        out = _information_matvec(gmm, x, w, rows, jnp.atleast_2d(v))
+        return out[0] if v.ndim == 1 else out
+
+    return matvec
+
+
 def observed_information(
-    gmm: GMM, x, *, sample_weight=None, chunk_size=None
+    gmm: GMM, x, *, sample_weight=None, chunk_size=None, method="auto"
 ) -> ObservedInformation:
     """Observed Fisher information ``I = -d^2 L / d theta^2`` of a mixture.
 
     ``L(theta) = sum_i w_i log p(x_i | theta)`` is the total (weighted) log-likelihood
     (:func:`gmmjax.log_likelihood`) and ``theta`` the natural parameter vector of the
     :mod:`module docstring <gmmjax._information>` (weights without the last, means,
-    covariance entries, with their labels). The Hessian is exact: ``jax.hessian``
-    through the map ``theta -> GMM`` (last weight ``1 - sum`` of the others,
-    symmetric covariances from their upper triangle).
+    covariance entries, with their labels). Exact: Hessian-vector products
+    (forward over reverse) through the map ``theta -> GMM`` (last weight ``1 -
+    sum`` of the others, symmetric covariances from their upper triangle),
+    accumulated over chunks of samples, so memory is ``O(p^2)`` for the matrix,
+    never ``O(n p^2)``.
 
     Args:
         gmm: the mixture (``k`` components, ``d`` features).
         x: ``(n, d)`` data.
         sample_weight: optional ``(n,)`` non-negative weights.
-        chunk_size: passed to :func:`gmmjax.landscape.hessian` to bound memory.
+        chunk_size: directions per batch of Hessian-vector products (default: as
+            many as fit in 512 MiB of tangents).
+        method: ``"dense"`` (the matrix), ``"lanczos"`` (matrix-free: no
+            matrix, only ``matvec``) or ``"auto"`` (the matrix wherever it fits
+            in memory). A dense matrix that would not fit raises a
+            ``ValueError`` that names the size and the matrix-free option.
 
     Returns:
-        :class:`ObservedInformation` with ``labels``, ``values`` ``(p,)`` and
-        ``matrix`` ``(p, p)``.
+        :class:`ObservedInformation` with ``labels``, ``values`` ``(p,)``,
+        ``matrix`` ``(p, p)`` (``None`` matrix-free) and ``matvec``.
 
     Example:
         >>> import gmmjax
@@ -215,31 +381,92 @@ def observed_information(
         [[2.0, 0.0], [0.0, 1.0]]
     """
     x, w = prepare(gmm, x, sample_weight)
-    theta, matrix = _information(gmm, x, w, check_chunk_size(chunk_size))
-    return ObservedInformation(natural_labels(gmm), theta, matrix)
+    chunk_size = check_chunk_size(chunk_size)
+    route = mixture_route(gmm, x, _matrix_method(method, gmm, x), block=chunk_size)
+    labels = natural_labels(gmm)
+    if route.route.method == "lanczos":
+        theta = jax.device_put(np.asarray(natural_vector(gmm), x.dtype))
+        return ObservedInformation(
+            labels, theta, None, _rows_matvec(gmm, x, w, route.rows)
+        )
+    theta, matrix = _information(gmm, x, w, route)
+
+    def matvec(v):
+        return jnp.asarray(v) @ matrix
+
+    return ObservedInformation(labels, theta, matrix, matvec)
+
+
+def _selected(labels, params) -> np.ndarray:
+    """Indices of ``params`` (labels or integer positions) in ``labels``."""
+    if params is None:
+        return np.arange(len(labels))
+    if isinstance(params, (str, int)):
+        params = [params]
+    index = {label: i for i, label in enumerate(labels)}
+    out = []
+    for item in params:
+        if isinstance(item, str):
+            if item not in index:
+                raise ValueError(
+                    f"params: unknown parameter {item!r}; the labels are "
+                    "gmmjax.natural_labels(gmm), e.g. " + ", ".join(labels[:3])
+                )
+            out.append(index[item])
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if not 0 <= item < len(labels):
+                raise ValueError(
+                    f"params: index {item} out of range for {len(labels)} parameters"
+                )
+            out.append(int(item))
+        else:
+            raise TypeError(
+                "params must hold parameter labels (str) or indices (int), got "
+                f"{type(item).__name__}"
+            )
+    if not out:
+        raise ValueError("params must name at least one parameter")
+    return np.asarray(out)
+
+
+def _not_definite(smallest: str) -> ValueError:
+    return ValueError(
+        f"the observed information is not positive definite ({smallest}): the "
+        "point is not a strict local maximum of the likelihood, so standard "
+        "errors are undefined; see gmmjax.diagnose"
+    )
 
 
 def standard_errors(
-    gmm: GMM, x, *, sample_weight=None, chunk_size=None
+    gmm: GMM, x, *, sample_weight=None, chunk_size=None, params=None, method="auto"
 ) -> StandardErrors:
     """Wald standard errors ``sqrt(diag(I^{-1}))`` from the observed information.
 
-    ``I`` is :func:`observed_information`; it is inverted through its Cholesky
-    factor. At a strict local maximum of the likelihood ``I`` is positive definite;
-    anywhere else (a saddle, a flat direction, a point that is not critical) the
-    errors have no meaning and a ``ValueError`` says so.
+    ``I`` is :func:`observed_information`. Dense, it is inverted through its
+    Cholesky factor. Matrix-free, the columns of ``I^{-1}`` of the parameters
+    in ``params`` are solved for by conjugate gradients on Hessian-vector
+    products (in the standardized coordinates of :func:`diagnose`, where ``I``
+    is well conditioned), one batched solve for all of them. At a strict local
+    maximum of the likelihood ``I`` is positive definite; anywhere else (a
+    saddle, a flat direction, a point that is not critical) the errors have no
+    meaning and a ``ValueError`` says so.
 
     Args:
         gmm: the mixture, normally a maximum-likelihood fit.
         x: ``(n, d)`` data.
         sample_weight: optional ``(n,)`` non-negative weights.
-        chunk_size: passed to :func:`gmmjax.landscape.hessian`.
+        chunk_size: as in :func:`observed_information`.
+        params: the parameters wanted: labels (``"means[0,1]"``) or positions
+            in the natural vector; all of them by default.
+        method: as in :func:`observed_information`.
 
     Returns:
-        :class:`StandardErrors` (``labels``, ``values``, ``errors``, ``covariance``).
+        :class:`StandardErrors` of the parameters asked for (``labels``,
+        ``values``, ``errors``, ``covariance`` their block of ``I^{-1}``).
 
     Raises:
-        ValueError: when the observed information is not positive definite.
+        ValueError: when the observed information is not positive definite, or
+            a conjugate-gradient solve does not converge.
 
     Example:
         >>> import gmmjax
@@ -248,19 +475,47 @@ def standard_errors(
         >>> se = gmmjax.standard_errors(gmm, [[-1.0], [1.0]])
         >>> [round(float(e), 6) for e in se.errors]
         [0.707107, 1.0]
+        >>> gmmjax.standard_errors(gmm, [[-1.0], [1.0]],
+        ...                        params=["covariances[0]"]).labels
+        ('covariances[0]',)
     """
+    check_method(method)
+    labels = natural_labels(gmm)
+    selected = _selected(labels, params)
+    chosen = tuple(labels[i] for i in selected)
     info = observed_information(
-        gmm, x, sample_weight=sample_weight, chunk_size=chunk_size
+        gmm, x, sample_weight=sample_weight, chunk_size=chunk_size, method=method
     )
-    definite, errors, cov = _inverse_information(info.matrix)
-    if not bool(definite):
-        smallest = float(np.linalg.eigvalsh(np.asarray(info.matrix))[0])
-        raise ValueError(
-            "the observed information is not positive definite (smallest eigenvalue "
-            f"{smallest:.3g}): the point is not a strict local maximum of the "
-            "likelihood, so standard errors are undefined; see gmmjax.diagnose"
+    if info.matrix is not None:
+        definite, _, cov = _inverse_information(info.matrix)
+        if not bool(definite):
+            smallest = float(np.linalg.eigvalsh(np.asarray(info.matrix))[0])
+            raise _not_definite(f"smallest eigenvalue {smallest:.3g}")
+        cov = np.asarray(cov)[np.ix_(selected, selected)]
+    else:
+        x, w = prepare(gmm, x, sample_weight)
+        rows = mixture_route(gmm, x, "lanczos").rows
+        p = len(labels)
+        columns, converged, definite = _inverse_columns(
+            gmm, x, w, rows, jax.device_put(selected), 4 * p
         )
-    return StandardErrors(info.labels, info.values, errors, cov)
+        if not bool(definite):
+            raise _not_definite("a conjugate-gradient direction of negative curvature")
+        if not bool(converged):
+            raise ValueError(
+                f"conjugate gradients did not converge in {4 * p} steps: the "
+                "observed information is nearly singular; see gmmjax.diagnose"
+            )
+        cov = np.asarray(columns)[:, selected]
+        cov = 0.5 * (cov + cov.T)
+    values = np.asarray(info.values)[selected]
+    errors = np.sqrt(np.diag(cov))
+    return StandardErrors(
+        chosen,
+        jax.device_put(values),
+        jax.device_put(errors),
+        jax.device_put(cov),
+    )
 
 
 class Diagnosis(NamedTuple):
@@ -281,10 +536,13 @@ class Diagnosis(NamedTuple):
       more than ``tol`` in mean log-likelihood; fit on (``advice`` says how).
 
     Curvatures and gradients are those of the *mean* log-likelihood ``L / W``
-    (``W = sum_i w_i``, ``n`` without weights) in *standardized* natural
-    parameters: every parameter divided by the data's scale of it (see
-    :func:`diagnose`), so that they do not depend on the number of samples or on
-    the units of the features.
+    (``W = sum_i w_i``, ``n`` without weights) in *whitened* natural parameters
+    (see :func:`diagnose`): a unit step carries one unit of complete-data
+    information per sample, so they do not depend on the number of samples or
+    on the units of the features, and at a maximum the eigenvalues lie near
+    ``[-1, 0]``: ``-1`` where the data pin a direction down as well as if every
+    sample's component were known, near ``0`` where most of that information is
+    missing.
 
     Attributes:
         kind: one of the words above.
@@ -294,7 +552,9 @@ class Diagnosis(NamedTuple):
             would still make (the Newton gain of :func:`diagnose`); the point is
             critical when it is at most ``tol``.
         eigenvalues: ``(p,)`` eigenvalues of the standardized Hessian of
-            ``L / W``, ascending (the top ones are the evidence for a saddle).
+            ``L / W``, ascending (the top ones are the evidence for a saddle);
+            matrix-free, the ``m`` Ritz values found (the extreme ones
+            converged).
         escape_direction: ``(p,)`` unit ascent direction in the natural vector
             (the standardized one mapped back), or ``None`` at a maximum.
         escape_order: derivative order of the ascent (1 gradient, 2 positive
@@ -302,6 +562,8 @@ class Diagnosis(NamedTuple):
         labels: ``p`` labels of the natural vector.
         message: what ``kind`` means at this point, in words.
         advice: what to do about it (empty at a maximum).
+        method: the route that ran: ``"dense"`` (every eigenvalue) or
+            ``"lanczos"`` (matrix-free, the extreme Ritz values).
     """
 
     kind: str
@@ -314,18 +576,19 @@ class Diagnosis(NamedTuple):
     labels: tuple[str, ...]
     message: str
     advice: str
+    method: str = "dense"
 
     def __str__(self) -> str:
         top = ", ".join(
             f"{float(v):.4g}" for v in np.asarray(self.eigenvalues)[::-1][:3]
         )
+        route = ", matrix-free" if self.method == "lanczos" else ""
         lines = [
             f"kind: {self.kind} ({self.message})",
             f"log-likelihood: {float(self.log_likelihood):.6g}",
             f"predicted gain per sample: {float(self.predicted_gain):.3g}",
-            f"gradient norm (standardized, per sample): "
-            f"{float(self.gradient_norm):.3g}",
-            f"top Hessian eigenvalues (standardized, per sample): {top}",
+            f"gradient norm (whitened, per sample): {float(self.gradient_norm):.3g}",
+            f"top Hessian eigenvalues (whitened, per sample{route}): {top}",
         ]
         if self.escape_direction is not None:
             d = np.asarray(self.escape_direction)
@@ -337,62 +600,132 @@ class Diagnosis(NamedTuple):
         return "\n".join(lines)
 
 
-def _natural_scale(gmm: GMM, x, w) -> jax.Array:
-    """``(p,)`` the data's scale of every natural parameter.
+class Whitening(NamedTuple):
+    """The factors of the map ``v -> T v`` of :func:`unwhiten` (arrays only).
 
-    With ``s_a`` the (weighted) standard deviation of feature ``a`` (1 where a
-    feature is constant): 1 for a weight, ``s_a`` for ``means[j,a]``, ``s_a s_b``
-    for a covariance entry ``[a,b]`` and the mean of ``s_a^2`` for a spherical
-    variance. Dividing by it is fitting the data in standardized units.
+    Attributes:
+        weights: ``(k-1, k-1)`` lower Cholesky factor of ``diag(w') - w' w'^T``
+            (``w'`` the weights without the last): the multinomial covariance.
+        scales: ``(k,)`` ``1 / sqrt(w_j)``.
+        factors: the covariances' square roots: ``(k, d, d)`` Cholesky factors
+            (full), ``(d, d)`` (tied), ``(k, d)`` standard deviations (diag),
+            ``(k,)`` (spherical).
     """
-    if w is None:
-        w = jnp.ones(x.shape[0], x.dtype)
-    center = w @ x / jnp.sum(w)
-    s = jnp.sqrt(w @ (x - center) ** 2 / jnp.sum(w))
-    s = jnp.where(s > 0, s, 1.0)
-    k, d, ctype = gmm.n_components, gmm.n_features, gmm.covariance_type
-    rows, cols = np.triu_indices(d)
-    if ctype == "full":
-        cov = jnp.tile(s[rows] * s[cols], k)
-    elif ctype == "tied":
-        cov = s[rows] * s[cols]
-    elif ctype == "diag":
-        cov = jnp.tile(s**2, k)
+
+    weights: jax.Array
+    scales: jax.Array
+    factors: jax.Array
+
+
+def whitening(gmm: GMM) -> Whitening:
+    """:class:`Whitening` of the mixture at its own parameters (no gradient)."""
+    gmm = jax.lax.stop_gradient(gmm)
+    w = gmm.weights
+    head = w[:-1]
+    weights = jnp.linalg.cholesky(jnp.diag(head) - jnp.outer(head, head))
+    cov = gmm.covariances
+    if gmm.covariance_type in ("full", "tied"):
+        factors = jnp.linalg.cholesky(cov)
     else:
-        cov = jnp.full(k, jnp.mean(s**2))
-    return jnp.concatenate([jnp.ones(k - 1, x.dtype), jnp.tile(s, k), cov])
+        factors = jnp.sqrt(cov)
+    return Whitening(weights, 1.0 / jnp.sqrt(w), factors)
 
 
-def _standardized(z, gmm, x, w, scale, total):
-    """The mean log-likelihood ``L(c z) / W`` in the standardized vector ``z``."""
-    return _log_likelihood_at(z * scale, gmm, x, w) / total
+def unwhiten(v, gmm: GMM, white: Whitening) -> jax.Array:
+    """``T v``: a displacement of the natural vector from whitened coordinates.
+
+    ``T`` is the inverse square root of the complete-data (per-sample) Fisher
+    information of the mixture at its parameters: the information the data
+    would carry if every sample's component were known. Per block, with ``L_j
+    L_j^T = Sigma_j``:
+
+    - weights: ``C v_w`` with ``C C^T = diag(w') - w' w'^T``;
+    - ``means[j]``: ``L_j v_j / sqrt(w_j)``;
+    - ``covariances[j]``: ``sqrt(2 / w_j) L_j S(v_j) L_j^T``, where ``S(v)`` is
+      the symmetric matrix with diagonal ``v_aa`` and off-diagonal ``v_ab /
+      sqrt(2)`` (tied: ``sqrt(2) L S L^T``; diag: ``sqrt(2 / w_j) sigma_ja^2
+      v_ja``; spherical: ``sqrt(2 / (w_j d)) sigma_j^2 v_j``).
+
+    Then ``T^T I_complete T = 1``: in ``v`` every direction carries one unit of
+    complete-data information per sample, and the per-sample Hessian of the
+    log-likelihood is ``-(1 - F)``, ``F`` the fraction of missing information,
+    whose largest eigenvalue is EM's rate of convergence. The map is linear and
+    follows the units of the data.
+    """
+    k, d, ctype = gmm.n_components, gmm.n_features, gmm.covariance_type
+    dtype = v.dtype
+    vw = v[: k - 1]
+    vm = v[k - 1 : k - 1 + k * d].reshape(k, d)
+    vc = v[k - 1 + k * d :]
+    dw = white.weights.astype(dtype) @ vw
+    scales = white.scales.astype(dtype)
+    factors = white.factors.astype(dtype)
+    if ctype == "full":
+        dm = jnp.einsum("jab,jb->ja", factors, vm) * scales[:, None]
+    elif ctype == "tied":
+        dm = (vm @ factors.T) * scales[:, None]
+    elif ctype == "diag":
+        dm = factors * vm * scales[:, None]
+    else:
+        dm = factors[:, None] * vm * scales[:, None]
+    if ctype in ("full", "tied"):
+        rows, cols = np.triu_indices(d)
+        half = np.where(rows == cols, 1.0, 1.0 / np.sqrt(2.0)).astype(dtype)
+        lead = (k,) if ctype == "full" else ()
+        upper = vc.reshape((*lead, len(rows))) * half
+        # a gather, not a scatter: its transpose (T^T, for the matrix-free
+        # standard errors) is a plain scatter-add
+        where = np.zeros((d, d), int)
+        where[rows, cols] = where[cols, rows] = np.arange(len(rows))
+        sym = upper[..., where]
+        moved = factors @ sym @ jnp.swapaxes(factors, -1, -2)
+        if ctype == "full":
+            moved = moved * (math.sqrt(2.0) * scales)[:, None, None]
+        else:
+            moved = math.sqrt(2.0) * moved
+        dc = moved[..., rows, cols].reshape(-1)
+    elif ctype == "diag":
+        dc = (math.sqrt(2.0) * scales[:, None] * factors**2 * vc.reshape(k, d)).ravel()
+    else:
+        dc = math.sqrt(2.0 / d) * scales * factors**2 * vc
+    return jnp.concatenate([dw, dm.reshape(-1), dc])
+
+
+def _whitened(v, gmm, x, w, theta, white, total):
+    """The mean log-likelihood ``L(theta + T v) / W`` in whitened coordinates."""
+    return _log_likelihood_at(theta + unwhiten(v, gmm, white), gmm, x, w) / total
+
+
+_to_natural = jax.jit(unwhiten)
 
 
 class _Evidence(NamedTuple):
     """What one compiled program finds for :func:`diagnose`."""
 
-    second: SecondOrder  # of _standardized at z
+    second: SecondOrder  # of _whitened at v = 0
     predicted_gain: jax.Array  # ()
     log_likelihood: jax.Array  # () L(theta)
-    z: jax.Array  # (p,) theta / scale
-    scale: jax.Array  # (p,)
+    theta: jax.Array  # (p,) the natural vector
+    white: Whitening
     total: jax.Array  # () W
 
 
-def _evidence_program(gmm, x, w) -> _Evidence:
+def _evidence_program(gmm, x, w, route: MixtureRoute) -> _Evidence:
     """Everything a diagnosis needs to second order, in one program."""
     theta = natural_vector(gmm).astype(x.dtype)
     total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
-    scale = _natural_scale(gmm, x, w)
-    z = theta / scale
-    second = second_order(lambda t: _standardized(t, gmm, x, w, scale, total), z)
-    coef = jnp.abs(second.eigenvectors.T @ second.gradient)
-    curv = jnp.abs(second.eigenvalues)
+    white = whitening(gmm)
+    terms = likelihood_terms(gmm, x, w, route.rows, white, total)
+    second = second_order_route(terms, jnp.zeros_like(theta), route.route)
+    # Ritz slots left unfilled (nan) gain nothing
+    filled = ~jnp.isnan(second.eigenvalues)
+    coef = jnp.where(filled, jnp.abs(second.gradient_coefficients), 0.0)
+    curv = jnp.where(filled, jnp.abs(second.eigenvalues), 1.0)
     inside = coef <= curv
     newton = coef**2 / (2.0 * jnp.where(curv > 0, curv, 1.0))
     gain = jnp.sum(jnp.where(inside, newton, coef - 0.5 * curv))
-    # L(theta) = W L(c z) / W: the same forward pass
-    return _Evidence(second, gain, second.value * total, z, scale, total)
+    # L(theta) = W L(theta + T 0) / W: the same forward pass
+    return _Evidence(second, gain, second.value * total, theta, white, total)
 
 
 # The diagnosis program runs once per diagnosis, so its compilation is most of
@@ -402,8 +735,20 @@ def _evidence_program(gmm, x, w) -> _Evidence:
 # against 1.1 s): its work is counted in sample-parameter pairs.
 _evidence = ByWork(
     _evidence_program,
-    work=lambda gmm, x, w: x.shape[0] * len(natural_labels(gmm)),
+    work=lambda gmm, x, w, route: x.shape[0] * len(natural_labels(gmm)),
+    static_argnames=("route",),
 )
+
+
+def fitted_gmm(result) -> GMM:
+    """The mixture of a fit result (its ``.gmm``) or a bare :class:`GMM`."""
+    gmm = result if isinstance(result, GMM) else getattr(result, "gmm", None)
+    if not isinstance(gmm, GMM):
+        raise TypeError(
+            "result must be a gmmjax.GMM or have a .gmm attribute, got "
+            f"{type(result).__name__}"
+        )
+    return gmm
 
 
 def _plural(count: int, word: str) -> str:
@@ -433,7 +778,8 @@ def _verdict(kind, point, gain, tol, order) -> tuple[str, str]:
         return (
             f"the likelihood still rises along the escape direction, at order "
             f"{order}: the fit stalled short of a maximum",
-            "restart from other starts, or step along escape_direction and fit on",
+            "restart from other starts, or step along escape_direction and fit on "
+            "(gmmjax.escape_saddle does both in one call)",
         )
     if kind == "minimum":
         return "every direction goes uphill", "restart from other starts"
@@ -446,29 +792,46 @@ def _verdict(kind, point, gain, tol, order) -> tuple[str, str]:
     )
 
 
-def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
+def diagnose(
+    result,
+    x,
+    *,
+    sample_weight=None,
+    tol=1e-6,
+    eigen_tol=1e-6,
+    method="auto",
+    krylov_dim=None,
+):
     """Say whether a fit ended at a local maximum, a saddle or a flat region.
 
     **Coordinates.** The mean log-likelihood ``L / W`` (``W = sum_i w_i``, ``n``
-    without weights) is analysed in the standardized natural vector ``z = theta /
-    c``: each natural parameter (module docstring; no logit gauge) divided by the
-    data's scale of it, ``c = 1`` for a weight, the feature's standard deviation
-    ``s_a`` for a mean, ``s_a s_b`` for a covariance entry. Its gradient ``g``,
-    exact Hessian (eigenpairs ``lambda_i, v_i``) and, where the Hessian is
-    singular, the fourth-order test of :func:`gmmjax.landscape.classify` decide
-    the kind. In these coordinates curvatures do not grow with ``n`` and do not
-    depend on the units of the features, so the relative null test
-    ``|lambda| <= eigen_tol * max(1, max|lambda|)`` compares like with like. (Three
-    full components on Old Faithful, whose features have variances 1.3 and 185:
-    the Hessian of the total log-likelihood in the raw natural vector runs from
-    ``-2e-4`` to ``-2e4``, and at ``eigen_tol = 1e-6`` two genuine curvatures
-    counted as flat, a maximum reported as undecidable; standardized they run
-    from ``-8e-3`` to ``-2e2``.)
+    without weights) is analysed in whitened coordinates ``v`` of the natural
+    vector (module docstring; no logit gauge): ``theta = theta_0 + T v``, with
+    ``T`` the inverse square root of the *complete-data* Fisher information per
+    sample at the fit (:func:`unwhiten`: ``L_j / sqrt(w_j)`` for a mean,
+    ``sqrt(2 / w_j) L_j S L_j^T`` for a covariance, the multinomial covariance's
+    factor for the weights). Its gradient ``g``, exact Hessian (eigenpairs
+    ``lambda_i, v_i``) and, where the Hessian is singular, the fourth-order
+    test of :func:`gmmjax.landscape.classify` decide the kind; a linear change
+    of coordinates changes no kind (Sylvester's law of inertia). In these
+    coordinates the Hessian is ``-(1 - F)``, ``F`` the fraction of missing
+    information (whose largest eigenvalue is EM's rate of convergence), so
+    curvatures do not grow with ``n``, do not depend on the units of the
+    features, lie near ``[-1, 0]`` at a maximum, and the relative null test
+    ``|lambda| <= eigen_tol * max(1, max|lambda|)`` compares like with like.
+    (Three full components on Old Faithful, whose features have variances 1.3
+    and 185: the Hessian of the total log-likelihood in the raw natural vector
+    runs from ``-2e-4`` to ``-2e4``, and at ``eigen_tol = 1e-6`` two genuine
+    curvatures counted as flat, a maximum reported as undecidable.) The same
+    coordinates make the matrix-free route work: a spectrum spread over
+    ``[-1, 0]`` has its top converge in a few dozen products, where the data's
+    standard deviations as scales left a spread of ``10^3`` and needed most of
+    ``p`` products.
 
     **Critical?** A fit stopped by a tolerance is never exactly critical. The test
     is the gain in mean log-likelihood that one more step would still make, on the
     quadratic model ``-1/2 sum_i |lambda_i| t_i^2 + sum_i (v_i . g) t_i`` with
-    every ``|t_i| <= 1`` (one standard deviation of the data):
+    every ``|t_i| <= 1`` (one unit of complete-data information per sample):
 
         gain = sum_i  (v_i . g)^2 / (2 |lambda_i|)   where |v_i . g| <= |lambda_i|,
                       |v_i . g| - |lambda_i| / 2      elsewhere.
@@ -477,7 +840,7 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     which does not depend on how the parameters are scaled and predicts the
     log-likelihood the fit has still to gain (on Old Faithful, within a few
     percent); along flat directions, where the Newton step is unbounded, it is the
-    gradient's gain over one standard deviation. The point is critical when
+    gradient's gain over one unit step. The point is critical when
     ``gain <= tol``: the same number, in the same unit (mean log-likelihood), as
     the default ``tol`` of :func:`gmmjax.fit`. That test bounds the gain of the
     fitter's *last step*, which is smaller than the gain left when the fitter
@@ -486,10 +849,22 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     ``tol`` (the diagnosis' ``advice`` says so). A critical point is classified by
     its curvature: an EM run that stalls near a saddle is a saddle.
 
-    **Cost.** One compiled program per covariance type, shapes and dtype finds
-    the log-likelihood, gradient, Hessian eigenpairs and gain; a later diagnosis
-    of the same shapes compiles nothing. The third- and fourth-order program is
-    compiled and run only at a critical point with a singular Hessian.
+    **Cost.** One compiled program per covariance type, shapes, dtype and route
+    finds the log-likelihood, gradient, Hessian eigenpairs and gain; a later
+    diagnosis of the same shapes compiles nothing. The third- and fourth-order
+    program is compiled and run only at a critical point with a singular
+    Hessian. Every derivative is accumulated over chunks of samples from
+    Hessian-vector products, so memory never grows like ``n p^2``.
+
+    **Matrix-free.** Past 500 parameters (or with ``method="lanczos"``) the
+    Hessian is never formed: a block Lanczos method (:func:`gmmjax._krylov.ritz`)
+    on the Krylov space of the gradient and a random vector finds its extreme
+    eigenpairs, which decide a maximum or a saddle and give the escape
+    direction; the gradient lies in that space, so the gain is computed from
+    the same Ritz pairs. ``eigenvalues`` are then the Ritz values (the extreme
+    ones converged), and a null direction is one whose Ritz pair converged
+    within ``eigen_tol``; the fourth-order test inverts the curved part by
+    conjugate gradients.
 
     Args:
         result: a fit result with a ``.gmm`` attribute (``gmmjax.FitResult``) or a
@@ -500,6 +875,17 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
         eigen_tol: eigenvalues of the standardized Hessian with ``|lambda| <=
             eigen_tol * max(1, max|lambda|)`` are null (``tol`` of
             :func:`gmmjax.landscape.classify`).
+        method: ``"dense"`` (every eigenpair; memory ``O(p^2)``, time ``p``
+            Hessian-vector products and an ``O(p^3)`` eigendecomposition),
+            ``"lanczos"`` (matrix-free: the extreme eigenpairs from at most
+            ``krylov_dim`` products, memory ``O(krylov_dim p)``) or ``"auto"``:
+            dense up to 500 parameters. A dense diagnosis that would not fit
+            in memory raises a ``ValueError`` that names the size and the
+            matrix-free option.
+        krylov_dim: the most Hessian-vector products of the matrix-free route
+            (default ``min(p, 400)``; up to 2,000 parameters the lowest pair is
+            converged as well as the top ones); it stops once the extreme
+            pairs converge.
 
     Returns:
         :class:`Diagnosis`; ``str(diagnosis)`` is a readable summary.
@@ -522,27 +908,23 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
         >>> d.advice.startswith("fit on")
         True
     """
-    gmm = result if isinstance(result, GMM) else getattr(result, "gmm", None)
-    if not isinstance(gmm, GMM):
-        raise TypeError(
-            "result must be a gmmjax.GMM or have a .gmm attribute, got "
-            f"{type(result).__name__}"
-        )
+    gmm = fitted_gmm(result)
     tol = check_tol(tol, "tol")
     x, w = prepare(gmm, x, sample_weight)
     eigen_tol = check_tol(eigen_tol, "tol")
     labels = natural_labels(gmm)
+    route = mixture_route(gmm, x, method, krylov_dim)
     # kept lowered on disk (gmmjax._stored): a later process skips tracing it
-    evidence = call_stored("diagnosis", _evidence, (gmm, x, w), {})
+    evidence = call_stored("diagnosis", _evidence, (gmm, x, w), {"route": route})
     gain = float(evidence.predicted_gain)
     # the third- and fourth-order program runs (and compiles) only at a critical
     # point with a singular Hessian; off one, the gradient is the way up
     critical = gain <= tol
-    reduced = functools.partial(
-        reduced_batch,
-        _standardized,
-        evidence.z,
-        (gmm, x, w, evidence.scale, evidence.total),
+    reduced = reducer(
+        route.route,
+        _whitened,
+        jax.device_put(np.zeros(evidence.theta.shape, x.dtype)),
+        (gmm, x, w, evidence.theta, evidence.white, evidence.total),
     )
     point, escape = decide(
         evidence.second, eigen_tol, math.inf if critical else -math.inf, reduced
@@ -551,8 +933,9 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
     escape_vec = None if escape is None else escape.direction
     order = 0 if escape is None else escape.order
     if escape_vec is not None:
-        # back to natural units, on the host: eager jax ops would compile
-        escape_vec = np.asarray(escape_vec) * np.asarray(evidence.scale)
+        # back to natural units (one small program per shapes), normalized on
+        # the host: eager jax ops would compile
+        escape_vec = np.asarray(_to_natural(escape_vec, gmm, evidence.white))
         escape_vec = jax.device_put(escape_vec / np.linalg.norm(escape_vec))
     message, advice = _verdict(kind, point, gain, tol, order)
     return Diagnosis(
@@ -566,4 +949,5 @@ def diagnose(result, x, *, sample_weight=None, tol=1e-6, eigen_tol=1e-6):
         labels=labels,
         message=message,
         advice=advice,
+        method=route.route.method,
     )

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -67,22 +68,27 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from . import _krylov
+from ._krylov import Terms
+
 __all__ = [
     "Analysis",
     "CriticalPoint",
     "EscapeDirection",
+    "Route",
     "SecondOrder",
     "analyze",
     "check_chunk_size",
     "check_tol",
+    "choose_route",
     "classify",
     "decide",
     "escape_direction",
-    "flat_hessian",
     "gradient",
     "hessian",
     "reduced_batch",
     "second_order",
+    "second_order_free",
 ]
 
 
@@ -131,25 +137,28 @@ def _gradient_jit(f, theta):
 def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
     """Exact Hessian of a scalar function, flattened over the pytree ``theta``.
 
-    With ``chunk_size=None``, ``jax.hessian`` (forward over reverse: all ``p``
-    Hessian-vector products ``jvp(grad)`` in one vectorized pass; memory grows like
-    ``p`` copies of the gradient's intermediates). With an integer, the gradient is
-    linearized once (``jax.vjp`` of ``jax.grad``, reverse over reverse) and
-    ``jax.lax.map`` applies the linearization to ``chunk_size`` basis vectors at a
-    time, so memory is bounded by ``chunk_size`` tapes and the forward pass is not
-    repeated per chunk; ``H`` is symmetric, so these rows are its columns. In
-    ``benchmarks/hessian_benchmark.py`` (``p = 2448`` parameters, ``N = 10,000``)
-    this was the faster of the chunked strategies and the full ``jax.hessian``
-    does not fit in 24 GiB.
+    Built from Hessian-vector products ``H v = jvp(grad f)(theta; v)`` (forward
+    over reverse), ``chunk_size`` basis directions at a time under
+    ``jax.lax.map``: the memory is ``H`` itself plus ``chunk_size`` tangents of
+    ``f``'s intermediates, never ``p`` of them at once (``jax.hessian``'s
+    single vectorized pass needs ``p`` times the gradient's memory, hundreds of
+    GB for a mixture with ``10^4`` parameters). A Hessian that would not fit in
+    memory is refused with a ``ValueError`` before anything is computed; for
+    such sizes, :func:`classify` and :func:`escape_direction` with
+    ``method="lanczos"`` need only products.
 
     Args:
         f: scalar function of ``theta``, twice differentiable.
         theta: any pytree of floating arrays with ``p`` entries in all.
-        chunk_size: ``None`` or the number of Hessian columns per vectorized pass.
+        chunk_size: directions per vectorized pass; default ``min(p, 128)``.
 
     Returns:
         ``(p, p)`` symmetric Hessian in ``ravel_pytree`` order. Jittable and
         vmappable over ``theta``.
+
+    Raises:
+        ValueError: when the ``(p, p)`` matrix would not fit in the memory
+            available.
 
     Example:
         >>> import jax.numpy as jnp
@@ -158,7 +167,46 @@ def hessian(f, theta, *, chunk_size: int | None = None) -> jax.Array:
         >>> [[round(float(v), 6) for v in row] for row in h]
         [[4.0, 2.0], [2.0, 0.0]]
     """
-    return _hessian_jit(f, theta, check_chunk_size(chunk_size))
+    chunk_size = check_chunk_size(chunk_size)
+    p, dtype = _size(theta)
+    check_dense_memory(p, dtype, what="a dense Hessian", factor=3)
+    block = min(p, chunk_size or GENERIC_BLOCK)
+    return _hessian_jit(f, theta, max(block, 1))
+
+
+# directions per batch of Hessian-vector products of an arbitrary function (whose
+# memory per direction is unknown): the whole Hessian in one pass up to here
+GENERIC_BLOCK = 128
+
+
+def _size(theta) -> tuple[int, np.dtype]:
+    """``(p, dtype)`` of the flattened pytree, without flattening it."""
+    leaves = jax.tree_util.tree_leaves(theta)
+    p = sum(int(np.size(leaf)) for leaf in leaves)
+    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
+    return p, np.dtype(dtype)
+
+
+def _gib(n_bytes) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def check_dense_memory(p: int, dtype, *, what: str, factor: int) -> None:
+    """Refuse a dense ``(p, p)`` analysis that would not fit in memory.
+
+    ``factor`` counts the ``(p, p)`` arrays the analysis holds at once (the
+    Hessian, its symmetrization, the eigenvectors and the eigensolver's
+    workspace); more than 80% of the available memory is refused.
+    """
+    need = factor * p * p * np.dtype(dtype).itemsize
+    have = _krylov.available_memory()
+    if need > 0.8 * have:
+        raise ValueError(
+            f"{what} of p = {p} parameters needs about {_gib(need)} "
+            f"({factor} {p} x {p} {np.dtype(dtype).name} matrices), more than "
+            f"the {_gib(have)} of memory available; use method='lanczos' "
+            "(matrix-free: Hessian-vector products and the Lanczos method)"
+        )
 
 
 def check_chunk_size(chunk_size):
@@ -172,21 +220,14 @@ def check_chunk_size(chunk_size):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
-def _hessian_jit(f, theta, chunk_size):
+def _hessian_jit(f, theta, block):
     fz, flat, _ = _flat(f, theta)
-    return flat_hessian(fz, flat, chunk_size)
+    return _krylov.dense_hessian(_one_term(fz), flat, block)[2]
 
 
-def flat_hessian(fz, x, chunk_size):
-    """``(p, p)`` symmetrized Hessian of ``fz`` at the flat ``x`` (traceable; the
-    strategies of :func:`hessian`)."""
-    if chunk_size is None:
-        h = jax.hessian(fz)(x)
-    else:
-        _, pullback = jax.vjp(jax.grad(fz), x)
-        basis = jnp.eye(x.shape[0], dtype=x.dtype)
-        h = jax.lax.map(lambda e: pullback(e)[0], basis, batch_size=chunk_size)
-    return 0.5 * (h + h.T)
+def _one_term(fz) -> Terms:
+    """``fz`` as a sum of one term."""
+    return Terms(lambda z, _: fz(z))
 
 
 def _taylor(fz, x, u):
@@ -218,13 +259,17 @@ def _taylor(fz, x, u):
     return third, fourth, t3uu
 
 
-def _reduced(fz, x, null_basis, range_vecs, range_vals, coeffs):
-    """Cubic ``c``, quartic ``q`` and the correction ``w`` for ``u = U @ coeffs``."""
+def _reduced(fz, x, null_basis, solve, coeffs):
+    """Cubic ``c``, quartic ``q`` and the correction ``w`` for ``u = U @ coeffs``.
+
+    ``solve(b)`` is ``H_R^{-1} P_R b`` (the curved part of the Hessian inverted
+    on its range), so ``w = -1/2 solve(T3[u,u,.])`` and ``sum_r (v_r .
+    T3[u,u,.])^2 / lambda_r = T3[u,u,.] . solve(T3[u,u,.]) = -2 T3[u,u,.] . w``.
+    """
     u = null_basis @ coeffs
     third, fourth, t3uu = _taylor(fz, x, u)
-    proj = range_vecs.T @ t3uu
-    w = -0.5 * range_vecs @ (proj / range_vals)
-    quartic = fourth / 24.0 - 0.125 * jnp.sum(proj**2 / range_vals)
+    w = -0.5 * solve(t3uu)
+    quartic = fourth / 24.0 + 0.25 * (t3uu @ w)
     return third / 6.0, quartic, w
 
 
@@ -314,16 +359,23 @@ def _canonical_sign(v):
 class SecondOrder(NamedTuple):
     """Everything the second-order test needs, from one compiled program.
 
+    On the dense route the eigenpairs are all ``p`` of the Hessian; on the
+    matrix-free route they are the ``m`` Ritz pairs of :func:`gmmjax._krylov.ritz`
+    (the extreme ones converged; slots after ``n_products`` hold ``nan``).
+
     Attributes:
         value: ``()`` the function's value.
         gradient: ``(p,)`` the flat gradient.
         gradient_norm: ``()`` its Euclidean norm.
         uphill: ``(p,)`` the gradient over its norm.
-        eigenvalues: ``(p,)`` Hessian eigenvalues, ascending.
-        eigenvectors: ``(p, p)`` matching orthonormal eigenvectors (columns).
+        eigenvalues: ``(m,)`` Hessian eigenvalues (or Ritz values), ascending.
+        eigenvectors: ``(p, m)`` matching orthonormal eigenvectors (columns).
+        residuals: ``(m,)`` ``||H v - lambda v||`` of each pair (0 when dense).
+        gradient_coefficients: ``(m,)`` ``v_i . gradient``.
         top: ``(p,)`` the top eigenvector, largest-magnitude entry positive.
         top_rate: ``()`` half the top eigenvalue.
         finite: ``()`` whether the gradient norm and every eigenvalue are finite.
+        converged: ``()`` whether the wanted pairs converged (True when dense).
     """
 
     value: jax.Array
@@ -332,39 +384,205 @@ class SecondOrder(NamedTuple):
     uphill: jax.Array
     eigenvalues: jax.Array
     eigenvectors: jax.Array
+    residuals: jax.Array
+    gradient_coefficients: jax.Array
     top: jax.Array
     top_rate: jax.Array
     finite: jax.Array
+    converged: jax.Array
 
 
-def second_order(fz, x) -> SecondOrder:
-    """:class:`SecondOrder` of the flat function ``fz`` at ``x``; traceable, for
-    callers that fuse it into a larger compiled program (``gmmjax.diagnose``).
+def second_order(terms: Terms, x, block: int) -> SecondOrder:
+    """:class:`SecondOrder` of the sum of terms at the flat ``x``, dense route;
+    traceable, for callers that fuse it into a larger program
+    (``gmmjax.diagnose``).
 
-    The value, the gradient and the Hessian come from one linearization of
-    ``value_and_grad``: one forward and backward pass, then ``p``
-    Hessian-vector products (forward over reverse, as ``jax.hessian``) applied
-    to the basis under ``vmap``: a third less program to compile than a
-    separate ``jax.grad`` and ``jax.hessian``.
+    The value, the gradient and the Hessian come from the same Hessian-vector
+    products (``jvp`` of ``value_and_grad``), ``block`` basis directions at a
+    time, then one symmetric eigendecomposition.
     """
-    (value, g), lin = jax.linearize(jax.value_and_grad(fz), x)
-    h = jax.vmap(lambda e: lin(e)[1])(jnp.eye(x.shape[0], dtype=x.dtype))
-    vals, vecs = jnp.linalg.eigh(0.5 * (h + h.T))
+    value, g, h = _krylov.dense_hessian(terms, x, block)
+    vals, vecs = jnp.linalg.eigh(h)
     gnorm = jnp.linalg.norm(g)
     finite = jnp.all(jnp.isfinite(vals)) & jnp.isfinite(gnorm)
     top = _canonical_sign(vecs[:, -1])
     return SecondOrder(
-        value, g, gnorm, g / gnorm, vals, vecs, top, 0.5 * vals[-1], finite
+        value,
+        g,
+        gnorm,
+        g / gnorm,
+        vals,
+        vecs,
+        jnp.zeros_like(vals),
+        vecs.T @ g,
+        top,
+        0.5 * vals[-1],
+        finite,
+        jnp.asarray(True),
     )
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _second_order(f, theta, args):
+def second_order_free(terms: Terms, x, key, krylov_dim: int) -> SecondOrder:
+    """:class:`SecondOrder` of the sum of terms at ``x``, matrix-free route.
+
+    The gradient, then :func:`gmmjax._krylov.ritz` on Hessian-vector products
+    from the block Krylov space of the gradient and a random vector: the
+    gradient lies in the space (its coefficients give a diagnosis' predicted
+    gain), the random vector reaches every eigenvector.
+    """
+    value, g = _krylov.value_and_grad(terms, x)
+
+    def matvec(v):
+        return _krylov.hvp(terms, x, v[None])[2][0]
+
+    # the lowest pair too where products are cheap (where the dense route
+    # also runs): only the top decides, and the bottom of a tight cluster of
+    # curvatures near -1 can take hundreds of products
+    bottom = x.shape[0] <= BOTTOM_MAX_PARAMETERS
+    ritz = _krylov.ritz(matvec, g, key, krylov_dim, bottom=bottom)
+    last = ritz.n_products - 1
+    gnorm = jnp.linalg.norm(g)
+    filled = jnp.arange(ritz.values.shape[0]) < ritz.n_products
+    finite = jnp.all(jnp.isfinite(ritz.values) | ~filled) & jnp.isfinite(gnorm)
+    top = _canonical_sign(ritz.vectors[:, last])
+    return SecondOrder(
+        value,
+        g,
+        gnorm,
+        g / gnorm,
+        ritz.values,
+        ritz.vectors,
+        ritz.residuals,
+        ritz.start_coefficients,
+        top,
+        0.5 * ritz.values[last],
+        finite,
+        ritz.converged,
+    )
+
+
+METHODS = ("auto", "dense", "lanczos")
+# "auto" analyses up to this many parameters densely. Dense costs p products and
+# an O(p^3) eigendecomposition and gives every eigenpair; Lanczos costs a few
+# hundred products (benchmarks/hessian_benchmark.py: the crossover)
+DENSE_MAX_PARAMETERS = 500
+# the most Hessian-vector products of the matrix-free route by default
+KRYLOV_DIM = 400
+# up to this many parameters the matrix-free route converges the lowest pair as
+# well as the top ones, so that both extremes match the dense route's
+BOTTOM_MAX_PARAMETERS = 2000
+# bytes of tangents per batch of Hessian-vector products on the dense route
+BLOCK_BYTES = 2**29
+
+
+class Route(NamedTuple):
+    """How a second-order analysis runs (static: part of the compiled program).
+
+    Attributes:
+        method: ``"dense"`` or ``"lanczos"``.
+        block: directions per batch of Hessian-vector products (dense route).
+        krylov_dim: the most products of the matrix-free route.
+    """
+
+    method: str
+    block: int
+    krylov_dim: int
+
+
+def check_method(method) -> str:
+    """``method`` of the landscape functions, refused unless one of METHODS."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def check_krylov_dim(value):
+    """``krylov_dim``: ``None`` or an int >= 2."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"krylov_dim must be None or an integer, got {type(value).__name__}"
+        )
+    if value < 2:
+        raise ValueError(f"krylov_dim must be >= 2, got {value}")
+    return value
+
+
+def choose_route(
+    p: int, dtype, method: str, *, direction_bytes: int, krylov_dim=None
+) -> Route:
+    """The :class:`Route` of an analysis of ``p`` parameters.
+
+    ``"auto"`` is dense up to :data:`DENSE_MAX_PARAMETERS`, matrix-free above.
+    The dense route batches as many directions as fit in :data:`BLOCK_BYTES` of
+    tangents (``direction_bytes`` each) and is refused, with a ``ValueError``
+    naming the memory it needs and the matrix-free option, when its ``(p, p)``
+    arrays would not fit; the matrix-free route stores ``2 krylov_dim`` vectors.
+    """
+    method = check_method(method)
+    krylov_dim = check_krylov_dim(krylov_dim)
+    itemsize = np.dtype(dtype).itemsize
+    if method == "auto":
+        method = "dense" if p <= DENSE_MAX_PARAMETERS else "lanczos"
+    if method == "dense":
+        check_dense_memory(p, dtype, what="a dense analysis", factor=4)
+        block = int(np.clip(BLOCK_BYTES // max(direction_bytes, 1), 1, p))
+        # equal blocks: no block pays for padding directions
+        block = -(-p // -(-p // block))
+        return Route("dense", block, 0)
+    dim = min(p, krylov_dim or KRYLOV_DIM)
+    need = 2 * dim * p * itemsize
+    have = _krylov.available_memory()
+    if need > 0.8 * have:
+        raise ValueError(
+            f"a matrix-free analysis of p = {p} parameters with krylov_dim = {dim} "
+            f"stores {2 * dim} vectors ({_gib(need)}), more than the "
+            f"{_gib(have)} available; pass a smaller krylov_dim"
+        )
+    return Route("lanczos", 0, dim)
+
+
+def second_order_route(terms: Terms, x, route: Route) -> SecondOrder:
+    """:func:`second_order` or :func:`second_order_free`, as ``route`` says."""
+    if route.method == "dense":
+        return second_order(terms, x, route.block)
+    return second_order_free(terms, x, jax.random.key(0), route.krylov_dim)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _second_order(f, theta, args, route):
     fz, x, _ = _flat(f, theta, args)
     # checked while tracing: once per function, shapes and dtypes
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"theta must hold floating arrays, got dtype {x.dtype}")
-    return second_order(fz, x)
+    return second_order_route(_one_term(fz), x, route)
+
+
+def _dense_solve(range_vecs, range_vals):
+    def solve(b):
+        return range_vecs @ ((range_vecs.T @ b) / range_vals)
+
+    return solve
+
+
+def _free_solve(fz, x, null_basis, sign, rtol, max_steps):
+    """``b -> H_R^{-1} P_R b`` by conjugate gradients on ``sign P H P`` (positive
+    definite on the range ``R`` when its eigenvalues have the sign ``sign``)."""
+    grad = jax.grad(fz)
+
+    def project(v):
+        return v - null_basis @ (null_basis.T @ v)
+
+    def matvec(v):
+        return sign * project(jax.jvp(grad, (x,), (project(v),))[1])
+
+    def solve(b):
+        return _krylov.conjugate_gradients(
+            matvec, sign * project(b), rtol=rtol, max_steps=max_steps
+        )[0]
+
+    return solve
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -373,14 +591,39 @@ def reduced_batch(f, theta, args, null_basis, range_vecs, range_vals, dirs):
 
     ``f(unravel(z), *args)`` is the objective (``f`` static, hashed by identity):
     only a singular Hessian compiles this third- and fourth-order program, once
-    per function, shapes and null-space dimension ``m``.
+    per function, shapes and null-space dimension ``m``. ``range_vecs`` and
+    ``range_vals`` are every non-null eigenpair (the dense route).
     """
     fz, x, _ = _flat(f, theta, args)
+    solve = _dense_solve(range_vecs, range_vals)
+    return jax.vmap(lambda c: _reduced(fz, x, null_basis, solve, c))(dirs)
 
-    def one(c):
-        return _reduced(fz, x, null_basis, range_vecs, range_vals, c)
 
-    return jax.vmap(one)(dirs)
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def reduced_batch_free(
+    f, theta, args, null_basis, range_vecs, range_vals, dirs, max_steps
+):
+    """:func:`reduced_batch` on the matrix-free route: only the sign of the
+    non-null Ritz values is used; the curved part is inverted by conjugate
+    gradients on Hessian-vector products, projected off the null space."""
+    del range_vecs
+    fz, x, _ = _flat(f, theta, args)
+    # without curved directions the projection is zero and so is every solve
+    curved = range_vals.shape[0] > 0
+    sign = jnp.where(curved and range_vals[0] < 0, -1.0, 1.0).astype(x.dtype)
+    rtol = jnp.sqrt(jnp.finfo(x.dtype).eps)
+    solve = _free_solve(fz, x, null_basis, sign, rtol, max_steps)
+    return jax.vmap(lambda c: _reduced(fz, x, null_basis, solve, c))(dirs)
+
+
+def reducer(route: Route, f, theta, args):
+    """The ``reduced(null_basis, range_vecs, range_vals, dirs)`` of
+    :func:`decide` for this route, with its function, point and data bound."""
+    if route.method == "dense":
+        return functools.partial(reduced_batch, f, theta, args)
+    return functools.partial(
+        reduced_batch_free, f, theta, args, max_steps=4 * route.krylov_dim
+    )
 
 
 def _sphere_directions(m, n_random, dtype):
@@ -435,20 +678,30 @@ def _climb_quartic(start, idx, coef, step, n_steps):
     return jnp.stack(ends)
 
 
-def analyze(f, theta, tol, gradient_tol) -> Analysis:
+def analyze(f, theta, tol, gradient_tol, method="auto", krylov_dim=None) -> Analysis:
     """:func:`classify` and :func:`escape_direction` of one point, in one pass.
 
-    One compiled program finds the gradient and the Hessian's eigenpairs; it is
-    reused for every point of the same shapes while ``f`` is the same function
-    object. Only a singular Hessian (whose other eigenvalues share one sign) runs
-    the third- and fourth-order program.
+    One compiled program finds the gradient and the Hessian's eigenpairs (all of
+    them, or the extreme ones matrix-free, as :func:`choose_route` decides); it
+    is reused for every point of the same shapes while ``f`` is the same
+    function object. Only a singular Hessian (whose other eigenvalues share one
+    sign) runs the third- and fourth-order program.
     """
     tol = check_tol(tol, "tol")
     gradient_tol = (
         tol if gradient_tol is None else check_tol(gradient_tol, "gradient_tol")
     )
-    reduced = functools.partial(reduced_batch, f, theta, ())
-    return decide(_second_order(f, theta, ()), tol, gradient_tol, reduced)
+    p, dtype = _size(theta)
+    # an arbitrary function's memory per direction is unknown: GENERIC_BLOCK
+    route = choose_route(
+        p,
+        dtype,
+        method,
+        direction_bytes=BLOCK_BYTES // GENERIC_BLOCK,
+        krylov_dim=krylov_dim,
+    )
+    reduced = reducer(route, f, theta, ())
+    return decide(_second_order(f, theta, (), route), tol, gradient_tol, reduced)
 
 
 def decide(second: SecondOrder, tol, gradient_tol, reduced) -> Analysis:
@@ -456,23 +709,52 @@ def decide(second: SecondOrder, tol, gradient_tol, reduced) -> Analysis:
 
     The decisions are taken on the host, in NumPy, so that no eager operation
     compiles a program of its own. ``reduced(null_basis, range_vecs, range_vals,
-    dirs)`` (:func:`reduced_batch` with its function, point and data bound) is
-    called only when the Hessian is singular and the point critical; a
-    ``gradient_tol`` of ``-inf`` calls every point ``"not_critical"``.
+    dirs)`` (:func:`reducer`) is called only when the Hessian is singular and
+    the point critical; a ``gradient_tol`` of ``-inf`` calls every point
+    ``"not_critical"``.
+
+    On the matrix-free route the pairs are Ritz pairs: a Ritz value above the
+    null threshold is a genuine positive curvature (its Ritz vector's Rayleigh
+    quotient), so ``n_positive`` and ``n_negative`` count those found (lower
+    bounds); a direction is null only when its pair converged to within the
+    threshold. A run whose extreme pairs did not converge warns.
     """
-    gnorm_np, vals_np, finite = jax.device_get(
-        (second.gradient_norm, second.eigenvalues, second.finite)
+    gnorm_np, vals_np, res_np, finite, converged = jax.device_get(
+        (
+            second.gradient_norm,
+            second.eigenvalues,
+            second.residuals,
+            second.finite,
+            second.converged,
+        )
     )
     if not finite:
         raise ValueError("the gradient or Hessian of f at theta is not finite")
+    filled = ~np.isnan(vals_np)
+    partial = not filled.all()
+    vals_np, res_np = vals_np[filled], res_np[filled]
+    if not converged:
+        warnings.warn(
+            f"the Lanczos method did not converge in {vals_np.size} Hessian-vector "
+            "products (the extreme Ritz pairs' residuals are above the tolerance): "
+            "the curvatures are estimates; pass a larger krylov_dim",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     thr = tol * max(1.0, float(np.max(np.abs(vals_np))))
     pos, neg = vals_np > thr, vals_np < -thr
-    null = ~(pos | neg)
+    null = ~(pos | neg) & (res_np <= thr)
     counts = int(pos.sum()), int(neg.sum()), int(null.sum())
     # NumPy values become jax arrays by device_put: jnp.asarray compiles a
     # program per shape
-    zero = jax.device_put(np.zeros_like(vals_np))
-    gnorm, vals, vecs = second.gradient_norm, second.eigenvalues, second.eigenvectors
+    zero = jax.device_put(np.zeros(second.gradient.shape, vals_np.dtype))
+    gnorm = second.gradient_norm
+    if partial:
+        vecs_np = np.asarray(second.eigenvectors)[:, filled]
+        vals, vecs = jax.device_put(vals_np), jax.device_put(vecs_np)
+    else:
+        vals, vecs = second.eigenvalues, second.eigenvectors
+        vecs_np = None
 
     def result(kind, order, escape=None):
         point = CriticalPoint(kind, gnorm, vals, vecs, *counts, order)
@@ -489,9 +771,11 @@ def decide(second: SecondOrder, tol, gradient_tol, reduced) -> Analysis:
     if not counts[2]:
         return result("minimum" if counts[0] else "maximum", 2, second_escape)
 
-    vecs_np = np.asarray(vecs)
+    if vecs_np is None:
+        vecs_np = np.asarray(vecs)
+    curved = pos | neg
     null_basis = vecs_np[:, null]
-    bound = functools.partial(reduced, null_basis, vecs_np[:, ~null], vals_np[~null])
+    bound = functools.partial(reduced, null_basis, vecs_np[:, curved], vals_np[curved])
 
     def reduce(dirs):
         return tuple(np.asarray(a) for a in bound(dirs))
@@ -552,7 +836,9 @@ def check_tol(value, name):
     return value
 
 
-def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
+def classify(
+    f, theta, *, tol=1e-6, gradient_tol=None, method="auto", krylov_dim=None
+) -> CriticalPoint:
     """Classify a point of a scalar objective ``f`` (maximized) by exact derivatives.
 
     Gradient first: ``||grad f|| > gradient_tol`` is ``"not_critical"``. Then the
@@ -575,12 +861,25 @@ def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
             Relative to the largest curvature, so it compares directions with
             each other: it means the same in every coordinate system only if the
             parameters share a scale. A log-likelihood of data in mixed units
-            does not; :func:`gmmjax.diagnose` standardizes it first.
+            does not; :func:`gmmjax.diagnose` whitens it first.
         gradient_tol: threshold on the gradient norm; defaults to ``tol``
             (``float("inf")`` classifies the curvature of any point).
+        method: ``"dense"`` (every eigenpair of the Hessian, built from
+            Hessian-vector products), ``"lanczos"`` (matrix-free: the extreme
+            eigenpairs from at most ``krylov_dim`` products, see
+            :func:`gmmjax._krylov.ritz`), or ``"auto"``: dense up to 500
+            parameters. A dense analysis that would not fit in memory raises a
+            ``ValueError`` that says so.
+        krylov_dim: the most Hessian-vector products of the matrix-free route
+            (default ``min(p, 400)``; up to 2,000 parameters the lowest pair is
+            converged as well as the top ones); it stops earlier once the
+            extreme pairs converge, and warns if they did not.
 
     Returns:
-        A :class:`CriticalPoint`.
+        A :class:`CriticalPoint`. On the matrix-free route ``eigenvalues`` and
+        ``eigenvectors`` are the Ritz pairs found (the extreme ones converged),
+        ``n_positive`` and ``n_negative`` count the curvatures found and
+        ``n_null`` the converged null pairs.
 
     Example:
         >>> import jax.numpy as jnp
@@ -591,10 +890,12 @@ def classify(f, theta, *, tol=1e-6, gradient_tol=None) -> CriticalPoint:
         >>> landscape.classify(lambda t: t[0] ** 2 - t[1] ** 2, jnp.zeros(2)).kind
         'saddle'
     """
-    return analyze(f, theta, tol, gradient_tol).point
+    return analyze(f, theta, tol, gradient_tol, method, krylov_dim).point
 
 
-def escape_direction(f, theta, *, tol=1e-6, gradient_tol=None):
+def escape_direction(
+    f, theta, *, tol=1e-6, gradient_tol=None, method="auto", krylov_dim=None
+):
     """A direction along which the maximized objective ``f`` increases from ``theta``.
 
     - Not critical: the normalized gradient (order 1).
@@ -615,6 +916,8 @@ def escape_direction(f, theta, *, tol=1e-6, gradient_tol=None):
         theta: any pytree of floating arrays (``p`` entries).
         tol: as in :func:`classify`.
         gradient_tol: as in :func:`classify`.
+        method: as in :func:`classify`.
+        krylov_dim: as in :func:`classify`.
 
     Returns:
         An :class:`EscapeDirection` (flat, ``ravel_pytree`` order), or ``None`` when
@@ -629,4 +932,4 @@ def escape_direction(f, theta, *, tol=1e-6, gradient_tol=None):
         >>> [round(float(v), 6) for v in esc.direction], esc.order
         ([1.0, 0.0], 2)
     """
-    return analyze(f, theta, tol, gradient_tol).escape
+    return analyze(f, theta, tol, gradient_tol, method, krylov_dim).escape

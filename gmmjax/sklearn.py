@@ -858,13 +858,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def diagnose(self, X, sample_weight=None, *, tol=1e-6, eigen_tol=1e-6):
+    def diagnose(
+        self,
+        X,
+        sample_weight=None,
+        *,
+        tol=1e-6,
+        eigen_tol=1e-6,
+        method="auto",
+        krylov_dim=None,
+    ):
         """Whether the fitted parameters are a local maximum of the likelihood of
         ``X``, a saddle, or not yet converged (see :func:`gmmjax.diagnose`).
 
         The exact gradient and Hessian of the mean log-likelihood are taken in the
-        natural parameters in the data's standardized units; positive Hessian
-        eigenvalues are uphill directions.
+        natural parameters whitened by the complete-data information; positive
+        Hessian eigenvalues are uphill directions.
 
         Args:
             X: ``(n, d)`` data, normally the training data.
@@ -872,6 +881,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             tol: bound on the gain in mean log-likelihood a Newton step may still
                 predict at a converged point.
             eigen_tol: relative size under which a Hessian eigenvalue is null.
+            method: ``"dense"``, ``"lanczos"`` (matrix-free) or ``"auto"``, as
+                in :func:`gmmjax.diagnose`.
+            krylov_dim: the most Hessian-vector products of the matrix-free
+                route.
 
         Returns:
             The ``Diagnosis`` of :func:`gmmjax.diagnose`: ``.kind`` is
@@ -888,7 +901,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True):
             gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), self.gmm_)
             return diagnose(
-                gmm, jnp.asarray(X), sample_weight=w, tol=tol, eigen_tol=eigen_tol
+                gmm,
+                jnp.asarray(X),
+                sample_weight=w,
+                tol=tol,
+                eigen_tol=eigen_tol,
+                method=method,
+                krylov_dim=krylov_dim,
             )
 
     # -------------------------------------------------------------- inference

@@ -48,6 +48,7 @@ def _share_test_run_settings() -> None:
 _share_test_run_settings()
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
@@ -55,6 +56,10 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 import gmmjax  # noqa: E402
 from gmmjax import _cache as gmmjax_cache  # noqa: E402
+from gmmjax._information import (  # noqa: E402
+    from_natural_vector,
+    natural_vector,
+)
 
 jax.config.update("jax_enable_x64", True)
 # the library's own calls too, not only the estimator's and the command's
@@ -223,3 +228,44 @@ def _release_compiled_code():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+def expected_complete_information(gmm):
+    """``-d^2 Q / d theta^2`` per sample at the mixture's own parameters, in the
+    natural vector: ``Q(theta) = sum_j w0_j (log w_j + E_{x ~ N(mu0_j,
+    Sigma0_j)} log N(x | mu_j, Sigma_j))`` in closed form (the complete-data
+    log-likelihood's expectation), differentiated by jax.hessian."""
+    w0, mu0 = np.asarray(gmm.weights), np.asarray(gmm.means)
+    k, d = gmm.n_components, gmm.n_features
+    cov0 = np.asarray(traced_full_covariances(gmm))
+
+    def q(theta):
+        other = from_natural_vector(theta, gmm)
+        cov = traced_full_covariances(other)
+        total = 0.0
+        for j in range(k):
+            inv = jnp.linalg.inv(cov[j])
+            diff = mu0[j] - other.means[j]
+            expected = -0.5 * (
+                d * jnp.log(2 * jnp.pi)
+                + jnp.linalg.slogdet(cov[j])[1]
+                + jnp.trace(inv @ cov0[j])
+                + diff @ inv @ diff
+            )
+            total = total + w0[j] * (jnp.log(other.weights[j]) + expected)
+        return total
+
+    return -np.asarray(jax.jit(jax.hessian(q))(natural_vector(gmm)))
+
+
+def traced_full_covariances(gmm):
+    """``(k, d, d)`` covariances of any type, traceable (jax.numpy)."""
+    cov = gmm.covariances
+    k, d = gmm.n_components, gmm.n_features
+    if gmm.covariance_type == "tied":
+        return jnp.broadcast_to(cov, (k, d, d))
+    if gmm.covariance_type == "diag":
+        return jax.vmap(jnp.diag)(cov)
+    if gmm.covariance_type == "spherical":
+        return cov[:, None, None] * jnp.eye(d)
+    return cov

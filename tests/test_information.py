@@ -11,6 +11,7 @@ import pytest
 from conftest import (
     COVARIANCE_TYPES,
     count_compilations,
+    expected_complete_information,
     kmeans_start,
     random_natural,
 )
@@ -19,7 +20,7 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
-from gmmjax import _information, landscape
+from gmmjax import _landscape, landscape
 from gmmjax._information import from_natural_vector, natural_vector
 
 
@@ -355,7 +356,7 @@ def test_second_diagnosis_compiles_nothing_and_a_maximum_no_higher_order(
     def refuse(*args):
         raise AssertionError("a nonsingular maximum ran the higher-order program")
 
-    monkeypatch.setattr(_information, "reduced_batch", refuse)
+    monkeypatch.setattr(_landscape, "reduced_batch", refuse)
     one, wide = (
         gmmjax.GMM.from_natural([1.0], [[0.0]], [v], covariance_type="spherical")
         for v in (1.0, 4.0)
@@ -428,12 +429,17 @@ def test_em_fit_of_old_faithful_is_a_local_maximum():
             lambda t: gmmjax.log_likelihood(from_natural_vector(t, like), x)
         )(natural_vector(like))
     )(early.gmm)
-    # steepest ascent in standardized units: the gradient of the mean
-    # log-likelihood in z = theta / c, mapped back to theta = c z
-    c = data_scale(diag.labels, x.std(axis=0), "full")
-    z_gradient = c * g / len(x)
-    np.testing.assert_allclose(diag.gradient_norm, np.linalg.norm(z_gradient))
-    ascent = c * z_gradient
+    # steepest ascent in whitened coordinates (theta = theta_0 + T v with T T^T
+    # the inverse of the complete-data information per sample, here in closed
+    # form): the gradient of the mean log-likelihood in v is T^T g / n, its
+    # norm sqrt(g^T I_c^-1 g) / n, and the step T T^T g / n mapped back is
+    # I_c^-1 g / n
+    inverse = np.linalg.inv(expected_complete_information(early.gmm))
+    mean_gradient = np.asarray(g) / len(x)
+    np.testing.assert_allclose(
+        diag.gradient_norm, np.sqrt(mean_gradient @ inverse @ mean_gradient)
+    )
+    ascent = inverse @ mean_gradient
     np.testing.assert_allclose(
         diag.escape_direction, ascent / np.linalg.norm(ascent), rtol=1e-8, atol=1e-12
     )
