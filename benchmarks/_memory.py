@@ -26,6 +26,19 @@ def proc_status() -> dict:
     return out
 
 
+def reset_peak() -> bool:
+    """Reset the process' peak resident memory (``VmHWM`` of :func:`proc_status`)
+    to its current resident memory, so that a later ``VmHWM`` is the peak of
+    what ran in between (Linux: ``/proc/self/clear_refs``). ``False`` where the
+    kernel does not allow it (then ``VmHWM`` is the peak since the start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class PeakSampler:
     """Samples RssAnon and RssFile every 10 ms; keeps the maxima."""
 
@@ -68,18 +81,32 @@ def write_data(
             f.write(np.ascontiguousarray(x, "<f8").tobytes())
 
 
-def run_script(script: str, args: list[str]) -> dict:
+def run_script(
+    script: str,
+    args: list[str],
+    *,
+    env: dict | None = None,
+    timeout: float | None = None,
+) -> dict:
     """Run ``script`` with ``args`` in a fresh Python process, with the
     repository on its path (its peak memory is its own); its last line of
-    output is a JSON object, returned."""
+    output is a JSON object, returned. ``env``: variables set (a ``None``
+    value unsets one) on top of this process' environment; ``timeout``:
+    seconds before the child is killed (``subprocess.TimeoutExpired``)."""
     root = pathlib.Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root))
+    environ = dict(os.environ, PYTHONPATH=str(root))
+    for key, value in (env or {}).items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
     proc = subprocess.run(
         [sys.executable, script, *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=environ,
         check=False,
+        timeout=timeout,
     )
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
