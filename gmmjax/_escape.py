@@ -96,24 +96,22 @@ def _oriented(v):
     return jnp.where(v[jnp.argmax(big)] < 0, -v, v)
 
 
-def _coordinates(gmm, x):
-    """``v -> theta``: the natural vector at the whitened coordinates ``v`` of
-    :func:`gmmjax.diagnose` (``v = 0`` at ``gmm``; the one place that knows
-    which coordinates the analysis uses)."""
-    theta = natural_vector(gmm).astype(x.dtype)
-    white = whitening(gmm)
-    return lambda v: theta + unwhiten(v, gmm, white)
-
-
 def _program(
     fitter, gmm, x, w, key, max_steps, tol, curvature_tol, *, krylov_dim, rows
 ):
     total = total_weight(x, w)
     k = gmm.n_components
-    to_natural = _coordinates(gmm, x)
-    origin = jnp.zeros(len(natural_labels(gmm)), x.dtype)
+    # the whitened coordinates v of gmmjax.diagnose (v = 0 at gmm), one
+    # whitening for the curvature and the line search
+    white = whitening(gmm)
+    theta0 = natural_vector(gmm).astype(x.dtype)
+
+    def to_natural(v):
+        return theta0 + unwhiten(v, gmm, white)
+
+    origin = jnp.zeros_like(theta0)
     # the mean log-likelihood at to_natural(v), accumulated over chunks of rows
-    terms = likelihood_terms(gmm, x, w, rows, whitening(gmm), total)
+    terms = likelihood_terms(gmm, x, w, rows, white, total)
     _, gradient = value_and_grad(terms, origin)
     pairs = ritz(lambda v: hvp(terms, origin, v[None])[2][0], gradient, key, krylov_dim)
     last = pairs.n_products - 1

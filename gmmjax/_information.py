@@ -43,11 +43,11 @@ from ._landscape import (
     Route,
     SecondOrder,
     check_chunk_size,
-    check_dense_memory,
     check_method,
     check_tol,
     choose_route,
     decide,
+    dense_fits,
     reducer,
     second_order_route,
 )
@@ -323,11 +323,8 @@ def _matrix_method(method, gmm, x) -> str:
     matrix-free route only where it does not."""
     if check_method(method) != "auto":
         return method
-    try:
-        check_dense_memory(len(natural_labels(gmm)), x.dtype, what="", factor=4)
-    except ValueError:
-        return "lanczos"
-    return "dense"
+    fits = dense_fits(len(natural_labels(gmm)), x.dtype, factor=4)
+    return "dense" if fits else "lanczos"
 
 
 def _rows_matvec(gmm, x, w, rows):

@@ -233,24 +233,27 @@ def ritz(
         squared = jnp.einsum("am,ab,bm->m", weights, gram, weights)
         return jnp.sqrt(jnp.maximum(squared, 0.0))
 
+    def scale(vals, j):
+        """The spectrum's scale: the largest filled ``|theta|`` (at least eps)."""
+        return jnp.maximum(jnp.max(jnp.where(slots < j, jnp.abs(vals), 0.0)), tiny)
+
     def top_converged(vals, res, j):
-        scale = jnp.max(jnp.where(slots < j, jnp.abs(vals), 0.0))
         wanted = (slots >= j - n_wanted) & (slots < j)
-        ok = res <= rtol * jnp.maximum(scale, tiny)
+        ok = res <= rtol * scale(vals, j)
         return jnp.all(jnp.where(wanted, ok, True))
 
     def body(carry):
         j, basis, products, t, _ = carry
-        candidate = jnp.where(
-            j == 0,
-            start,
-            jnp.where(j == 1, fresh(j, basis), products[jnp.maximum(j - 2, 0)]),
-        )
-        candidate = jnp.where((j == 0) & ~(start_norm > 0), fresh(j, basis), candidate)
+        # the random vector of this step: the second start, the replacement of
+        # a zero first start, or of a vector that orthogonalizes to nothing
+        random = fresh(j, basis)
+        previous = products[jnp.maximum(j - 2, 0)]
+        candidate = jnp.where(j == 0, start, jnp.where(j == 1, random, previous))
+        candidate = jnp.where((j == 0) & ~(start_norm > 0), random, candidate)
         v = _orthogonalize(basis, candidate)
         norm = jnp.linalg.norm(v)
         lost = ~(norm > 1e3 * tiny * jnp.maximum(jnp.linalg.norm(candidate), tiny))
-        v = jnp.where(lost, fresh(j, basis), v)
+        v = jnp.where(lost, random, v)
         v = v / jnp.linalg.norm(v)
         hv = matvec(v)
         basis = basis.at[j].set(v)
@@ -263,10 +266,9 @@ def ritz(
         def test():
             vals, coef = projected(t, j)
             res = residuals(basis, products, coef, j)
-            scale = jnp.max(jnp.where(slots < j, jnp.abs(vals), 0.0))
             done = top_converged(vals, res, j)
             if bottom:
-                done = done & (res[0] <= bottom_rtol * jnp.maximum(scale, tiny))
+                done = done & (res[0] <= bottom_rtol * scale(vals, j))
             return done
 
         done = jax.lax.cond(

@@ -191,6 +191,15 @@ def _gib(n_bytes) -> str:
     return f"{n_bytes / 2**30:.3g} GiB"
 
 
+def _dense_bytes(p: int, dtype, factor: int) -> int:
+    return factor * p * p * np.dtype(dtype).itemsize
+
+
+def dense_fits(p: int, dtype, factor: int) -> bool:
+    """Whether ``factor`` ``(p, p)`` arrays fit in 80% of the available memory."""
+    return _dense_bytes(p, dtype, factor) <= 0.8 * _krylov.available_memory()
+
+
 def check_dense_memory(p: int, dtype, *, what: str, factor: int) -> None:
     """Refuse a dense ``(p, p)`` analysis that would not fit in memory.
 
@@ -198,15 +207,15 @@ def check_dense_memory(p: int, dtype, *, what: str, factor: int) -> None:
     Hessian, its symmetrization, the eigenvectors and the eigensolver's
     workspace); more than 80% of the available memory is refused.
     """
-    need = factor * p * p * np.dtype(dtype).itemsize
-    have = _krylov.available_memory()
-    if need > 0.8 * have:
-        raise ValueError(
-            f"{what} of p = {p} parameters needs about {_gib(need)} "
-            f"({factor} {p} x {p} {np.dtype(dtype).name} matrices), more than "
-            f"the {_gib(have)} of memory available; use method='lanczos' "
-            "(matrix-free: Hessian-vector products and the Lanczos method)"
-        )
+    if dense_fits(p, dtype, factor):
+        return
+    need, have = _dense_bytes(p, dtype, factor), _krylov.available_memory()
+    raise ValueError(
+        f"{what} of p = {p} parameters needs about {_gib(need)} "
+        f"({factor} {p} x {p} {np.dtype(dtype).name} matrices), more than "
+        f"the {_gib(have)} of memory available; use method='lanczos' "
+        "(matrix-free: Hessian-vector products and the Lanczos method)"
+    )
 
 
 def check_chunk_size(chunk_size):
