@@ -40,6 +40,9 @@ CONTEXT_KEYS = (
 MAX_ROWS = 200
 #: A list of records with more columns than this (and than rows) is transposed.
 MAX_COLUMNS = 10
+#: The page's width in characters of table text, and each cell's padding in them.
+PAGE_CHARACTERS = 120
+CELL_PADDING = 4
 
 
 def format_value(value) -> str:
@@ -120,12 +123,19 @@ def is_rows(value) -> bool:
 
 
 def records_table(records: list[dict]) -> str:
-    """One column per key; on its side (one row per key) when it would be wider
-    than :data:`MAX_COLUMNS` and has fewer records than keys, so it fits the page."""
+    """One column per key, so long as that fits the page (:data:`MAX_COLUMNS`).
+
+    A wider list with fewer records than keys is turned on its side (one row per
+    key, one column per record); either way, a table still wider than the page is
+    split into several, each repeating the column that names the rows."""
     columns: list[str] = []
     for record in records:
         columns += [k for k in record if k not in columns]
-    if len(columns) > MAX_COLUMNS and len(records) < len(columns):
+    if len(columns) <= MAX_COLUMNS:
+        return table(
+            columns, [[record.get(c, "") for c in columns] for record in records]
+        )
+    if len(records) < len(columns):
         labels = [record.get(columns[0]) for record in records]
         if all(isinstance(v, str) and v for v in labels) and len(set(labels)) == len(
             labels
@@ -134,9 +144,40 @@ def records_table(records: list[dict]) -> str:
         else:
             header = ["", *(str(i) for i in range(1, len(records) + 1))]
             fields = columns
-        return table(header, [[f] + [r.get(f, "") for r in records] for f in fields])
-    rows = [[record.get(c, "") for c in columns] for record in records]
-    return table(columns, rows)
+        rows = [[f] + [r.get(f, "") for r in records] for f in fields]
+    else:
+        header = columns
+        rows = [[record.get(c, "") for c in columns] for record in records]
+    return split_columns(header, rows)
+
+
+def min_width(cells: list) -> int:
+    """A column's narrowest width in characters: its longest unbreakable word."""
+    return max(
+        len(word) for cell in cells for word in [*format_value(cell).split(), ""]
+    )
+
+
+def split_columns(header: list[str], rows: list[list]) -> str:
+    """Tables no wider than the page (:data:`PAGE_CHARACTERS`, at most
+    :data:`MAX_COLUMNS` columns), each led by the first column."""
+    widths = [
+        min_width([name, *(row[i] for row in rows)]) + CELL_PADDING
+        for i, name in enumerate(header)
+    ]
+    groups: list[list[int]] = [[]]
+    for i in range(1, len(header)):
+        group = groups[-1]
+        used = widths[0] + sum(widths[j] for j in group)
+        if group and (
+            used + widths[i] > PAGE_CHARACTERS or len(group) + 1 >= MAX_COLUMNS
+        ):
+            groups.append(group := [])
+        group.append(i)
+    return "\n\n".join(
+        table([header[i] for i in [0, *g]], [[row[i] for i in [0, *g]] for row in rows])
+        for g in groups
+    )
 
 
 def rows_table(rows: list[list]) -> str:

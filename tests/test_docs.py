@@ -238,6 +238,40 @@ def test_benchmark_renderer(tmp_path):
         assert f"## {path.stem}" in real
 
 
+def test_benchmark_renderer_splits_wide_tables():
+    """A list of records wider than the page, on its side or not, becomes several
+    tables, each within the page's width and led by the column naming the rows."""
+    spec = importlib.util.spec_from_file_location(
+        "make_benchmarks", DOCS / "make_benchmarks.py"
+    )
+    make_benchmarks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_benchmarks)
+    limit = make_benchmarks.PAGE_CHARACTERS
+    for n_records in (14, 40):  # fewer records than fields (on its side), and more
+        records = [
+            {f"field_{j:02d}": f"value-{i:02d}-{j:02d}-xxxxxxxx" for j in range(32)}
+            for i in range(n_records)
+        ]
+        text = make_benchmarks.records_table(records)
+        tables = text.split("\n\n")
+        assert len(tables) > 1
+        cells, leads = set(), []
+        for part in tables:
+            lines = [line.strip("| ").split(" | ") for line in part.splitlines()]
+            header, rows = lines[0], lines[2:]
+            assert len(header) <= make_benchmarks.MAX_COLUMNS
+            widths = [
+                max(len(row[i]) for row in [header, *rows])
+                + make_benchmarks.CELL_PADDING
+                for i in range(len(header))
+            ]
+            assert sum(widths) <= limit
+            leads.append([row[0] for row in rows])
+            cells |= {c for row in rows for c in row[1:]}
+        assert all(lead == leads[0] for lead in leads)
+        assert len(cells) == n_records * 31  # every value but the naming one, once
+
+
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with no warning: every page, link, figure and API entry."""
     pytest.importorskip("mkdocs")
