@@ -229,7 +229,9 @@ def _anneal_variance(
         status = jnp.where(finite, stage_status[-1], Status.NONFINITE)
         status = status.astype(jnp.int32)
         ll = total_log_likelihood(last, x, w)
-        result = FitResult(last, ll, stage_total, status, jnp.asarray(-1, jnp.int32))
+        result = FitResult(
+            last, ll, stage_total, status, jnp.asarray(-1, jnp.int32), ll
+        )
     info = AnnealInfo(
         variances, n_steps, stage_means, stage_weights, stage_ll, result.n_steps
     )

@@ -78,7 +78,10 @@ class Fitter(Protocol):
     temperature of :class:`gmmjax.Annealed`. Numeric hyperparameters are leaves
     of the fitter (traced: new values do not recompile); what sets shapes or
     control flow is static. An optional ``check()`` validates the
-    hyperparameters at the API edge, outside ``jit``.
+    hyperparameters at the API edge, outside ``jit``. A fitter that increases
+    something other than the log-likelihood says what with an optional
+    ``objective(state, x, *, sample_weight=None) -> ()``, the total objective at
+    ``state``; :attr:`FitResult.objective` reports it.
 
     :class:`gmmjax.EM`, :class:`gmmjax.GradientFitter` and
     :class:`gmmjax.Annealed` follow it.
@@ -163,6 +166,11 @@ class FitResult(NamedTuple):
         status: ``()`` int32, a :class:`Status` value.
         degenerate_component: ``()`` int32, the component that emptied or collapsed
             when ``status == DEGENERATE``, else ``-1``.
+        objective: ``()`` the total objective the fitter increases, at the end of
+            the run: the log-likelihood (``== log_likelihood``) for maximum
+            likelihood fitters; a fitter with an ``objective`` method (a prior's
+            log posterior, a variational lower bound) reports its own. Restarts
+            are compared by it (:func:`gmmjax.best_of`).
 
     Example:
         >>> import jax, gmmjax
@@ -180,6 +188,7 @@ class FitResult(NamedTuple):
     n_steps: jax.Array
     status: jax.Array
     degenerate_component: jax.Array
+    objective: jax.Array
 
     @property
     def status_name(self) -> str:
@@ -329,6 +338,15 @@ def start_loop(state, dtype, running) -> Loop:
     )
 
 
+def fitter_objective(fitter, state, x, w, ll):
+    """The total objective ``fitter`` increases, at ``state``: its own
+    ``objective`` method's value, else the log-likelihood ``ll``."""
+    objective = getattr(fitter, "objective", None)
+    if objective is None:
+        return ll
+    return jnp.asarray(objective(state, x, sample_weight=w), ll.dtype)
+
+
 def _progress_sender(report):
     """A traced ``send(loop)`` that hands ``report`` on the host three ``(b,)``
     arrays (``b = 1`` outside ``vmap``): the steps taken, the mean
@@ -393,7 +411,15 @@ def run(fitter, gmm0, x, w, max_steps, tol, report=None, previous=None):
         send(loop)
     gmm = loop.state.gmm
     ll = total_log_likelihood(gmm, x, w)
-    return FitResult(gmm, ll, loop.n_steps, loop.status, loop.degenerate), loop.state
+    result = FitResult(
+        gmm,
+        ll,
+        loop.n_steps,
+        loop.status,
+        loop.degenerate,
+        fitter_objective(fitter, loop.state, x, w, ll),
+    )
+    return result, loop.state
 
 
 def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
@@ -459,7 +485,12 @@ def _fit_trace(fitter, gmm0, x, w, num_steps):
     lls = jax.lax.map(lambda g: total_log_likelihood(g, x, w), gmms)
     status = jnp.where(loop.status == RUNNING, Status.MAX_STEPS, loop.status)
     result = FitResult(
-        loop.state.gmm, lls[-1], loop.n_steps, status.astype(jnp.int32), loop.degenerate
+        loop.state.gmm,
+        lls[-1],
+        loop.n_steps,
+        status.astype(jnp.int32),
+        loop.degenerate,
+        fitter_objective(fitter, loop.state, x, w, lls[-1]),
     )
     return result, FitTrace(lls, gmms)
 

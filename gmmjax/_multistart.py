@@ -452,7 +452,7 @@ def _best_masked(
         report=None,
     )
     runs = jax.tree_util.tree_map(lambda a: a.reshape(g, b, *a.shape[1:]), runs)
-    index = jax.vmap(best_index)(runs.log_likelihood, runs.status)
+    index = jax.vmap(best_index)(runs.objective, runs.status)
     return jax.tree_util.tree_map(lambda a: jax.vmap(lambda r, i: r[i])(a, index), runs)
 
 
@@ -573,18 +573,20 @@ def best_index(ll, status) -> jax.Array:
 def _take_best(result: FitResult) -> FitResult:
     # one program: indexed leaf by leaf, op by op, a fresh process compiled a
     # small program per leaf
-    index = best_index(result.log_likelihood, result.status)
+    index = best_index(result.objective, result.status)
     return jax.tree_util.tree_map(lambda leaf: leaf[index], result)
 
 
 def best_of(result: FitResult) -> FitResult:
-    """The best run of a batch: the highest log-likelihood among the usable runs.
+    """The best run of a batch: the highest objective among the usable runs.
 
-    A run is usable when it ended ``CONVERGED`` or ``MAX_STEPS`` with a finite
-    log-likelihood. Runs that ended ``NONFINITE`` or ``DEGENERATE`` (a collapsed
+    The objective is :attr:`FitResult.objective`: the log-likelihood, or the log
+    posterior or lower bound of a fitter that increases one of those. A run is
+    usable when it ended ``CONVERGED`` or ``MAX_STEPS`` with a finite
+    objective. Runs that ended ``NONFINITE`` or ``DEGENERATE`` (a collapsed
     component can have an arbitrarily high likelihood) never win while a usable
     run exists. When none is usable, the failed run with the highest finite
-    log-likelihood is returned (else the first run), with its own status, so the
+    objective is returned (else the first run), with its own status, so the
     status says that no run succeeded. Ties go to the earliest start. Jittable.
 
     Args:

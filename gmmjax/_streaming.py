@@ -228,9 +228,8 @@ def fit_em_chunked(
         check = False
         loop = _em_from_pass(acc, loop, n, max_steps, tol, reg_covar)
     acc, _ = _sweep(blocks, loop.state, chunk_size, dtype, check)
-    return FitResult(
-        loop.state, acc.log_likelihood, loop.n_steps, loop.status, loop.degenerate
-    )
+    ll = acc.log_likelihood
+    return FitResult(loop.state, ll, loop.n_steps, loop.status, loop.degenerate, ll)
 
 
 # --------------------------------------------------------------------- online EM

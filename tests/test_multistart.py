@@ -238,6 +238,7 @@ def fake_result(lls, statuses):
         np.full(b, 10, np.int32),
         np.asarray([int(s) for s in statuses], np.int32),
         np.asarray(degenerate, np.int32),
+        np.asarray(lls, float),
     )
 
 
