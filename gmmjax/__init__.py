@@ -46,9 +46,12 @@ if TYPE_CHECKING:
     from ._information import diagnose as diagnose
     from ._information import observed_information as observed_information
     from ._information import standard_errors as standard_errors
+    from ._init import ResponsibilityStart as ResponsibilityStart
     from ._init import init_gmm as init_gmm
     from ._multistart import best_of as best_of
     from ._multistart import multistart as multistart
+    from ._prior import Prior as Prior
+    from ._prior import log_prior as log_prior
     from ._selection import SelectionResult as SelectionResult
     from ._selection import aic as aic
     from ._selection import bic as bic
@@ -62,6 +65,9 @@ if TYPE_CHECKING:
     from ._streaming import OnlineEMInfo as OnlineEMInfo
     from ._streaming import OnlineEMState as OnlineEMState
     from ._streaming import fit_em_chunked as fit_em_chunked
+    from ._vb import VB as VB
+    from ._vb import VariationalPrior as VariationalPrior
+    from ._vb import VBState as VBState
 
 
 def _exports() -> dict[str, str]:

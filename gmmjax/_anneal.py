@@ -120,6 +120,19 @@ class Annealed:
         info = StepInfo(info.log_likelihood, info.degenerate, can_stop)
         return AnnealedState(inner, state.count + 1), info
 
+    @property
+    def objective(self):
+        """The inner fitter's ``objective`` (e.g. MAP-EM's log posterior) read
+        at the inner state, or ``None`` when it has none."""
+        inner = getattr(self.inner, "objective", None)
+        if inner is None:
+            return None
+
+        def objective(state, x, *, sample_weight=None):
+            return inner(state.inner, x, sample_weight=sample_weight)
+
+        return objective
+
 
 jax.tree_util.register_dataclass(
     Annealed, data_fields=["inner"], meta_fields=["schedule"]

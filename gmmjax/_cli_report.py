@@ -17,6 +17,7 @@ from ._cli_data import CLIError, Data
 
 __all__ = [
     "METHODS",
+    "PRIOR_LINE",
     "FitProgress",
     "Line",
     "bar",
@@ -28,14 +29,25 @@ __all__ = [
 ]
 
 
-def diagnosis_or_reason(result, x, usable: bool) -> dict:
+def diagnosis_or_reason(result, x, usable: bool, fitter) -> dict:
     """The summary's ``diagnosis``, or ``diagnosis_unavailable`` with the reason:
-    the fit is not usable, or its Hessian cannot be computed (not finite where a
-    component has nearly collapsed)."""
+    the fit is not usable, it is variational (a lower bound of the evidence is
+    not a function of the model's parameters alone), or its Hessian cannot be
+    computed (not finite where a component has nearly collapsed). A MAP fit is
+    diagnosed on its log posterior."""
+    import gmmjax
+
     if not usable:
         return {"diagnosis_unavailable": "the fit is not usable"}
+    if isinstance(fitter, gmmjax.VB):
+        return {
+            "diagnosis_unavailable": "a variational fit maximizes a lower bound "
+            "over distributions, not a function of the model's parameters"
+        }
+    em = fitter.inner if isinstance(fitter, gmmjax.Annealed) else fitter
+    prior = em.prior if isinstance(em, gmmjax.EM) else None
     try:
-        return {"diagnosis": _diagnosis(result, x)}
+        return {"diagnosis": _diagnosis(result, x, prior)}
     except ValueError as err:
         return {"diagnosis_unavailable": " ".join(str(err).split())}
 
@@ -45,7 +57,22 @@ METHODS = {
     "adam": "Adam (optax)",
     "lbfgs": "L-BFGS (optax)",
     "anneal": "deterministically annealed EM",
+    "vb": "variational Bayes (Dirichlet process prior)",
 }
+
+PRIOR_LINE = (
+    "prior: mclust's default conjugate prior (shrinkage 0.01 towards the data mean, "
+    "d + 2 degrees of freedom), MAP-EM without a floor in its steps"
+)
+
+# what a fit maximizes where it is not the log-likelihood (FitResult.objective):
+# by --method vb, or by --prior default
+_OBJECTIVES = {
+    "vb": "lower bound (scikit-learn's, without its constant terms)",
+    "default": "log posterior",
+}
+# the weight above which a variational fit's component counts as in use
+_USED_WEIGHT = 0.01
 
 
 # The diagnosis' kinds in words that mean one thing each: the summary already uses
@@ -68,11 +95,12 @@ _ADVICE = {
 }
 
 
-def _diagnosis(result, x) -> dict:
-    """``gmmjax.diagnose`` of the chosen run, in the command's words."""
+def _diagnosis(result, x, prior) -> dict:
+    """``gmmjax.diagnose`` of the chosen run (of its log posterior with a
+    prior), in the command's words."""
     import gmmjax
 
-    d = gmmjax.diagnose(result, x)
+    d = gmmjax.diagnose(result, x, prior=prior)
     eigenvalues = np.sort(np.asarray(d.eigenvalues, np.float64))[::-1]
     advice = _ADVICE.get(d.kind, "")
     if d.kind == "not_critical" and result.status_name == "CONVERGED":
@@ -188,6 +216,13 @@ def summary(args, data: Data, result, runs) -> dict:
     weights, means, covariances, total = jax.device_get(_model_numbers()(gmm, x))
     statuses = [gmmjax.Status(int(s)).name for s in np.asarray(runs.status)]
     reason = _unusable(result)
+    objective = _OBJECTIVES.get(args.method if args.method == "vb" else args.prior)
+    extra = {}
+    if objective is not None:
+        extra["objective"] = {"name": objective, "value": float(result.objective)}
+        extra["restart_objectives"] = [
+            float(v) for v in np.asarray(runs.objective, np.float64)
+        ]
     return {
         "data": {
             "path": args.data,
@@ -203,6 +238,7 @@ def summary(args, data: Data, result, runs) -> dict:
         "seed": args.seed,
         "reg_covar": args.reg_covar,
         "reg_scale": args.reg_scale,
+        "prior": args.prior,
         "n_components": int(gmm.n_components),
         "covariance_type": gmm.covariance_type,
         "weights": weights.tolist(),
@@ -226,6 +262,7 @@ def summary(args, data: Data, result, runs) -> dict:
             ],
             "statuses": statuses,
         },
+        **extra,
     }
 
 
@@ -273,11 +310,22 @@ def print_summary(s: dict) -> None:
             f"{METHODS[s['method']]} from {starts}{restarts}"
         )
         print(regularization(s["reg_covar"], s["reg_scale"]))
+        if s["prior"] == "default":
+            print(PRIOR_LINE)
         print(f"weights: {np.asarray(s['weights'])}")
+        if s["method"] == "vb":
+            used = int(np.sum(np.asarray(s["weights"]) > _USED_WEIGHT))
+            print(
+                f"components in use: {used} of {s['n_components']} (weight above "
+                f"{_USED_WEIGHT:g}; the prior switched off the others)"
+            )
         print(f"means:\n{np.asarray(s['means'])}")
         print(f"covariances:\n{np.asarray(s['covariances'])}")
         ll = s["log_likelihood"]
         print(f"log-likelihood: {ll:.6f} (mean {ll / n:.6f} per sample)")
+        if "objective" in s:
+            name, value = s["objective"]["name"], s["objective"]["value"]
+            print(f"{name}: {value:.6f} (mean {value / n:.6f} per sample)")
         p = s["n_parameters"]
         print(f"BIC: {s['bic']:.4f}  AIC: {s['aic']:.4f}  ({p} parameters)")
         print(f"steps: {s['n_steps']}")

@@ -25,10 +25,17 @@ from ._degeneracy import (
     reseed_component,
     sample_count,
 )
-from ._density import center, mahalanobis, prepare, weighted_log_prob
+from ._density import (
+    center,
+    mahalanobis,
+    prepare,
+    total_log_likelihood,
+    weighted_log_prob,
+)
 from ._fit import StepInfo
 from ._gmm import GMM
 from ._lanes import lane_cond
+from ._prior import Prior, check_prior, check_prior_shapes, log_prior_density
 from ._stats import (
     chunk_rows,
     coefficients,
@@ -333,7 +340,12 @@ def _weighted_ll(ws, log_prob):
     return jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
 
 
-def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+def _active(gmm: GMM, prior):
+    """The components a prior's pooled terms run over (``None`` without one)."""
+    return None if prior is None else jnp.isfinite(gmm.logits)
+
+
+def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
     """One EM step by the expanded route: ``(MStep, total log-likelihood,
     log p(x_i))``."""
     c, coef = _expanded_center(gmm, x)
@@ -346,10 +358,11 @@ def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta):
 
     ctype, k = gmm.covariance_type, gmm.n_components
     stats, ll, log_prob = expanded_statistics(c, x, sample_weight, ctype, k, posterior)
-    return maximize(stats, reg_covar, ctype), ll, log_prob
+    m = maximize(stats, reg_covar, ctype, prior=prior, active=_active(gmm, prior))
+    return m, ll, log_prob
 
 
-def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
     """One EM step by the centered two-pass route: ``(MStep, log-likelihood,
     log p(x_i))``."""
     resp, log_prob, ll = _posteriors(_two_pass_joint(gmm, x), beta)
@@ -360,46 +373,62 @@ def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta):
     # into every reduction of the M step and recompute them there
     resp = jax.lax.optimization_barrier(resp)
     stats = two_pass_statistics(x, resp, sample_weight, gmm.covariance_type, c)
-    m = maximize(stats, reg_covar, gmm.covariance_type, origin=c, expanded=False)
+    m = maximize(
+        stats,
+        reg_covar,
+        gmm.covariance_type,
+        origin=c,
+        expanded=False,
+        prior=prior,
+        active=_active(gmm, prior),
+    )
     return m, ll, log_prob
 
 
-def em_update(gmm: GMM, x, sample_weight, reg_covar, beta):
+def em_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
     """One EM step by EM's route: ``((gmm, counts, spread), ll, log_prob)``.
 
-    The new model, the counts ``N_j`` ``(k,)`` and the :class:`Spread` of the M
-    step, the total log-likelihood of ``gmm`` and ``log p(x_i)`` under it
-    ``(n,)``. No validation.
+    The new model (the posterior mode with a :class:`gmmjax.Prior`), the counts
+    ``N_j`` ``(k,)`` and the :class:`Spread` of the M step, the total
+    log-likelihood of ``gmm`` and ``log p(x_i)`` under it ``(n,)``. No
+    validation.
     """
 
     def route(update):
-        def run(gmm, x, sample_weight, reg_covar, beta):
-            m, ll, log_prob = update(gmm, x, sample_weight, reg_covar, beta)
+        def run(gmm, x, sample_weight, reg_covar, beta, prior):
+            m, ll, log_prob = update(gmm, x, sample_weight, reg_covar, beta, prior)
             return (m.gmm, m.centered.counts, m.spread), ll, log_prob
 
         return run
 
-    args = (x, sample_weight, reg_covar, beta)
+    args = (x, sample_weight, reg_covar, beta, prior)
     return _by_route(route(_expanded_update), route(_two_pass_update), gmm, *args)
 
 
-def _em_step(gmm: GMM, x, sample_weight, reg_covar, beta):
+def _em_step(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
     """One EM step: ``(gmm, StepInfo, log p(x_i) of the starting model)``.
 
     Components of weight 0 (logit ``-inf``) are inactive: their posteriors are
     exactly 0, so the active ones get the step of the mixture of the active
     components alone (to rounding), while the inactive ones keep their
     parameters and weight 0 (:func:`gmmjax._degeneracy.keep_inactive`) and never
-    count as empty or collapsed.
+    count as empty or collapsed. With a :class:`gmmjax.Prior` the step is
+    MAP-EM's and the :class:`StepInfo` carries the log posterior
+    ``L + log p(theta)`` of the starting model, so that the driver's
+    convergence test reads the objective MAP-EM increases.
     """
     (new, counts, spread), ll, log_prob = em_update(
-        gmm, x, sample_weight, reg_covar, beta
+        gmm, x, sample_weight, reg_covar, beta, prior
     )
     active = jnp.isfinite(gmm.logits)
-    new = keep_inactive(new, gmm, counts, active)
+    # the weights' numerators: the Dirichlet prior adds alpha - 1 to every count
+    shares = counts if prior is None else counts + (prior.concentration - 1)
+    new = keep_inactive(new, gmm, shares, active)
     n = sample_count(x, sample_weight)
     total = x.shape[0] if sample_weight is None else jnp.sum(sample_weight)
     degenerate = degenerate_component(counts, spread, n, total, active)
+    if prior is not None:
+        ll = ll + log_prior_density(gmm, prior).astype(ll.dtype)
     return new, StepInfo(ll, degenerate, jnp.asarray(True)), log_prob
 
 
@@ -429,16 +458,20 @@ def _reseed_step(log_prob, gmm, info, x, sample_weight, reg_covar, used, budget)
 
 
 @jax.jit
-def _em_step_jit(gmm, x, sample_weight, reg_covar, beta):
-    return _em_step(gmm, x, sample_weight, reg_covar, beta)[0]
+def _em_step_jit(gmm, x, sample_weight, reg_covar, beta, prior):
+    return _em_step(gmm, x, sample_weight, reg_covar, beta, prior)[0]
 
 
-def em_step(gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0) -> GMM:
+def em_step(
+    gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0, prior=None
+) -> GMM:
     """One jitted EM iteration: an E step at inverse temperature ``beta``, then an M
     step.
 
-    At ``beta = 1`` the total log-likelihood never decreases (up to rounding).
-    ``reg_covar`` and ``beta`` are traced: new values do not recompile.
+    At ``beta = 1`` the total log-likelihood never decreases (up to rounding);
+    with a ``prior`` (and ``reg_covar = 0``) the log posterior never does.
+    ``reg_covar``, ``beta`` and the prior are traced: new values do not
+    recompile.
 
     Args:
         gmm: the current mixture.
@@ -446,6 +479,7 @@ def em_step(gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0) -> GMM
         sample_weight: optional ``(n,)`` non-negative weights.
         reg_covar: added to the diagonal of every covariance.
         beta: inverse temperature of the responsibilities (deterministic annealing).
+        prior: ``None``, or a :class:`gmmjax.Prior` for MAP-EM's step.
 
     Returns:
         The updated :class:`GMM`.
@@ -460,7 +494,10 @@ def em_step(gmm: GMM, x, *, sample_weight=None, reg_covar=1e-6, beta=1.0) -> GMM
     """
     x, w = prepare(gmm, x, sample_weight)
     check_reg_covar(reg_covar, n_features=x.shape[1])
-    return _em_step_jit(gmm, x, w, reg_covar, beta)
+    if prior is not None:
+        check_prior(prior)
+        check_prior_shapes(prior, x.shape[1], gmm.covariance_type)
+    return _em_step_jit(gmm, x, w, reg_covar, beta, prior)
 
 
 # ------------------------------------------------------------ regularization
@@ -536,6 +573,18 @@ class EM:
     the re-seed code, which compiles about a fifth faster; under ``vmap`` only
     the restarts that re-seed run the re-seed.
 
+    **MAP-EM.** With a :class:`gmmjax.Prior` every M step is the posterior mode
+    given the responsibilities (:func:`gmmjax._prior.posterior_mode`, mclust's
+    ``me`` with ``prior = priorControl()``), and EM increases the log posterior
+    ``L(theta) + log p(theta)`` (:func:`gmmjax.log_prior`): the step reports it
+    for the convergence test, and :meth:`objective` gives it, so
+    :attr:`gmmjax.FitResult.objective` holds it and :func:`gmmjax.best_of`
+    compares restarts by it (``FitResult.log_likelihood`` stays the
+    log-likelihood, which mclust's BIC reads). ``reg_covar`` is still added
+    after the MAP step: pass ``reg_covar=0`` for exact MAP-EM. The prior is a
+    pytree of leaves (traced: a new prior of the same shapes does not
+    recompile; batched with ``vmap``); ``prior=None`` compiles plain EM.
+
     Args:
         reg_covar: non-negative value added to the diagonal of every covariance in
             the M step (scikit-learn's convention), keeping covariances positive
@@ -543,6 +592,9 @@ class EM:
             :func:`relative_reg_covar`'s scale-relative floor.
         max_reseeds: the number of re-seeds a run may use, a Python integer
             ``>= 0`` (static); ``0`` (default) never re-seeds.
+        prior: ``None`` (maximum likelihood, the default) or a
+            :class:`gmmjax.Prior` shaped for the data and the model's
+            covariance type (checked when a fit starts).
 
     Example:
         >>> import jax, gmmjax
@@ -562,14 +614,26 @@ class EM:
         'DEGENERATE'
         >>> gmmjax.fit(gmmjax.EM(max_reseeds=2), g0, x).status_name
         'CONVERGED'
+
+        MAP-EM with mclust's default prior: the fit's objective is the log
+        posterior.
+
+        >>> prior = gmmjax.Prior.default(x, n_components=2)
+        >>> result = gmmjax.fit(gmmjax.EM(prior=prior, reg_covar=0.0), gmm0, x)
+        >>> gap = result.objective - result.log_likelihood
+        >>> bool(abs(gap - gmmjax.log_prior(result.gmm, prior)) < 1e-3)
+        True
     """
 
     reg_covar: float | jax.Array = 1e-6
     max_reseeds: int = 0
+    prior: Prior | None = None
 
     def check(self) -> None:
         """Validate the hyperparameters (called by the drivers at the API edge)."""
         check_reg_covar(self.reg_covar)
+        if self.prior is not None:
+            check_prior(self.prior)
         budget = self.max_reseeds
         if isinstance(budget, (bool, np.bool_)) or not isinstance(
             budget, numbers.Integral
@@ -588,7 +652,7 @@ class EM:
     def step(self, state: EMState, x, *, sample_weight=None, beta=1.0):
         """One EM iteration (and a re-seed if needed); ``(EMState, StepInfo)``."""
         gmm, info, log_prob = _em_step(
-            state.gmm, x, sample_weight, self.reg_covar, beta
+            state.gmm, x, sample_weight, self.reg_covar, beta, self.prior
         )
         if self.max_reseeds == 0:
             return EMState(gmm, state.n_reseeds), info
@@ -604,7 +668,23 @@ class EM:
         )
         return EMState(gmm, used), info
 
+    @property
+    def objective(self):
+        """``objective(state, x, *, sample_weight=None) -> ()``, the total log
+        posterior ``L(theta) + log p(theta)`` at ``state``, with a prior;
+        ``None`` without one (the objective is then the log-likelihood).
+        :attr:`gmmjax.FitResult.objective` reads it."""
+        if self.prior is None:
+            return None
+        prior = self.prior
+
+        def log_posterior(state, x, *, sample_weight=None):
+            ll = total_log_likelihood(state.gmm, x, sample_weight)
+            return ll + log_prior_density(state.gmm, prior).astype(ll.dtype)
+
+        return log_posterior
+
 
 jax.tree_util.register_dataclass(
-    EM, data_fields=["reg_covar"], meta_fields=["max_reseeds"]
+    EM, data_fields=["reg_covar", "prior"], meta_fields=["max_reseeds"]
 )

@@ -19,8 +19,16 @@ import numpy as np
 
 from ._density import check_gmm, prepare, total_log_likelihood
 from ._gmm import GMM
+from ._init import ResponsibilityStart
 from ._levels import ByWork, fit_work
-from ._validation import check_count, check_nonnegative_scalar, check_reg_covar
+from ._prior import Prior, check_prior_shapes
+from ._validation import (
+    check_count,
+    check_data,
+    check_nonnegative_scalar,
+    check_reg_covar,
+    check_sample_weight,
+)
 
 __all__ = [
     "RUNNING",
@@ -231,12 +239,17 @@ def check_fitter(fitter) -> None:
         check()
 
 
-def check_fitter_features(fitter, n_features: int) -> None:
+def check_fitter_features(fitter, n_features: int, covariance_type: str) -> None:
     """A per-feature ``reg_covar`` of ``fitter``, or of any fitter it wraps
-    (:class:`gmmjax.Annealed`'s ``inner``), has one value per feature."""
+    (:class:`gmmjax.Annealed`'s ``inner``), has one value per feature, and a
+    :class:`gmmjax.Prior` of theirs the shapes of the data's features and the
+    model's covariance type."""
     while fitter is not None:
         if hasattr(fitter, "reg_covar"):
             check_reg_covar(fitter.reg_covar, n_features=n_features)
+        prior = getattr(fitter, "prior", None)
+        if isinstance(prior, Prior):
+            check_prior_shapes(prior, n_features, covariance_type)
         fitter = getattr(fitter, "inner", None)
 
 
@@ -248,6 +261,8 @@ def check_steps(value, name: str):
 def prepare_fit(fitter, gmm0, x, sample_weight):
     """Validate the common arguments of the fitting drivers."""
     check_fitter(fitter)
+    if isinstance(gmm0, ResponsibilityStart):
+        return _prepare_responsibilities(fitter, gmm0, x, sample_weight)
     check_gmm(gmm0)
     x, w = prepare(gmm0, x, sample_weight)
     if x.shape[0] < gmm0.n_components:
@@ -255,9 +270,44 @@ def prepare_fit(fitter, gmm0, x, sample_weight):
             f"x has {x.shape[0]} samples but the model has {gmm0.n_components} "
             "components: need n_samples >= n_components"
         )
-    check_fitter_features(fitter, x.shape[1])
+    check_fitter_features(fitter, x.shape[1], gmm0.covariance_type)
     gmm0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), gmm0)
     return gmm0, x, w
+
+
+def _prepare_responsibilities(fitter, start, x, sample_weight):
+    """:func:`prepare_fit` for a start given as responsibilities: ``(n, k)``
+    finite, non-negative rows that sum to 1, for a fitter that starts from them
+    (:class:`gmmjax.VB`)."""
+    if not getattr(fitter, "takes_responsibilities", False):
+        raise TypeError(
+            f"{type(fitter).__name__} starts from a gmmjax.GMM, not from "
+            "responsibilities (gmmjax.VB starts from either)"
+        )
+    x = check_data(x)
+    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
+    resp = np.asarray(start.resp)
+    n = x.shape[0]
+    if resp.ndim != 2 or resp.shape[0] != n or resp.shape[1] < 1:
+        raise ValueError(
+            f"the start's responsibilities must have shape (n, k) = ({n}, k), "
+            f"got {resp.shape}"
+        )
+    if n < resp.shape[1]:
+        raise ValueError(
+            f"x has {n} samples but the start has {resp.shape[1]} components: "
+            "need n_samples >= n_components"
+        )
+    rows = resp.sum(axis=1)
+    tolerance = 1e3 * np.finfo(np.float32).eps
+    if not (np.all(np.isfinite(resp)) and np.all(resp >= 0)) or np.any(
+        np.abs(rows - 1) > tolerance
+    ):
+        raise ValueError(
+            "the start's responsibilities must be finite and non-negative, with "
+            "every row summing to 1"
+        )
+    return ResponsibilityStart(jnp.asarray(resp, x.dtype)), x, w
 
 
 def _all_finite(tree) -> jax.Array:
@@ -444,7 +494,9 @@ def fit(fitter, gmm0: GMM, x, *, max_steps=500, tol=1e-6, sample_weight=None):
         fitter: an object with ``init(gmm, x, *, sample_weight)`` and
             ``step(state, x, *, sample_weight, beta) -> (state, StepInfo)``,
             e.g. :class:`gmmjax.EM`.
-        gmm0: the starting :class:`GMM`.
+        gmm0: the starting :class:`GMM`; or, for a fitter that starts from
+            responsibilities (:class:`gmmjax.VB`), a
+            :class:`gmmjax.ResponsibilityStart`.
         x: ``(n, d)`` data, ``n >= k``.
         max_steps: the step budget (an integer >= 0).
         tol: convergence threshold on the change in mean log-likelihood (>= 0).

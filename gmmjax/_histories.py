@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from ._fit import FitResult, Status, run, total_weight
 from ._gmm import GMM
-from ._init import init_gmm_jit
+from ._init import ResponsibilityStart, init_gmm_jit, init_responsibilities
 from ._levels import ByWork, fit_work
 from ._multistart import best_index, start_keys
 
@@ -47,6 +47,19 @@ class _Recording:
         history = state.history.at[state.count].set(info.log_likelihood / state.total)
         return _RecordingState(inner, history, state.count + 1, state.total), info
 
+    @property
+    def objective(self):
+        """The inner fitter's ``objective`` (a variational lower bound, a log
+        posterior) read at the inner state, or ``None`` when it has none."""
+        inner = getattr(self.inner, "objective", None)
+        if inner is None:
+            return None
+
+        def objective(state, x, *, sample_weight=None):
+            return inner(state.inner, x, sample_weight=sample_weight)
+
+        return objective
+
 
 jax.tree_util.register_dataclass(
     _Recording, data_fields=["inner"], meta_fields=["capacity"]
@@ -70,8 +83,11 @@ class EstimatorFit(NamedTuple):
     Attributes:
         runs: the ``(b,)`` batched :class:`gmmjax.FitResult` of every run (padding
             runs included: the first ``n_init`` are the real ones).
-        histories: ``(b, capacity)`` mean log-likelihood each step started from.
+        histories: ``(b, capacity)`` mean log-likelihood each step started from
+            (each step's mean objective, for a fitter with an ``objective``).
         best: ``()`` index of the chosen run.
+        state: the chosen run's final fitter state (a variational fitter's
+            posterior beside its model).
         gmm: the chosen run's :class:`GMM`.
         weights, means, covariances, precisions, precisions_cholesky: its
             parameters in scikit-learn's conventions.
@@ -80,6 +96,7 @@ class EstimatorFit(NamedTuple):
     runs: FitResult
     histories: jax.Array
     best: jax.Array
+    state: Any
     gmm: GMM
     weights: jax.Array
     means: jax.Array
@@ -101,15 +118,26 @@ def _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs):
     """``(n_runs, ...)`` starts: initializations (start ``i`` from
     ``fold_in(key(seed), i)``, the first ``n_active`` components active when it
     is given) with the given ``inits`` in place of theirs, or the given model
-    alone (``b = 1``) when all three are given."""
+    alone (``b = 1``) when all three are given. With a ``"responsibilities"``
+    spec the starts are the initializations' responsibilities themselves
+    (:class:`gmmjax.ResponsibilityStart`), for a fitter that starts from them."""
     weights, means, prec_chol = inits
-    k, ctype, method = spec
+    k, ctype, method, kind = spec
     if weights is not None and means is not None and prec_chol is not None:
         given = GMM.from_precisions_cholesky(
             weights, means, prec_chol, covariance_type=ctype
         )
         return jax.tree_util.tree_map(lambda a: a[None], given)
     keys = start_keys(jax.random.key(seed), n_runs)
+    if kind == "responsibilities":
+
+        def responsibilities(key):
+            resp = init_responsibilities(
+                key, x, w, n_active, n_components=k, method=method
+            )
+            return ResponsibilityStart(resp)
+
+        return _map(responsibilities, keys)
 
     def one(key):
         return init_gmm_jit(
@@ -172,8 +200,9 @@ def fit_best(
 
     Args:
         fitter: the fitter of every run.
-        gmm0s: ``(b, ...)`` starting models (a warm start), or ``None`` to start
-            from initializations.
+        gmm0s: ``(b, ...)`` starts that the fitter's ``init`` takes (a warm
+            start's model or state), or ``None`` to start from
+            initializations.
         seed: ``()`` integer seed of the initializations' key.
         x: ``(n, d)`` data (padded rows allowed, with weight 0).
         w: ``(n,)`` sample weights.
@@ -191,12 +220,16 @@ def fit_best(
         previous: ``()`` mean log-likelihood (traced), or ``None``: what every
             run's first convergence test compares with (``-inf`` by default;
             a warm start's previous ``lower_bound_``, see ``gmmjax._fit.run``).
-        spec: static ``(n_components, covariance_type, init method)``.
+        spec: static ``(n_components, covariance_type, init method, kind)``:
+            ``kind`` ``"model"`` starts from the initializations' models,
+            ``"responsibilities"`` from their responsibilities.
         n_runs: static number of runs (the bucket of ``n_init``).
         capacity: static slots of each run's history (:func:`history_capacity`).
 
     Returns:
-        :class:`EstimatorFit`.
+        :class:`EstimatorFit`; the chosen run is the best by
+        :attr:`gmmjax.FitResult.objective` (the log-likelihood of maximum
+        likelihood EM).
     """
     if gmm0s is None:
         gmm0s = _starting_models(seed, x, w, reg_covar, n_active, inits, spec, n_runs)
@@ -204,18 +237,20 @@ def fit_best(
 
     def one(gmm0):
         result, state = run(recording, gmm0, x, w, max_steps, tol, previous=previous)
-        return result, state.history
+        return result, state.history, state.inner
 
-    runs, histories = _map(one, gmm0s)
+    runs, histories, states = _map(one, gmm0s)
     real = jnp.arange(runs.status.shape[0]) < n_init
-    ll = jnp.where(real, runs.log_likelihood, -jnp.inf)
+    objective = jnp.where(real, runs.objective, -jnp.inf)
     status = jnp.where(real, runs.status, Status.NONFINITE)
-    best = best_index(ll, status)
-    gmm = jax.tree_util.tree_map(lambda a: a[best], runs.gmm)
+    best = best_index(objective, status)
+    state = jax.tree_util.tree_map(lambda a: a[best], states)
+    gmm = state.gmm
     return EstimatorFit(
         runs,
         histories,
         best,
+        state,
         gmm,
         gmm.weights,
         gmm.means,

@@ -52,6 +52,7 @@ from ._landscape import (
     second_order_route,
 )
 from ._levels import ByWork
+from ._prior import _log_prior, check_prior, check_prior_shapes, log_prior_density
 from ._stored import call_stored
 
 __all__ = [
@@ -139,6 +140,11 @@ def _log_likelihood_at(theta, gmm, x, w):
     return total_log_likelihood(from_natural_vector(theta, gmm), x, w)
 
 
+def _log_prior_at(theta, gmm, prior):
+    """``log p(theta)`` under a :class:`gmmjax.Prior` at the natural vector."""
+    return log_prior_density(from_natural_vector(theta, gmm), prior)
+
+
 # bytes of tangents per sample and direction, in units of k (d + 2) items: the
 # whitened residuals, distances and responsibilities of one sample and their
 # derivatives (measured: a peak of about 3 MB a direction for n = 1,000, k = 5,
@@ -191,14 +197,18 @@ def _chunked(x, w, rows: int):
     return x.reshape(n_chunks, rows, -1), w.reshape(n_chunks, rows)
 
 
-def likelihood_terms(gmm, x, w, rows, white=None, total=None) -> Terms:
+def likelihood_terms(gmm, x, w, rows, white=None, total=None, prior=None) -> Terms:
     """``L`` at the natural vector (or, with ``white`` and ``total``, the mean
     log-likelihood in whitened coordinates around the mixture's own natural
-    vector) as a sum over chunks of rows."""
+    vector) as a sum over chunks of rows; with a :class:`gmmjax.Prior`, the
+    log posterior ``L + log p`` (the log prior one extra term)."""
     if white is None:
 
         def term(theta, chunk):
             return _log_likelihood_at(theta, gmm, *chunk)
+
+        def extra(theta):
+            return _log_prior_at(theta, gmm, prior)
 
     else:
         theta = natural_vector(gmm).astype(x.dtype)
@@ -206,23 +216,27 @@ def likelihood_terms(gmm, x, w, rows, white=None, total=None) -> Terms:
         def term(v, chunk):
             return _whitened(v, gmm, *chunk, theta, white, total)
 
-    return Terms(term, _chunked(x, w, rows))
+        def extra(v):
+            return _whitened_prior(v, gmm, theta, white, total, prior)
+
+    return Terms(term, _chunked(x, w, rows), None if prior is None else extra)
 
 
 @functools.partial(jax.jit, static_argnums=3)
-def _information(gmm, x, w, route: MixtureRoute):
-    """``(theta (p,), I (p, p))``: the natural vector and minus the Hessian of L."""
+def _information(gmm, x, w, route: MixtureRoute, prior):
+    """``(theta (p,), I (p, p))``: the natural vector and minus the Hessian of L
+    (of ``L + log p`` with a prior)."""
     theta = natural_vector(gmm).astype(x.dtype)
-    terms = likelihood_terms(gmm, x, w, route.rows)
+    terms = likelihood_terms(gmm, x, w, route.rows, prior=prior)
     h = _krylov.dense_hessian(terms, theta, route.route.block)[2]
     return theta, -h
 
 
 @functools.partial(jax.jit, static_argnums=3)
-def _information_matvec(gmm, x, w, rows, vectors):
+def _information_matvec(gmm, x, w, rows, vectors, prior):
     """``I V`` for the ``(b, p)`` rows of ``vectors``, matrix-free."""
     theta = natural_vector(gmm).astype(x.dtype)
-    terms = likelihood_terms(gmm, x, w, rows)
+    terms = likelihood_terms(gmm, x, w, rows, prior=prior)
     return -_krylov.hvp(terms, theta, vectors.astype(x.dtype))[2]
 
 
@@ -238,7 +252,7 @@ def _inverse_information(matrix):
 
 
 @functools.partial(jax.jit, static_argnums=(3, 5))
-def _inverse_columns(gmm, x, w, rows, selected, max_steps):
+def _inverse_columns(gmm, x, w, rows, selected, max_steps, prior):
     """Columns ``selected`` of ``I^-1`` by conjugate gradients, matrix-free.
 
     Solved in the whitened coordinates of :func:`diagnose` (:func:`unwhiten`),
@@ -249,7 +263,7 @@ def _inverse_columns(gmm, x, w, rows, selected, max_steps):
     """
     total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
     white = whitening(gmm)
-    terms = likelihood_terms(gmm, x, w, rows, white, total)
+    terms = likelihood_terms(gmm, x, w, rows, white, total, prior)
     p = len(natural_labels(gmm))
     v0 = jnp.zeros(p, x.dtype)
     eye = jnp.eye(p, dtype=x.dtype)[selected]
@@ -327,19 +341,19 @@ def _matrix_method(method, gmm, x) -> str:
     return "dense" if fits else "lanczos"
 
 
-def _rows_matvec(gmm, x, w, rows):
+def _rows_matvec(gmm, x, w, rows, prior):
     """``v -> I v`` for ``(p,)`` or ``(b, p)`` ``v``, matrix-free."""
 
     def matvec(v):
         v = jnp.asarray(v)
-        out = _information_matvec(gmm, x, w, rows, jnp.atleast_2d(v))
+        out = _information_matvec(gmm, x, w, rows, jnp.atleast_2d(v), prior)
         return out[0] if v.ndim == 1 else out
 
     return matvec
 
 
 def observed_information(
-    gmm: GMM, x, *, sample_weight=None, chunk_size=None, method="auto"
+    gmm: GMM, x, *, sample_weight=None, chunk_size=None, method="auto", prior=None
 ) -> ObservedInformation:
     """Observed Fisher information ``I = -d^2 L / d theta^2`` of a mixture.
 
@@ -350,7 +364,9 @@ def observed_information(
     (forward over reverse) through the map ``theta -> GMM`` (last weight ``1 -
     sum`` of the others, symmetric covariances from their upper triangle),
     accumulated over chunks of samples, so memory is ``O(p^2)`` for the matrix,
-    never ``O(n p^2)``.
+    never ``O(n p^2)``. With a ``prior`` it is minus the Hessian of the log
+    posterior ``L + log p(theta)`` (:func:`gmmjax.log_prior`, an exact extra
+    term), the precision of the Laplace approximation at a MAP fit.
 
     Args:
         gmm: the mixture (``k`` components, ``d`` features).
@@ -362,6 +378,7 @@ def observed_information(
             matrix, only ``matvec``) or ``"auto"`` (the matrix wherever it fits
             in memory). A dense matrix that would not fit raises a
             ``ValueError`` that names the size and the matrix-free option.
+        prior: ``None`` or the :class:`gmmjax.Prior` of a MAP fit.
 
     Returns:
         :class:`ObservedInformation` with ``labels``, ``values`` ``(p,)``,
@@ -378,15 +395,16 @@ def observed_information(
         [[2.0, 0.0], [0.0, 1.0]]
     """
     x, w = prepare(gmm, x, sample_weight)
+    _check_prior(prior, gmm)
     chunk_size = check_chunk_size(chunk_size)
     route = mixture_route(gmm, x, _matrix_method(method, gmm, x), block=chunk_size)
     labels = natural_labels(gmm)
     if route.route.method == "lanczos":
         theta = jax.device_put(np.asarray(natural_vector(gmm), x.dtype))
         return ObservedInformation(
-            labels, theta, None, _rows_matvec(gmm, x, w, route.rows)
+            labels, theta, None, _rows_matvec(gmm, x, w, route.rows, prior)
         )
-    theta, matrix = _information(gmm, x, w, route)
+    theta, matrix = _information(gmm, x, w, route, prior)
 
     def matvec(v):
         return jnp.asarray(v) @ matrix
@@ -435,7 +453,14 @@ def _not_definite(smallest: str) -> ValueError:
 
 
 def standard_errors(
-    gmm: GMM, x, *, sample_weight=None, chunk_size=None, params=None, method="auto"
+    gmm: GMM,
+    x,
+    *,
+    sample_weight=None,
+    chunk_size=None,
+    params=None,
+    method="auto",
+    prior=None,
 ) -> StandardErrors:
     """Wald standard errors ``sqrt(diag(I^{-1}))`` from the observed information.
 
@@ -456,6 +481,10 @@ def standard_errors(
         params: the parameters wanted: labels (``"means[0,1]"``) or positions
             in the natural vector; all of them by default.
         method: as in :func:`observed_information`.
+        prior: ``None`` or the :class:`gmmjax.Prior` of a MAP fit: the errors
+            are then the Laplace approximation's posterior standard deviations
+            ``sqrt(diag(I^{-1}))`` with ``I`` minus the log posterior's
+            Hessian.
 
     Returns:
         :class:`StandardErrors` of the parameters asked for (``labels``,
@@ -481,7 +510,12 @@ def standard_errors(
     selected = _selected(labels, params)
     chosen = tuple(labels[i] for i in selected)
     info = observed_information(
-        gmm, x, sample_weight=sample_weight, chunk_size=chunk_size, method=method
+        gmm,
+        x,
+        sample_weight=sample_weight,
+        chunk_size=chunk_size,
+        method=method,
+        prior=prior,
     )
     if info.matrix is not None:
         definite, _, cov = _inverse_information(info.matrix)
@@ -494,7 +528,7 @@ def standard_errors(
         rows = mixture_route(gmm, x, "lanczos").rows
         p = len(labels)
         columns, converged, definite = _inverse_columns(
-            gmm, x, w, rows, jax.device_put(selected), 4 * p
+            gmm, x, w, rows, jax.device_put(selected), 4 * p, prior
         )
         if not bool(definite):
             raise _not_definite("a conjugate-gradient direction of negative curvature")
@@ -561,6 +595,8 @@ class Diagnosis(NamedTuple):
         advice: what to do about it (empty at a maximum).
         method: the route that ran: ``"dense"`` (every eigenvalue) or
             ``"lanczos"`` (matrix-free, the extreme Ritz values).
+        objective: ``()`` the total objective diagnosed: the log-likelihood, or
+            with a prior the log posterior ``L + log p(theta)``.
     """
 
     kind: str
@@ -574,6 +610,7 @@ class Diagnosis(NamedTuple):
     message: str
     advice: str
     method: str = "dense"
+    objective: jax.Array | None = None
 
     def __str__(self) -> str:
         top = ", ".join(
@@ -583,6 +620,12 @@ class Diagnosis(NamedTuple):
         lines = [
             f"kind: {self.kind} ({self.message})",
             f"log-likelihood: {float(self.log_likelihood):.6g}",
+            *(
+                [f"log posterior: {float(self.objective):.6g}"]
+                if self.objective is not None
+                and float(self.objective) != float(self.log_likelihood)
+                else []
+            ),
             f"predicted gain per sample: {float(self.predicted_gain):.3g}",
             f"gradient norm (whitened, per sample): {float(self.gradient_norm):.3g}",
             f"top Hessian eigenvalues (whitened, per sample{route}): {top}",
@@ -693,6 +736,17 @@ def _whitened(v, gmm, x, w, theta, white, total):
     return _log_likelihood_at(theta + unwhiten(v, gmm, white), gmm, x, w) / total
 
 
+def _whitened_prior(v, gmm, theta, white, total, prior):
+    """``log p(theta + T v) / W``: a prior's term of the mean log posterior."""
+    return _log_prior_at(theta + unwhiten(v, gmm, white), gmm, prior) / total
+
+
+def _whitened_posterior(v, gmm, x, w, theta, white, total, prior):
+    """The mean log posterior ``(L + log p)(theta + T v) / W``, whitened."""
+    likelihood = _whitened(v, gmm, x, w, theta, white, total)
+    return likelihood + _whitened_prior(v, gmm, theta, white, total, prior)
+
+
 _to_natural = jax.jit(unwhiten)
 
 
@@ -707,12 +761,12 @@ class _Evidence(NamedTuple):
     total: jax.Array  # () W
 
 
-def _evidence_program(gmm, x, w, route: MixtureRoute) -> _Evidence:
+def _evidence_program(gmm, x, w, prior, route: MixtureRoute) -> _Evidence:
     """Everything a diagnosis needs to second order, in one program."""
     theta = natural_vector(gmm).astype(x.dtype)
     total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w)
     white = whitening(gmm)
-    terms = likelihood_terms(gmm, x, w, route.rows, white, total)
+    terms = likelihood_terms(gmm, x, w, route.rows, white, total, prior)
     second = second_order_route(terms, jnp.zeros_like(theta), route.route)
     # Ritz slots left unfilled (nan) gain nothing
     filled = ~jnp.isnan(second.eigenvalues)
@@ -732,9 +786,16 @@ def _evidence_program(gmm, x, w, route: MixtureRoute) -> _Evidence:
 # against 1.1 s): its work is counted in sample-parameter pairs.
 _evidence = ByWork(
     _evidence_program,
-    work=lambda gmm, x, w, route: x.shape[0] * len(natural_labels(gmm)),
+    work=lambda gmm, x, w, prior, route: x.shape[0] * len(natural_labels(gmm)),
     static_argnames=("route",),
 )
+
+
+def _check_prior(prior, gmm: GMM) -> None:
+    """A ``prior`` argument: ``None``, or a :class:`gmmjax.Prior` for ``gmm``."""
+    if prior is not None:
+        check_prior(prior)
+        check_prior_shapes(prior, gmm.n_features, gmm.covariance_type)
 
 
 def fitted_gmm(result) -> GMM:
@@ -798,6 +859,7 @@ def diagnose(
     eigen_tol=1e-6,
     method="auto",
     krylov_dim=None,
+    prior=None,
 ):
     """Say whether a fit ended at a local maximum, a saddle or a flat region.
 
@@ -883,6 +945,11 @@ def diagnose(
             (default ``min(p, 400)``; up to 2,000 parameters the lowest pair is
             converged as well as the top ones); it stops once the extreme
             pairs converge.
+        prior: ``None`` or the :class:`gmmjax.Prior` of a MAP fit: the
+            objective diagnosed is then the mean log posterior ``(L + log
+            p(theta)) / W``, whose maximum MAP-EM seeks (the log prior an exact
+            extra term of every derivative); :attr:`Diagnosis.objective`
+            holds the log posterior.
 
     Returns:
         :class:`Diagnosis`; ``str(diagnosis)`` is a readable summary.
@@ -908,20 +975,25 @@ def diagnose(
     gmm = fitted_gmm(result)
     tol = check_tol(tol, "tol")
     x, w = prepare(gmm, x, sample_weight)
+    _check_prior(prior, gmm)
     eigen_tol = check_tol(eigen_tol, "tol")
     labels = natural_labels(gmm)
     route = mixture_route(gmm, x, method, krylov_dim)
     # kept lowered on disk (gmmjax._stored): a later process skips tracing it
-    evidence = call_stored("diagnosis", _evidence, (gmm, x, w), {"route": route})
+    evidence = call_stored("diagnosis", _evidence, (gmm, x, w, prior), {"route": route})
     gain = float(evidence.predicted_gain)
     # the third- and fourth-order program runs (and compiles) only at a critical
     # point with a singular Hessian; off one, the gradient is the way up
     critical = gain <= tol
+    args = (gmm, x, w, evidence.theta, evidence.white, evidence.total)
+    objective = _whitened
+    if prior is not None:
+        args, objective = (*args, prior), _whitened_posterior
     reduced = reducer(
         route.route,
-        _whitened,
+        objective,
         jax.device_put(np.zeros(evidence.theta.shape, x.dtype)),
-        (gmm, x, w, evidence.theta, evidence.white, evidence.total),
+        args,
     )
     point, escape = decide(
         evidence.second, eigen_tol, math.inf if critical else -math.inf, reduced
@@ -935,9 +1007,13 @@ def diagnose(
         escape_vec = np.asarray(_to_natural(escape_vec, gmm, evidence.white))
         escape_vec = jax.device_put(escape_vec / np.linalg.norm(escape_vec))
     message, advice = _verdict(kind, point, gain, tol, order)
+    objective = evidence.log_likelihood
+    log_likelihood = objective
+    if prior is not None:
+        log_likelihood = objective - _log_prior(gmm, prior).astype(objective.dtype)
     return Diagnosis(
         kind=kind,
-        log_likelihood=evidence.log_likelihood,
+        log_likelihood=log_likelihood,
         gradient_norm=point.gradient_norm,
         predicted_gain=evidence.predicted_gain,
         eigenvalues=point.eigenvalues,
@@ -947,4 +1023,5 @@ def diagnose(
         message=message,
         advice=advice,
         method=route.route.method,
+        objective=objective,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -21,7 +22,14 @@ from ._validation import (
     check_sample_weight,
 )
 
-__all__ = ["INIT_METHODS", "init_gmm", "init_gmm_jit", "kmeans_plusplus"]
+__all__ = [
+    "INIT_METHODS",
+    "ResponsibilityStart",
+    "init_gmm",
+    "init_gmm_jit",
+    "init_responsibilities",
+    "kmeans_plusplus",
+]
 
 INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data", "hc")
 
@@ -223,39 +231,53 @@ def _frozen(x, w, gmm: GMM) -> GMM:
     return GMM(gmm.logits, means, log_diag, off_diag, ctype)
 
 
-@functools.partial(
-    ByWork,
-    work=lambda key, x, *_, n_components, **__: fit_work(x, n_components),
-    static_argnames=("n_components", "covariance_type", "method"),
-)
-def init_gmm_jit(
-    key,
-    x,
-    w,
-    reg_covar,
-    n_active=None,
-    given=None,
-    *,
-    n_components,
-    covariance_type,
-    method,
-):
-    """:func:`init_gmm`'s jitted kernel, without validation (``w``: weights or
-    ``None``).
+@dataclasses.dataclass(frozen=True)
+class ResponsibilityStart:
+    """A start given as responsibilities: :class:`gmmjax.VB` begins with the
+    variational M step from them, as scikit-learn's ``BayesianGaussianMixture``
+    begins from its initialization's (k-means labels, random draws).
 
-    ``given``, optional, is a pair ``(use, labels)``: a ``()`` bool and ``(n,)``
-    int labels in ``0..k-1``; where ``use`` is true the start is fitted to that
-    partition instead of the method's own (a lane of a batch of starts that
-    starts from the hierarchical partition, computed once for the batch).
+    Pass it to :func:`gmmjax.fit` as the start of a fitter that takes one
+    (:class:`gmmjax.VB`), or to such a fitter's ``init``.
+    :func:`init_responsibilities` makes the starts of the initialization
+    methods.
 
-    ``n_active`` (``()`` int, traced; default ``n_components``) masks
-    components: the first ``k = n_active`` of the ``K = n_components`` are
-    initialized as :func:`init_gmm` with ``n_components=k`` and the same key
-    initializes them (to rounding), the others are inactive: logit ``-inf``
-    (weight 0) and the data's mean and per-feature variance, so one compiled
-    program serves every ``k <= K``. Rows of weight 0 appended to ``x`` change
-    nothing but rounding.
+    Attributes:
+        resp: ``(n, k)`` responsibilities, rows on the simplex.
+
+    Example:
+        >>> import jax.numpy as jnp, gmmjax
+        >>> x = jnp.array([[0.0], [0.2], [5.0], [5.3]])
+        >>> prior = gmmjax.VariationalPrior.default(x, n_components=2)
+        >>> start = gmmjax.ResponsibilityStart(jnp.eye(2)[jnp.array([0, 0, 1, 1])])
+        >>> state = gmmjax.VB(prior=prior).init(start, x)
+        >>> [round(float(m), 3) for m in state.gmm.means[:, 0]]
+        [0.942, 4.308]
     """
+
+    resp: jax.Array
+
+    @property
+    def n_components(self) -> int:
+        """The number of components ``k``."""
+        return self.resp.shape[-1]
+
+
+jax.tree_util.register_dataclass(
+    ResponsibilityStart, data_fields=["resp"], meta_fields=[]
+)
+
+
+def init_responsibilities(
+    key, x, w, n_active=None, given=None, *, n_components, method
+):
+    """``(n, k)`` starting responsibilities of an initialization ``method``:
+    the one-hot labels of the k-means methods, ``"random_from_data"`` and
+    ``"hc"``, or ``"random"``'s uniform draws normalized per row (no validation;
+    arguments as in :func:`init_gmm_jit`). :func:`init_gmm_jit` fits a model to
+    them; a fitter that starts from responsibilities (scikit-learn's
+    variational mixture) takes them as they are. Inactive components (past
+    ``n_active``) get no responsibility."""
     n = x.shape[0]
     k = n_components
     weights = jnp.ones(n, x.dtype) if w is None else w
@@ -289,10 +311,50 @@ def init_gmm_jit(
     if given is not None:
         use, labels = given
         resp = jnp.where(use, jax.nn.one_hot(labels, k, dtype=x.dtype), resp)
+    return resp
+
+
+@functools.partial(
+    ByWork,
+    work=lambda key, x, *_, n_components, **__: fit_work(x, n_components),
+    static_argnames=("n_components", "covariance_type", "method"),
+)
+def init_gmm_jit(
+    key,
+    x,
+    w,
+    reg_covar,
+    n_active=None,
+    given=None,
+    *,
+    n_components,
+    covariance_type,
+    method,
+):
+    """:func:`init_gmm`'s jitted kernel, without validation (``w``: weights or
+    ``None``).
+
+    ``given``, optional, is a pair ``(use, labels)``: a ``()`` bool and ``(n,)``
+    int labels in ``0..k-1``; where ``use`` is true the start is fitted to that
+    partition instead of the method's own (a lane of a batch of starts that
+    starts from the hierarchical partition, computed once for the batch).
+
+    ``n_active`` (``()`` int, traced; default ``n_components``) masks
+    components: the first ``k = n_active`` of the ``K = n_components`` are
+    initialized as :func:`init_gmm` with ``n_components=k`` and the same key
+    initializes them (to rounding), the others are inactive: logit ``-inf``
+    (weight 0) and the data's mean and per-feature variance, so one compiled
+    program serves every ``k <= K``. Rows of weight 0 appended to ``x`` change
+    nothing but rounding.
+    """
+    resp = init_responsibilities(
+        key, x, w, n_active, given, n_components=n_components, method=method
+    )
     stats = two_pass_statistics(x, resp, w, covariance_type)
     m = maximize(stats, reg_covar, covariance_type, expanded=False)
-    if active is None:
+    if n_active is None:
         return m.gmm
+    active = jnp.arange(n_components) < n_active
     frozen = _frozen(x, w, m.gmm)
     return keep_inactive(m.gmm, frozen, m.centered.counts, active)
 

@@ -1,7 +1,8 @@
 """Hessian-vector products of a sum of terms, and what is built on them.
 
-An objective is a **sum of terms** ``f(z) = sum_c term(z, chunk_c)``: a
-log-likelihood split into chunks of samples, or any function as one term
+An objective is a **sum of terms** ``f(z) = sum_c term(z, chunk_c) [+
+extra(z)]``: a log-likelihood split into chunks of samples (plus, for a MAP
+fit, the log prior as one extra term), or any function as one term
 (``chunks=None``). Derivatives are accumulated term by term in a ``lax.scan``,
 so memory is bounded by one chunk of samples, never by ``n``:
 
@@ -43,28 +44,35 @@ __all__ = [
 
 
 class Terms(NamedTuple):
-    """``f(z) = sum_c fn(z, chunks[c])`` (``fn(z, None)`` when ``chunks`` is None).
+    """``f(z) = sum_c fn(z, chunks[c]) + extra(z)`` (``fn(z, None)`` when
+    ``chunks`` is None; no extra term when ``extra`` is None).
 
-    ``fn`` is a Python function (static: it is part of the compiled program);
-    ``chunks`` a pytree of arrays whose leaves share a leading axis (traced).
+    ``fn`` and ``extra`` are Python functions (static: part of the compiled
+    program); ``chunks`` a pytree of arrays whose leaves share a leading axis
+    (traced).
     """
 
     fn: Callable
     chunks: Any = None
+    extra: Callable | None = None
 
 
-def _accumulate(terms: Terms, one, init):
-    """``sum_c one(chunk_c)``, one chunk at a time (a single chunk unrolled)."""
+def _accumulate(terms: Terms, one, init, single):
+    """``sum_c one(chunk_c)``, one chunk at a time (a single chunk unrolled),
+    plus ``single(terms.extra)`` when there is an extra term."""
     if terms.chunks is None:
-        return one(None)
-    leaves = jax.tree_util.tree_leaves(terms.chunks)
-    if leaves[0].shape[0] == 1:
-        return one(jax.tree_util.tree_map(lambda a: a[0], terms.chunks))
+        total = one(None)
+    elif jax.tree_util.tree_leaves(terms.chunks)[0].shape[0] == 1:
+        total = one(jax.tree_util.tree_map(lambda a: a[0], terms.chunks))
+    else:
 
-    def body(acc, chunk):
-        return jax.tree_util.tree_map(jnp.add, acc, one(chunk)), None
+        def body(acc, chunk):
+            return jax.tree_util.tree_map(jnp.add, acc, one(chunk)), None
 
-    return jax.lax.scan(body, init, terms.chunks)[0]
+        total = jax.lax.scan(body, init, terms.chunks)[0]
+    if terms.extra is None:
+        return total
+    return jax.tree_util.tree_map(jnp.add, total, single(terms.extra))
 
 
 def value_and_grad(terms: Terms, z):
@@ -73,7 +81,20 @@ def value_and_grad(terms: Terms, z):
     def one(chunk):
         return jax.value_and_grad(terms.fn)(z, chunk)
 
-    return _accumulate(terms, one, (jnp.zeros((), z.dtype), jnp.zeros_like(z)))
+    def single(fn):
+        return jax.value_and_grad(fn)(z)
+
+    init = (jnp.zeros((), z.dtype), jnp.zeros_like(z))
+    return _accumulate(terms, one, init, single)
+
+
+def _term_hvp(fn, z, directions):
+    """``(fn(z), grad fn(z), H V)`` of one term."""
+    vg = jax.value_and_grad(fn)
+    primal, tangent = jax.vmap(lambda v: jax.jvp(vg, (z,), (v,)), out_axes=(None, 0))(
+        directions
+    )
+    return primal[0], primal[1], tangent[1]
 
 
 def hvp(terms: Terms, z, directions):
@@ -85,14 +106,13 @@ def hvp(terms: Terms, z, directions):
     """
 
     def one(chunk):
-        vg = jax.value_and_grad(lambda t: terms.fn(t, chunk))
-        primal, tangent = jax.vmap(
-            lambda v: jax.jvp(vg, (z,), (v,)), out_axes=(None, 0)
-        )(directions)
-        return primal[0], primal[1], tangent[1]
+        return _term_hvp(lambda t: terms.fn(t, chunk), z, directions)
+
+    def single(fn):
+        return _term_hvp(fn, z, directions)
 
     init = (jnp.zeros((), z.dtype), jnp.zeros_like(z), jnp.zeros_like(directions))
-    return _accumulate(terms, one, init)
+    return _accumulate(terms, one, init, single)
 
 
 def dense_hessian(terms: Terms, z, block: int):

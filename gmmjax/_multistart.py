@@ -21,6 +21,7 @@ from ._fit import (
 from ._hc import hc_labels
 from ._init import INIT_METHODS, init_gmm_jit
 from ._levels import ByWork, fit_work
+from ._prior import with_prior
 from ._stored import call_stored
 from ._validation import (
     check_covariance_type,
@@ -127,6 +128,7 @@ def _multistart(
     reg_covar,
     n_active=None,
     hc=None,
+    priors=None,
     *,
     n_components,
     covariance_type,
@@ -136,13 +138,14 @@ def _multistart(
 ):
     # n_active: None, or (b,) the active components of every start (masking);
     # hc: None, or ((K, n) hierarchical partitions into 1..K clusters, (b,) bool
-    # the starts fitted to theirs)
+    # the starts fitted to theirs); priors: None, or a Prior with a leading (b,)
+    # axis, the fitter's prior of every start
     if report is not None and batch_size is not None:
         report = _EveryRestart(report, keys.shape[0], batch_size, x.dtype)
     tree, use_tree = (None, None) if hc is None else hc
 
     def one(lane, x):
-        key, active, use = lane
+        key, active, use, prior = lane
         given = None
         if tree is not None:
             given = (use, tree[(n_components if active is None else active) - 1])
@@ -157,9 +160,10 @@ def _multistart(
             covariance_type=covariance_type,
             method=init,
         )
-        return run(fitter, gmm0, x, w, max_steps, tol, report)[0]
+        fit_with = fitter if prior is None else with_prior(fitter, prior)
+        return run(fit_with, gmm0, x, w, max_steps, tol, report)[0]
 
-    lanes = (keys, n_active, use_tree)
+    lanes = (keys, n_active, use_tree, priors)
     if batch_size is None:
         return jax.vmap(lambda lane: one(lane, x))(lanes)
     if report is not None:
@@ -196,7 +200,7 @@ def _check_runs(
     check_steps(max_steps, "max_steps")
     check_nonnegative_scalar(tol, "tol")
     check_reg_covar(reg_covar, n_features=x.shape[1])
-    check_fitter_features(fitter, x.shape[1])
+    check_fitter_features(fitter, x.shape[1], covariance_type)
     return check_key(key), x, w, n_init, batch_size, covariance_type
 
 
@@ -420,6 +424,7 @@ def _best_masked(
     reg_covar,
     n_active,
     tree=None,
+    priors=None,
     *,
     n_components,
     covariance_type,
@@ -430,11 +435,13 @@ def _best_masked(
     active components ``n_active``, as one program: ``g b`` masked runs with
     ``K = n_components`` components, then :func:`best_index` per group. With
     the ``(K, n)`` hierarchical partitions ``tree``, the first start of every
-    group is fitted to its partition."""
+    group is fitted to its partition; with ``priors`` (a :class:`gmmjax.Prior`
+    with a leading ``(g,)`` axis), every group's fitter takes its own."""
     g, b = n_active.shape[0], keys.shape[0]
     lane_keys = jnp.broadcast_to(keys[None], (g, b)).reshape(g * b)
     lane_active = jnp.repeat(n_active, b)
     hc = None if tree is None else (tree, jnp.arange(g * b) % b == 0)
+    lane_priors = jax.tree_util.tree_map(lambda a: jnp.repeat(a, b, axis=0), priors)
     runs = _multistart(
         fitter,
         lane_keys,
@@ -445,6 +452,7 @@ def _best_masked(
         reg_covar,
         lane_active,
         hc,
+        lane_priors,
         n_components=n_components,
         covariance_type=covariance_type,
         init=init,
@@ -475,9 +483,14 @@ def multistart_masked(
     batch_size: int | None = None,
     reg_covar=1e-6,
     tree=None,
+    priors=None,
 ) -> FitResult:
     """:func:`multistart` and :func:`best_of` for several numbers of components
     at once, in one compiled program per covariance type.
+
+    ``priors``, optional, is a :class:`gmmjax.Prior` whose leaves have a
+    leading ``(g,)`` axis: the ``k = n_active[i]`` runs use ``fitter`` with the
+    prior ``i`` (mclust's default prior depends on ``k``), as one program.
 
     ``tree``, optional, holds the ``(K, n)`` hierarchical partitions of ``x``
     (:func:`gmmjax._hc.hc_labels` with ``n_clusters = max(n_active)``): every
@@ -533,9 +546,8 @@ def multistart_masked(
         # the hierarchical start comes first, before the keyed ones (its key
         # is not used)
         keys = jnp.concatenate([keys[:1], keys])
-    return _restarts(
-        "best-masked", fitter, keys, (*args, jnp.asarray(n_active), tree), static
-    )
+    args = (*args, jnp.asarray(n_active), tree, priors)
+    return _restarts("best-masked", fitter, keys, args, static)
 
 
 # On CPU a batch of restarts works best when its responsibilities, about

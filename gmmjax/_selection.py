@@ -23,6 +23,7 @@ from ._multistart import (
     multistart,
     multistart_masked,
 )
+from ._prior import Prior, check_prior, check_prior_shapes, with_prior
 from ._validation import (
     COVARIANCE_TYPES,
     check_covariance_type,
@@ -31,6 +32,7 @@ from ._validation import (
     check_positive_int,
     check_reg_covar,
 )
+from ._vb import VB
 
 __all__ = [
     "SelectionResult",
@@ -87,7 +89,9 @@ def bic(gmm: GMM, x) -> jax.Array:
 
     ``BIC = -2 L + p log n`` with ``L`` the total log-likelihood of the ``n``
     samples and ``p = n_parameters(gmm)``: scikit-learn's
-    ``GaussianMixture.bic``.
+    ``GaussianMixture.bic``. Of a MAP fit (``gmmjax.EM(prior=...)``) it is
+    mclust's BIC with a prior (up to mclust's sign): the log-likelihood at the
+    MAP estimate, the prior left out, and the same parameter count.
 
     Args:
         gmm: the fitted :class:`GMM`.
@@ -281,7 +285,7 @@ def masks_components(fitter) -> bool:
     return isinstance(fitter, EM)
 
 
-def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
+def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree, priors):
     """``(i, k, best run)`` for every candidate ``k``, as its result is ready.
 
     With a fitter that masks components, every ``k`` runs in one program with
@@ -290,12 +294,13 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
     compile a program per ``k``). Other fitters run
     :func:`gmmjax.multistart` per ``k``. ``tree``: the hierarchical partitions
     (:func:`gmmjax._hc.hc_labels`) that one more start of every ``k`` is
-    fitted to, or ``None``.
+    fitted to, or ``None``; ``priors``: ``None``, or the fitter's
+    :class:`gmmjax.Prior` of every ``k``.
     """
     if not masks_components(fitter):
         for i, k in enumerate(candidates):
             runs = multistart(
-                fitter,
+                fitter if priors is None else with_prior(fitter, priors[i]),
                 key,
                 x,
                 n_components=k,
@@ -305,6 +310,11 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
             )
             yield i, k, best_of(runs)
         return
+    if priors is not None:
+        # one batch of priors, stacked on the host (no program per k)
+        priors = jax.device_put(
+            jax.tree_util.tree_map(lambda *a: np.stack(a), *jax.device_get(priors))
+        )
     bests = multistart_masked(
         fitter,
         key,
@@ -312,6 +322,7 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
         n_active=candidates,
         covariance_type=covariance_type,
         tree=tree,
+        priors=priors,
         **options,
     )
     bests = jax.device_get(bests)
@@ -320,6 +331,43 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree):
         best = best._replace(gmm=leading_components(best.gmm, k))
         # device_put copies without compiling (jnp.asarray compiles per shape)
         yield i, k, jax.device_put(best)
+
+
+def _prior_maker(prior, fitter, x):
+    """``(k, covariance_type) -> Prior`` of :func:`select`'s ``prior`` (its
+    priors checked), or ``None`` without one."""
+    if prior is None:
+        return None
+    inner = fitter
+    while isinstance(inner, Annealed):
+        inner = inner.inner
+    if not isinstance(inner, EM):
+        raise ValueError(
+            "prior needs an EM fitter (gmmjax.EM, or gmmjax.Annealed around it), "
+            f"got {type(fitter).__name__}"
+        )
+    if isinstance(prior, str):
+        if prior != "default":
+            raise ValueError(
+                f"prior must be None, 'default' or a function, got {prior!r}"
+            )
+
+        def make(k, covariance_type):
+            return Prior.default(x, n_components=k, covariance_type=covariance_type)
+
+        return make
+    if not callable(prior):
+        raise TypeError(
+            "prior must be None, 'default' or a function (n_components, "
+            f"covariance_type) -> gmmjax.Prior, got {type(prior).__name__}"
+        )
+
+    def checked(k, covariance_type):
+        made = check_prior(prior(k, covariance_type))
+        check_prior_shapes(made, x.shape[1], covariance_type)
+        return made
+
+    return checked
 
 
 def _check_candidates(n_components, n_samples: int) -> tuple[int, ...]:
@@ -385,6 +433,7 @@ def select(
     progress=None,
     hc_start: bool = True,
     reg_scale: str = "relative",
+    prior=None,
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
 
@@ -404,6 +453,14 @@ def select(
     ``k``-component fit to rounding, and each cell's best run is cut back to its
     ``k`` components. So a grid compiles one program per covariance type, not
     one per cell, at the price of ``K``-component arithmetic for every ``k``.
+
+    **With a prior** (``prior="default"``: mclust's ``Mclust(...,
+    prior = priorControl())``) every cell is fitted by MAP-EM with its own
+    prior (:meth:`gmmjax.Prior.default` depends on ``k`` and the covariance
+    type), the restarts are compared by the log posterior, and the criterion
+    reads the log-likelihood at the MAP fit, as mclust's BIC does: ``BIC = -2
+    L(theta_MAP) + p log n``. The priors of one covariance type are a batch of
+    leaves of its one program.
 
     Args:
         key: a ``jax.random`` key.
@@ -448,6 +505,13 @@ def select(
             scikit-learn's ``GaussianMixture`` (the same value for every feature,
             whatever its scale: ``1e-6`` on a feature of variance ``1e-5`` is a
             10% change of the model).
+        prior: ``None`` (maximum likelihood), ``"default"`` (mclust's default
+            prior in every cell, :meth:`gmmjax.Prior.default`) or a function
+            ``prior(n_components, covariance_type) -> gmmjax.Prior``. It is
+            given to the fitter (:class:`gmmjax.EM`, also inside
+            :class:`gmmjax.Annealed`). The default fitter is then
+            ``gmmjax.EM(reg_covar=0)``, exact MAP-EM (``reg_covar`` still
+            regularizes the starts); a fitter you pass keeps its own.
 
     Returns:
         A :class:`SelectionResult` with the table and the chosen model.
@@ -476,8 +540,18 @@ def select(
     check_reg_covar(reg_covar, n_features=d)
     if not isinstance(reg_scale, str) or reg_scale not in REG_SCALES:
         raise ValueError(f"reg_scale must be one of {REG_SCALES}, got {reg_scale!r}")
-    fitter = EM(reg_covar=reg_covar) if fitter is None else fitter
+    if fitter is None:
+        # a prior regularizes the steps itself: exact MAP-EM, mclust's
+        fitter = EM(reg_covar=reg_covar if prior is None else 0.0)
     check_fitter(fitter)
+    if isinstance(fitter, VB):
+        raise TypeError(
+            "select compares maximum-likelihood (or MAP) fits by an information "
+            "criterion; a gmmjax.VB fit's prior depends on k and its lower bound is "
+            "not a likelihood. Fit the largest k with a Dirichlet-process "
+            "VariationalPrior instead: it switches off the components it does not "
+            "need (or give select prior='default' for mclust's MAP-EM)"
+        )
     if reg_scale == "relative":
         scale = data_variance(x, None)
         reg_covar = reg_covar * scale
@@ -486,6 +560,7 @@ def select(
         raise TypeError(
             f"progress must be a function or None, got {type(progress).__name__}"
         )
+    make_prior = _prior_maker(prior, fitter, x)
 
     shape = (len(candidates), len(types))
     values = np.empty(shape)
@@ -506,7 +581,10 @@ def select(
         tree = hc_labels(x, n_clusters=max(candidates))
     done = 0
     for j, ctype in enumerate(types):
-        cells = _fit_cells(fitter, key, x, candidates, ctype, options, tree)
+        priors = None
+        if make_prior is not None:
+            priors = [make_prior(k, ctype) for k in candidates]
+        cells = _fit_cells(fitter, key, x, candidates, ctype, options, tree, priors)
         for i, k, best in cells:
             p = _count(k, d, ctype)
             ll = float(best.log_likelihood)

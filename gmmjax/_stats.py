@@ -28,6 +28,7 @@ import numpy as np
 from ._degeneracy import Spread, regularize, smallest_variance
 from ._density import SMALL_D, log_det_precision_cholesky
 from ._gmm import GMM
+from ._prior import posterior_mode
 
 __all__ = [
     "MStep",
@@ -77,7 +78,8 @@ class MStep(NamedTuple):
         gmm: the new :class:`GMM`.
         spread: its components' :class:`gmmjax._degeneracy.Spread` (thinnest
             variance and rounding level) for the collapse test.
-        centered: the same statistics about the new means (``first`` ``None``).
+        centered: the same statistics about the weighted sample means (the
+            new means without a prior; ``first`` ``None``).
     """
 
     gmm: GMM
@@ -338,18 +340,27 @@ def two_pass_statistics(x, resp, sample_weight, covariance_type, center=None):
 # ------------------------------------------------------------------- the M step
 
 
-def _model(nk, means, cov, reg_covar, covariance_type) -> GMM:
-    """The :class:`GMM` from floored counts ``nk``, means and covariances before
-    ``reg_covar`` (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
+def _model(weights, means, cov, reg_covar, covariance_type) -> GMM:
+    """The :class:`GMM` from the weights' numerators (the floored counts
+    ``N'_j`` without a prior), means and covariances before ``reg_covar``
+    (``(k, d, d)``, ``(d, d)``, ``(k, d)`` or ``(k,)``)."""
     cov = regularize(cov, reg_covar, covariance_type)
-    logits = jnp.log(nk / jnp.sum(nk))
+    logits = jnp.log(weights / jnp.sum(weights))
     return GMM.from_covariances(logits, means, cov, covariance_type=covariance_type)
 
 
 def maximize(
-    stats: Statistics, reg_covar, covariance_type, *, origin=None, expanded=True
+    stats: Statistics,
+    reg_covar,
+    covariance_type,
+    *,
+    origin=None,
+    expanded=True,
+    prior=None,
+    active=None,
 ) -> MStep:
-    """The M step: maximum-likelihood parameters from :class:`Statistics`.
+    """The M step: maximum-likelihood (or, with a prior, MAP) parameters from
+    :class:`Statistics`.
 
     With the floored counts ``N'_j = N_j + 10 eps`` (scikit-learn's floor):
     ``pi_j = N'_j / sum_l N'_l``, ``mu_j = c_j + delta_j`` with
@@ -362,6 +373,11 @@ def maximize(
     ``sum_i w_i r_ij x_i / N'_j`` by ``10 eps c_j / N'_j``. ``Sigma_j = S_j / N'_j +
     reg_covar I``; ``diag`` keeps the diagonal, ``spherical`` its mean, ``tied``
     pools ``sum_j S_j / sum_j N'_j``.
+
+    With a :class:`gmmjax.Prior` the prior's terms enter here, once for every
+    route: the means, covariances and weights are the posterior mode of
+    :func:`gmmjax._prior.posterior_mode` given the same sample means
+    ``mu_j`` and scatter ``S_j`` (``reg_covar`` is still added).
 
     Example:
         >>> import jax.numpy as jnp
@@ -385,6 +401,9 @@ def maximize(
             it); default ``stats.center``.
         expanded: whether the second moments carry the rounding of an expanded
             square (see :func:`gmmjax._degeneracy.smallest_variance`).
+        prior: ``None`` (maximum likelihood) or a :class:`gmmjax.Prior`.
+        active: ``(k,)`` bool, the components a prior's pooled (``tied``)
+            terms run over; all by default.
 
     Returns:
         The :class:`MStep`.
@@ -424,9 +443,14 @@ def maximize(
         else:
             variance = jnp.sum(per_feature, axis=-1)
             cov = variance / d
+    weights, centers = nk, means
+    if prior is not None:
+        means, cov, variance, weights = posterior_mode(
+            prior, nk, means, scatter, covariance_type, active
+        )
     origin = c if origin is None else origin
     spread = smallest_variance(
         nk, means, origin, variance, covariance_type, reg_covar, expanded=expanded
     )
-    gmm = _model(nk, means, cov, reg_covar, covariance_type)
-    return MStep(gmm, spread, Statistics(counts, None, scatter, means))
+    gmm = _model(weights, means, cov, reg_covar, covariance_type)
+    return MStep(gmm, spread, Statistics(counts, None, scatter, centers))

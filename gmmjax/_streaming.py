@@ -32,6 +32,7 @@ from ._fit import (
 )
 from ._gmm import GMM
 from ._levels import ByWork, fit_work
+from ._prior import check_prior, check_prior_shapes, log_prior_density
 from ._stats import Statistics, maximize, moments_about
 from ._validation import (
     check_nonnegative_scalar,
@@ -110,13 +111,24 @@ def _accumulate(acc: _Pass, gmm: GMM, x, w) -> _Pass:
 
 
 @jax.jit
-def _em_from_pass(acc: _Pass, loop: Loop, n, max_steps, tol, reg_covar) -> Loop:
-    """The M step of one pass, then the driver's bookkeeping (``advance``)."""
-    m = maximize(acc.stats, reg_covar, loop.state.covariance_type)
+def _em_from_pass(
+    acc: _Pass, loop: Loop, n, max_steps, tol, reg_covar, prior=None
+) -> Loop:
+    """The M step of one pass, then the driver's bookkeeping (``advance``);
+    with a prior, MAP-EM's step and its log posterior."""
+    m = maximize(acc.stats, reg_covar, loop.state.covariance_type, prior=prior)
     counts = acc.stats.counts
     degenerate = degenerate_component(counts, m.spread, n, jnp.sum(counts))
-    info = StepInfo(acc.log_likelihood, degenerate, jnp.asarray(True))
+    objective = _log_posterior(acc.log_likelihood, loop.state, prior)
+    info = StepInfo(objective, degenerate, jnp.asarray(True))
     return advance(loop, m.gmm, info, acc.weight, tol, max_steps)
+
+
+def _log_posterior(ll, gmm: GMM, prior):
+    """``ll + log p(gmm)`` with a prior, else ``ll``."""
+    if prior is None:
+        return ll
+    return ll + log_prior_density(gmm, prior).astype(ll.dtype)
 
 
 def _sweep(blocks, gmm: GMM, chunk_size, dtype, check):
@@ -149,6 +161,7 @@ def fit_em_chunked(
     tol=1e-6,
     reg_covar=1e-6,
     sample_weight=None,
+    prior=None,
 ) -> FitResult:
     """Exact EM over data larger than memory, one chunk at a time.
 
@@ -192,10 +205,13 @@ def fit_em_chunked(
         reg_covar: non-negative value added to the diagonal of every covariance.
         sample_weight: optional ``(n,)`` non-negative weights (array-like ``data``
             only; may itself be a memmap).
+        prior: ``None``, or a :class:`gmmjax.Prior`: MAP-EM, as
+            ``gmmjax.EM(prior=...)`` (the convergence test and ``objective``
+            read the log posterior).
 
     Returns:
         A :class:`gmmjax.FitResult`; ``log_likelihood`` is the total log-likelihood
-        of the returned model.
+        of the returned model, ``objective`` its log posterior with a prior.
 
     Example:
         >>> import jax, numpy as np, gmmjax
@@ -214,6 +230,9 @@ def fit_em_chunked(
         raise TypeError("max_steps must be a concrete integer")
     check_nonnegative_scalar(tol, "tol")
     check_reg_covar(reg_covar, n_features=gmm0.n_features)
+    if prior is not None:
+        check_prior(prior)
+        check_prior_shapes(prior, gmm0.n_features, gmm0.covariance_type)
     blocks, data_dtype = blocks_of(data, sample_weight)
     dtype = jnp.result_type(gmm0.dtype, jax.dtypes.canonicalize_dtype(data_dtype))
     gmm = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), gmm0)
@@ -226,10 +245,16 @@ def fit_em_chunked(
     while int(loop.status) == RUNNING:
         acc, n = _sweep(blocks, loop.state, chunk_size, dtype, check)
         check = False
-        loop = _em_from_pass(acc, loop, n, max_steps, tol, reg_covar)
+        loop = _em_from_pass(acc, loop, n, max_steps, tol, reg_covar, prior)
     acc, _ = _sweep(blocks, loop.state, chunk_size, dtype, check)
     ll = acc.log_likelihood
-    return FitResult(loop.state, ll, loop.n_steps, loop.status, loop.degenerate, ll)
+    objective = ll if prior is None else _final_objective(ll, loop.state, prior)
+    return FitResult(
+        loop.state, ll, loop.n_steps, loop.status, loop.degenerate, objective
+    )
+
+
+_final_objective = jax.jit(_log_posterior)
 
 
 # --------------------------------------------------------------------- online EM

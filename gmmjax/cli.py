@@ -17,6 +17,7 @@ from pathlib import Path
 from ._cli_data import CLIError, Data, load_data, note
 from ._cli_report import (
     METHODS,
+    PRIOR_LINE,
     FitProgress,
     Line,
     bar,
@@ -53,7 +54,7 @@ def _cmd_fit(args) -> int:
     _compilation_cache()
     import gmmjax
 
-    runs = _fit_runs(args, x)
+    fitter, runs = _fit_runs(args, x)
     result = gmmjax.best_of(runs)
     report = summary(args, data, result, runs)
     if not args.json:
@@ -61,7 +62,7 @@ def _cmd_fit(args) -> int:
         print_summary(report)
         sys.stdout.flush()
     if not args.no_diagnosis:
-        report.update(diagnosis_or_reason(result, x, report["usable"]))
+        report.update(diagnosis_or_reason(result, x, report["usable"], fitter))
     if args.save is not None:
         from . import io
 
@@ -84,7 +85,8 @@ def _cmd_fit(args) -> int:
 
 
 def _fit_runs(args, x):
-    """Every restart of ``gmmjax fit``: :func:`gmmjax.multistart` from the
+    """``(fitter, runs)``: the fitter and every restart of ``gmmjax fit``,
+    :func:`gmmjax.multistart` from the
     hierarchical partition and k-means++ starts. On a terminal a progress line
     on stderr says when the run is done; with ``--progress`` it is redrawn from
     inside the compiled loop. It only observes, so the results are those of a
@@ -98,9 +100,11 @@ def _fit_runs(args, x):
     if args.reg_scale == "relative":
         reg_covar = gmmjax.relative_reg_covar(x, reg_covar)
 
+    fitter = _make_fitter(args, x, reg_covar)
+
     def restarts(report=None):
         return gmmjax.multistart(
-            _make_fitter(args, reg_covar),
+            fitter,
             jax.random.key(args.seed),
             x,
             n_components=args.n_components,
@@ -114,7 +118,7 @@ def _fit_runs(args, x):
         )
 
     if not _show_progress(args):
-        return restarts()
+        return fitter, restarts()
     with Line(True) as line:
         line.draw("fit: compiling", force=True)
         if not args.progress:
@@ -123,13 +127,13 @@ def _fit_runs(args, x):
             # JAX keeps no program with one in its persistent cache
             runs = restarts()
             FitProgress(line, args.max_steps)(
-                runs.n_steps, runs.log_likelihood / x.shape[0], np.zeros(1, bool)
+                runs.n_steps, runs.objective / x.shape[0], np.zeros(1, bool)
             )
-            return runs
+            return fitter, runs
         runs = restarts(FitProgress(line, args.max_steps))
         # the last report is drawn before the line ends
         jax.effects_barrier()
-    return runs
+    return fitter, runs
 
 
 def _compilation_cache() -> None:
@@ -162,9 +166,15 @@ def _check_fit_options(args) -> None:
         raise CLIError(f"--anneal-steps must be >= 1, got {args.anneal_steps}")
     if args.max_reseeds < 0:
         raise CLIError(f"--max-reseeds must be >= 0, got {args.max_reseeds}")
-    if args.max_reseeds > 0 and args.method in ("adam", "lbfgs"):
+    if args.max_reseeds > 0 and args.method in ("adam", "lbfgs", "vb"):
         raise CLIError(
             f"--max-reseeds needs --method em or anneal, got --method {args.method}"
+        )
+    if args.prior == "default" and args.method not in ("em", "anneal"):
+        raise CLIError(
+            "--prior default (MAP-EM) needs --method em or anneal, got --method "
+            f"{args.method}"
+            + (" (vb has its own prior)" if args.method == "vb" else "")
         )
 
 
@@ -214,7 +224,10 @@ def _check_output_folder(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: the folder {existing} is not writable")
 
 
-def _make_fitter(args, reg_covar):
+def _make_fitter(args, x, reg_covar):
+    """The fitter of ``--method``; with ``--prior default``, MAP-EM with mclust's
+    default prior and no floor in its steps (``reg_covar`` still floors the
+    starts), as :func:`gmmjax.select` does."""
     import optax
 
     import gmmjax
@@ -223,7 +236,15 @@ def _make_fitter(args, reg_covar):
         return gmmjax.GradientFitter(optax.adam, learning_rate=args.learning_rate)
     if args.method == "lbfgs":
         return gmmjax.GradientFitter(optax.lbfgs())
-    em = gmmjax.EM(reg_covar=reg_covar, max_reseeds=args.max_reseeds)
+    shape = {"n_components": args.n_components, "covariance_type": args.covariance_type}
+    if args.method == "vb":
+        prior = gmmjax.VariationalPrior.default(x, **shape)
+        return gmmjax.VB(prior=prior, reg_covar=reg_covar)
+    if args.prior == "default":
+        prior = gmmjax.Prior.default(x, **shape)
+        em = gmmjax.EM(reg_covar=0.0, max_reseeds=args.max_reseeds, prior=prior)
+    else:
+        em = gmmjax.EM(reg_covar=reg_covar, max_reseeds=args.max_reseeds)
     if args.method == "anneal":
         schedule = optax.linear_schedule(args.anneal_start, 1.0, args.anneal_steps)
         return gmmjax.Annealed(em, schedule)
@@ -297,6 +318,7 @@ def _cmd_select(args) -> int:
             reg_covar=args.reg_covar,
             reg_scale=args.reg_scale,
             progress=progress,
+            prior=None if args.prior == "none" else args.prior,
         )
         cells = result.values.size
         line.draw(
@@ -307,6 +329,8 @@ def _cmd_select(args) -> int:
         f"restarts per cell: {args.n_init} ({args.init}) and the hierarchical partition"
     )
     print(regularization(args.reg_covar, args.reg_scale))
+    if args.prior == "default":
+        print(PRIOR_LINE)
     print(result)
     best = result.best
     ll = float(best.log_likelihood)
@@ -438,8 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="em",
         choices=list(METHODS),
-        help="em, adam or lbfgs (optax, on the unconstrained parameters), or "
-        "anneal (EM with a linear beta schedule); default: em",
+        help="em, adam or lbfgs (optax, on the unconstrained parameters), "
+        "anneal (EM with a linear beta schedule), or vb (variational Bayes with "
+        "scikit-learn's BayesianGaussianMixture defaults: a Dirichlet-process prior "
+        "that switches off the components it does not need); default: em",
+    )
+    fit.add_argument(
+        "--prior",
+        choices=("none", "default"),
+        default="none",
+        help="default: MAP-EM with mclust's default conjugate prior (priorControl: "
+        "shrinkage 0.01 towards the data mean, d + 2 degrees of freedom), which "
+        "keeps covariances from collapsing on small or collinear data; the fit then "
+        "reports its log posterior (em and anneal; default: none)",
     )
     fit.add_argument(
         "--max-reseeds",
@@ -522,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["kmeans++", "kmeans", "random", "random_from_data"],
         help="initialization of the restarts, beside one from the hierarchical "
         "partition in every cell (default: kmeans++)",
+    )
+    select.add_argument(
+        "--prior",
+        choices=("none", "default"),
+        default="none",
+        help="default: MAP-EM in every cell with mclust's default conjugate prior "
+        "for its k and covariance type, and BIC as mclust computes it with a prior "
+        "(the log-likelihood at the MAP fit); default: none",
     )
     _add_run_options(select, "random seed of the starts")
     _add_progress(select)

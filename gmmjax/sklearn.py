@@ -1,4 +1,5 @@
-"""scikit-learn's ``GaussianMixture``, fitted by gmmjax (needs the ``sklearn`` extra).
+"""scikit-learn's ``GaussianMixture`` and ``BayesianGaussianMixture``, fitted by
+gmmjax (needs the ``sklearn`` extra).
 
 This module imports scikit-learn; ``import gmmjax`` never does, so the core package
 works without it. Every restart of a fit runs as one compiled ``lax.while_loop``
@@ -45,6 +46,9 @@ from ._sklearn_checks import check_inits, check_int, check_number, describe_dege
 from ._stored import call_stored
 from ._streaming import OnlineEM, OnlineEMState, online_update
 from ._validation import COVARIANCE_TYPES
+from ._vb import VB, WEIGHT_PRIORS, VariationalPrior, VBState, expected_log_joint
+
+__all__ = ["BayesianGaussianMixture", "GaussianMixture"]
 
 # scikit-learn's names of the initializations -> gmmjax.init_gmm's methods
 _INIT_PARAMS = {
@@ -144,8 +148,155 @@ def _batches(n: int, n_batches: int, rs, mapped: bool):
         yield from np.array_split(rs.permutation(n), n_batches)
 
 
-# ------------------------------------------------------------------ estimator
-class GaussianMixture(DensityMixin, BaseEstimator):
+# ------------------------------------------------------------------ estimators
+class _Mixture(DensityMixin, BaseEstimator):
+    """What scikit-learn's mixtures share: input checks, the verbose report,
+    and the methods that read a fitted model through ``_joint(X)`` (``(n, k)``
+    log joint densities) and ``_padded_model(shape, dtype)``."""
+
+    def _validate_X(self, X, reset):
+        return validate_data(
+            self,
+            X,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2 if reset else 1,
+            reset=reset,
+        )
+
+    def _check_n_samples(self, X):
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got "
+                f"n_components = {self.n_components}, n_samples = {X.shape[0]}"
+            )
+
+    @staticmethod
+    def _sample_weight(sample_weight, X):
+        if sample_weight is None:
+            return None
+        w = _check_sample_weight(
+            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+        )
+        if not np.any(w > 0):
+            raise ValueError("sample_weight must not be all zero")
+        return w
+
+    def _report(self, result, histories, n_runs, scale=1.0):
+        """Print every run's steps (``histories``: their mean objective; ``scale``
+        turns it into the reported bound)."""
+        for i in range(n_runs):
+            n = int(result.n_steps[i])
+            print(f"Initialization {i}")
+            if self.verbose >= 2:
+                hist = scale * np.asarray(histories[i][:n])
+                for t in range(self.verbose_interval, n + 1, self.verbose_interval):
+                    change = hist[t - 1] - (hist[t - 2] if t >= 2 else -np.inf)
+                    print(f"  Iteration {t}\t ll change {change:.5g}")
+            status = Status(int(result.status[i])).name
+            bound = scale * float(histories[i][n - 1]) if n > 0 else -np.inf
+            word = "converged" if status == "CONVERGED" else "did not converge"
+            print(
+                f"Initialization {word} ({status}) after {n} steps, "
+                f"lower bound {bound:.5f}"
+            )
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the most probable component of every row of ``X``.
+
+        Equal to ``fit(X).predict(X)``: the labels come from the returned model.
+
+        Args:
+            X: ``(n, d)`` data.
+            y: ignored.
+            sample_weight: optional ``(n,)`` non-negative weights.
+
+        Returns:
+            ``(n,)`` integer labels.
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def score_samples(self, X):
+        """Log density of every row: ``log p(x_i)``.
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            ``(n,)`` log densities.
+        """
+        joint = self._joint(X)
+        top = joint.max(axis=1, keepdims=True)
+        return (top + np.log(np.exp(joint - top).sum(axis=1, keepdims=True)))[:, 0]
+
+    def score(self, X, y=None):
+        """Mean log density per sample.
+
+        Args:
+            X: ``(n, d)`` data.
+            y: ignored.
+
+        Returns:
+            A float.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for every row.
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            ``(n, k)`` responsibilities, rows summing to one.
+        """
+        joint = self._joint(X)
+        top = joint.max(axis=1, keepdims=True)
+        p = np.exp(joint - top)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """The most probable component of every row.
+
+        Args:
+            X: ``(n, d)`` data.
+
+        Returns:
+            ``(n,)`` integer labels.
+        """
+        return self._joint(X).argmax(axis=1)
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted mixture.
+
+        Args:
+            n_samples: how many (``>= 1``).
+
+        Returns:
+            ``(X, y)``: ``(n_samples, d)`` samples and their ``(n_samples,)``
+            components, grouped by component as scikit-learn does.
+        """
+        default_cache()
+        check_is_fitted(self)
+        check_int(n_samples, "n_samples", -np.inf)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires "
+                f"at least one sample. (gmmjax: n_samples must be >= 1)"
+            )
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        n = int(n_samples)
+        with jax.enable_x64(True):
+            # a bucket of draws, then the first n: the leading draws of a larger
+            # batch are the draws of a smaller one, so this is sample(key, n)
+            size = row_bucket(n)
+            gmm = self._padded_model((size, self.means_.shape[1]), self.means_.dtype)
+            x, labels = sample_jit(jax.random.key(seed), gmm, size)
+            x, labels = np.asarray(x)[:n], np.asarray(labels)[:n]
+        order = np.argsort(labels, kind="stable")
+        return x[order], labels[order].astype(np.int64)
+
+
+class GaussianMixture(_Mixture):
     """A Gaussian mixture with scikit-learn's interface, fitted by gmmjax.
 
     The parameters, attributes and methods are those of
@@ -459,32 +610,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             f"first M step; reg_covar={self.reg_covar:g})"
         )
 
-    def _validate_X(self, X, reset):
-        return validate_data(
-            self,
-            X,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2 if reset else 1,
-            reset=reset,
-        )
-
-    def _report(self, result, histories, n_runs):
-        for i in range(n_runs):
-            n = int(result.n_steps[i])
-            print(f"Initialization {i}")
-            if self.verbose >= 2:
-                hist = np.asarray(histories[i][:n])
-                for t in range(self.verbose_interval, n + 1, self.verbose_interval):
-                    change = hist[t - 1] - (hist[t - 2] if t >= 2 else -np.inf)
-                    print(f"  Iteration {t}\t ll change {change:.5g}")
-            status = Status(int(result.status[i])).name
-            bound = float(histories[i][n - 1]) if n > 0 else -np.inf
-            word = "converged" if status == "CONVERGED" else "did not converge"
-            print(
-                f"Initialization {word} ({status}) after {n} steps, "
-                f"lower bound {bound:.5f}"
-            )
-
     def _warn(self, X, w, budget=True):
         """A ``ConvergenceWarning`` unless the best run converged: the status's own
         message, with this fit's numbers (``X``, ``w``: its data, or the last
@@ -555,24 +680,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self._fit_batches(X, w, warm, mapped)
         return self
 
-    def _check_n_samples(self, X):
-        if X.shape[0] < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components but got "
-                f"n_components = {self.n_components}, n_samples = {X.shape[0]}"
-            )
-
-    @staticmethod
-    def _sample_weight(sample_weight, X):
-        if sample_weight is None:
-            return None
-        w = _check_sample_weight(
-            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
-        )
-        if not np.any(w > 0):
-            raise ValueError("sample_weight must not be all zero")
-        return w
-
     def _fit_full(self, X, w, warm, max_iter):
         """The best of the restarts (one run from the current model when
         ``warm``), each EM on all of ``X`` for up to ``max_iter`` steps
@@ -611,7 +718,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 float(self.lower_bound_) if warm else None,
             )
             static = {
-                "spec": (size, self.covariance_type, self._init_method()),
+                "spec": (size, self.covariance_type, self._init_method(), "model"),
                 "n_runs": 1 if warm else bucket(n_runs),
                 "capacity": history_capacity(max_iter),
             }
@@ -843,21 +950,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.degenerate_component_ = degenerate
         self._warn(xb, wb)
 
-    def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the most probable component of every row of ``X``.
-
-        Equal to ``fit(X).predict(X)``: the labels come from the returned model.
-
-        Args:
-            X: ``(n, d)`` data.
-            y: ignored.
-            sample_weight: optional ``(n,)`` non-negative weights.
-
-        Returns:
-            ``(n,)`` integer labels.
-        """
-        return self.fit(X, sample_weight=sample_weight).predict(X)
-
     def diagnose(
         self,
         X,
@@ -936,86 +1028,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         gmm = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), self.gmm_)
         return padded_components(gmm, _component_bucket(self.n_components, *shape))
 
-    def score_samples(self, X):
-        """Log density of every row: ``log p(x_i)``.
-
-        Args:
-            X: ``(n, d)`` data.
-
-        Returns:
-            ``(n,)`` log densities.
-        """
-        joint = self._joint(X)
-        top = joint.max(axis=1, keepdims=True)
-        return (top + np.log(np.exp(joint - top).sum(axis=1, keepdims=True)))[:, 0]
-
-    def score(self, X, y=None):
-        """Mean log density per sample.
-
-        Args:
-            X: ``(n, d)`` data.
-            y: ignored.
-
-        Returns:
-            A float.
-        """
-        return float(np.mean(self.score_samples(X)))
-
-    def predict_proba(self, X):
-        """Posterior probability of each component for every row.
-
-        Args:
-            X: ``(n, d)`` data.
-
-        Returns:
-            ``(n, k)`` responsibilities, rows summing to one.
-        """
-        joint = self._joint(X)
-        top = joint.max(axis=1, keepdims=True)
-        p = np.exp(joint - top)
-        return p / p.sum(axis=1, keepdims=True)
-
-    def predict(self, X):
-        """The most probable component of every row.
-
-        Args:
-            X: ``(n, d)`` data.
-
-        Returns:
-            ``(n,)`` integer labels.
-        """
-        return self._joint(X).argmax(axis=1)
-
-    def sample(self, n_samples=1):
-        """Draw samples from the fitted mixture.
-
-        Args:
-            n_samples: how many (``>= 1``).
-
-        Returns:
-            ``(X, y)``: ``(n_samples, d)`` samples and their ``(n_samples,)``
-            components, grouped by component as scikit-learn does.
-        """
-        default_cache()
-        check_is_fitted(self)
-        check_int(n_samples, "n_samples", -np.inf)
-        if n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples} . The sampling requires "
-                f"at least one sample. (gmmjax: n_samples must be >= 1)"
-            )
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        n = int(n_samples)
-        with jax.enable_x64(True):
-            # a bucket of draws, then the first n: the leading draws of a larger
-            # batch are the draws of a smaller one, so this is sample(key, n)
-            size = row_bucket(n)
-            gmm = self._padded_model((size, self.means_.shape[1]), self.means_.dtype)
-            x, labels = sample_jit(jax.random.key(seed), gmm, size)
-            x, labels = np.asarray(x)[:n], np.asarray(labels)[:n]
-        order = np.argsort(labels, kind="stable")
-        return x[order], labels[order].astype(np.int64)
-
     def bic(self, X):
         """Bayesian information criterion: ``-2 log L + p log n`` (lower is better),
         :func:`gmmjax.bic` of the fitted model.
@@ -1046,3 +1058,369 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood = float(np.sum(log_prob, dtype=np.float64))
         penalty = per_parameter(log_prob.shape[0]) * n_parameters(self.gmm_)
         return -2.0 * log_likelihood + penalty
+
+
+# ------------------------------------------------- variational Bayesian mixture
+
+# VariationalPrior.default's arguments -> the estimator's parameters
+_PRIOR_PARAMS = {
+    "weight_concentration": "weight_concentration_prior",
+    "mean_precision": "mean_precision_prior",
+    "mean": "mean_prior",
+    "degrees_of_freedom": "degrees_of_freedom_prior",
+    "covariance": "covariance_prior",
+}
+
+
+def _state_work(vb, state, x):
+    return fit_work(x, state.n_components)
+
+
+@functools.partial(ByWork, work=_state_work)
+def _expected_joint(vb: VB, state: VBState, x):
+    return expected_log_joint(vb.prior, state, x)
+
+
+class BayesianGaussianMixture(_Mixture):
+    """Variational Bayesian Gaussian mixture with scikit-learn's interface,
+    fitted by :class:`gmmjax.VB`.
+
+    The parameters, attributes and methods are those of
+    ``sklearn.mixture.BayesianGaussianMixture``, with the same meaning and
+    defaults, and its numbers: from the same starting responsibilities the
+    lower bounds, the fitted parameters and ``n_iter_`` are scikit-learn's to
+    rounding. In addition:
+
+    - ``fit(X, sample_weight=w)``: per-sample weights, which multiply the
+      responsibilities in the statistics and the entropy of the bound, and
+      weigh the data's mean and covariance in the default priors (integer
+      weights equal repeated rows);
+    - restarts batched with ``vmap`` in one compiled program; nearby data
+      sizes and ``n_init`` share it (padded rows of weight 0, extra restarts
+      discarded), and new ``tol``, ``max_iter``, ``reg_covar`` or prior values
+      compile nothing;
+    - attributes ``gmm_`` (the point estimate as a :class:`gmmjax.GMM`) and
+      ``status_`` (how the chosen run ended).
+
+    The initializations are gmmjax's (see :func:`gmmjax.init_gmm`; k-means in
+    standard units, drawn from ``random_state``'s seed), so the starts differ
+    from scikit-learn's; as there, the first step is the variational M step
+    from the initialization's responsibilities. ``tol`` is scikit-learn's: on
+    the change of the *total* lower bound (the driver compares
+    ``tol / sum(weights)`` with the change of its mean). As in scikit-learn,
+    ``predict``, ``predict_proba`` and ``score_samples`` use the posterior's
+    expected log weights and densities (``score_samples`` is their
+    log-sum-exp, not the point estimate's log density), and ``sample`` draws
+    from the point estimate (``weights_``, ``means_``, ``covariances_``).
+
+    Float64 data are fitted in float64 whatever the global ``jax_enable_x64``
+    setting; float32 data stay float32. A fit that does not converge warns
+    with a :class:`~sklearn.exceptions.ConvergenceWarning`; one whose
+    parameters are not finite keeps the last finite ones (and raises
+    scikit-learn's ``ValueError`` for an ill-defined covariance if even those
+    are not).
+
+    Args:
+        n_components: the number of components ``k`` (an upper bound: the
+            prior may leave some nearly empty).
+        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        tol: convergence threshold on the change of the lower bound.
+        reg_covar: non-negative value added to the diagonal of the statistics'
+            covariances.
+        max_iter: the step budget of each run (``0``: the initialization).
+        n_init: the number of restarts; the one with the highest lower bound
+            among the runs that converged or ran out of steps wins.
+        init_params: ``"kmeans"``, ``"k-means++"``, ``"random"`` or
+            ``"random_from_data"`` (see :func:`gmmjax.init_gmm`).
+        weight_concentration_prior_type: ``"dirichlet_process"`` or
+            ``"dirichlet_distribution"``.
+        weight_concentration_prior: ``alpha_0 > 0``, default ``1 / k``.
+        mean_precision_prior: ``beta_0 > 0``, default ``1``.
+        mean_prior: ``m_0``, ``(d,)``, default the data's mean.
+        degrees_of_freedom_prior: ``nu_0 > d - 1``, default ``d``.
+        covariance_prior: ``Psi_0``: ``(d, d)`` for ``full`` and ``tied``,
+            ``(d,)`` for ``diag``, a number for ``spherical``; default the
+            data's covariance (its diagonal, their mean).
+        random_state: ``None``, an int or a ``numpy.random.RandomState``; it
+            seeds the ``jax.random`` key of the initializations and of
+            :meth:`sample`.
+        warm_start: continue the next ``fit`` from the current posterior (one
+            run), its first convergence test against the previous
+            ``lower_bound_``.
+        verbose: ``0`` silent, ``1`` one line per restart, ``2`` also the
+            change of the bound every ``verbose_interval`` steps.
+        verbose_interval: steps between two messages at ``verbose=2``.
+
+    Attributes:
+        weights_: ``(k,)`` the weights' posterior means.
+        means_: ``(k, d)`` the means' posterior means ``m_j``.
+        covariances_: the inverse of the precisions' posterior means (shape by
+            ``covariance_type``).
+        precisions_: the precisions' posterior means ``nu_j W_j``.
+        precisions_cholesky_: their upper-triangular Cholesky factors
+            (``1 / sqrt(variance)`` for diag and spherical).
+        converged_: whether the chosen run converged.
+        n_iter_: the number of steps of the chosen run.
+        lower_bound_: the chosen run's last total lower bound (``-inf`` when
+            ``max_iter=0``).
+        lower_bounds_: ``(n_iter_,)`` its lower bound after every step.
+        weight_concentration_prior_: ``alpha_0``.
+        weight_concentration_: the posterior's ``alpha_j`` ``(k,)``
+            (``dirichlet_distribution``), or the sticks' Beta parameters as a
+            pair of ``(k,)`` arrays (``dirichlet_process``).
+        mean_precision_prior_: ``beta_0``.
+        mean_precision_: ``(k,)`` ``beta_j``.
+        mean_prior_: ``(d,)`` ``m_0``.
+        degrees_of_freedom_prior_: ``nu_0``.
+        degrees_of_freedom_: ``(k,)`` ``nu_j`` (a number for ``tied``).
+        covariance_prior_: ``Psi_0``.
+        gmm_: the point estimate as a :class:`gmmjax.GMM`.
+        status_: ``"CONVERGED"``, ``"MAX_STEPS"`` or ``"NONFINITE"``.
+        n_features_in_: the number of features seen in ``fit``.
+
+    Example:
+        >>> import numpy as np
+        >>> from gmmjax.sklearn import BayesianGaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([rng.normal(-3, 1, (100, 1)),
+        ...                     rng.normal(3, 1, (100, 1))])
+        >>> bgm = BayesianGaussianMixture(n_components=5, max_iter=500,
+        ...                               random_state=0).fit(X)
+        >>> bgm.converged_, int((bgm.weights_ > 0.05).sum())
+        (True, 2)
+        >>> np.round(np.sort(bgm.means_[bgm.weights_ > 0.05, 0]), 1)
+        array([-2.9,  2.9])
+    """
+
+    def __init__(
+        self,
+        *,
+        n_components=1,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration_prior_type="dirichlet_process",
+        weight_concentration_prior=None,
+        mean_precision_prior=None,
+        mean_prior=None,
+        degrees_of_freedom_prior=None,
+        covariance_prior=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration_prior_type = weight_concentration_prior_type
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.mean_prior = mean_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    def _check_params(self):
+        check_int(self.n_components, "n_components", 1)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, "
+                f"got {self.covariance_type!r}"
+            )
+        check_number(self.tol, "tol")
+        check_number(self.reg_covar, "reg_covar")
+        check_int(self.max_iter, "max_iter", 0)
+        check_int(self.n_init, "n_init", 1)
+        if self.init_params not in _INIT_PARAMS:
+            raise ValueError(
+                f"init_params must be one of {tuple(_INIT_PARAMS)}, "
+                f"got {self.init_params!r}"
+            )
+        if self.weight_concentration_prior_type not in WEIGHT_PRIORS:
+            raise ValueError(
+                f"weight_concentration_prior_type must be one of {WEIGHT_PRIORS}, "
+                f"got {self.weight_concentration_prior_type!r}"
+            )
+        check_int(self.verbose, "verbose", 0)
+        check_int(self.verbose_interval, "verbose_interval", 1)
+
+    def _prior(self, X, w) -> VariationalPrior:
+        """The prior of this fit (scikit-learn's defaults from ``X``), and its
+        ``*_prior_`` attributes."""
+        given = {name: getattr(self, param) for name, param in _PRIOR_PARAMS.items()}
+        try:
+            with jax.enable_x64(True):
+                prior = VariationalPrior.default(
+                    X,
+                    n_components=self.n_components,
+                    covariance_type=self.covariance_type,
+                    weight_prior=self.weight_concentration_prior_type,
+                    sample_weight=w,
+                    **given,
+                )
+        except (TypeError, ValueError) as err:
+            # the messages name VariationalPrior.default's arguments
+            text = str(err)
+            for name, param in _PRIOR_PARAMS.items():
+                if text.startswith(f"{name} "):
+                    text = param + text[len(name) :]
+            raise type(err)(text) from None
+        with jax.enable_x64(True):
+            values = jax.device_get(prior)
+        self.weight_concentration_prior_ = float(values.weight_concentration)
+        self.mean_precision_prior_ = float(values.mean_precision)
+        self.mean_prior_ = np.asarray(values.mean)
+        self.degrees_of_freedom_prior_ = float(values.degrees_of_freedom)
+        cov = np.asarray(values.covariance)
+        self.covariance_prior_ = float(cov) if cov.ndim == 0 else cov
+        return prior
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the posterior, keeping the best of ``n_init`` batched restarts.
+
+        Args:
+            X: ``(n, d)`` data, ``n >= max(2, n_components)``.
+            y: ignored.
+            sample_weight: optional ``(n,)`` non-negative weights; integer
+                weights give the same fit as repeating the rows, with the
+                k-means initializations (see
+                :meth:`gmmjax.sklearn.GaussianMixture.fit`).
+
+        Returns:
+            ``self``.
+        """
+        default_cache()
+        self._check_params()
+        X = self._validate_X(X, reset=True)
+        self._check_n_samples(X)
+        w = self._sample_weight(sample_weight, X)
+        prior = self._prior(X, w)
+        warm = self.warm_start and hasattr(self, "converged_")
+        self._fit_runs(X, w, prior, warm)
+        if self.status_ != "CONVERGED" and self.max_iter > 0:
+            status = Status[self.status_]
+            warnings.warn(
+                f"{_NOT_CONVERGED} (gmmjax: the best run stopped at step "
+                f"{self.n_iter_} (status {status.name}): {status.message}; "
+                f"max_iter={self.max_iter}, tol={self.tol})",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _fit_runs(self, X, w, prior, warm):
+        """The best of the restarts (one run from the current posterior when
+        ``warm``), each up to ``max_iter`` variational steps."""
+        n_runs = 1 if warm else self.n_init
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        # rows of weight 0 and runs that never win pad the data and the
+        # restarts to buckets: nearby sizes share one compiled program
+        xp, wp = pad_rows(X, w, row_bucket(X.shape[0]))
+        total = float(X.shape[0] if w is None else np.sum(w, dtype=np.float64))
+        fitter = VB(prior=prior, reg_covar=float(self.reg_covar))
+        with jax.enable_x64(True):
+            starts = None
+            if warm:
+                starts = jax.tree_util.tree_map(
+                    lambda a: np.asarray(a, X.dtype)[None], self._state
+                )
+            args = (
+                fitter,
+                starts,
+                np.int32(seed),
+                xp,
+                wp,
+                (None, None, None),
+                np.int32(n_runs),
+                np.int32(self.max_iter),
+                # scikit-learn's tol is on the total bound, the driver's on its
+                # mean
+                float(self.tol) / total,
+                float(self.reg_covar),
+                None,
+                float(self.lower_bound_) / total if warm else None,
+            )
+            static = {
+                "spec": (
+                    self.n_components,
+                    self.covariance_type,
+                    _INIT_PARAMS[self.init_params],
+                    "responsibilities",
+                ),
+                "n_runs": 1 if warm else bucket(n_runs),
+                "capacity": history_capacity(self.max_iter),
+            }
+            out = jax.device_get(call_stored("bayesian-fit", fit_best, args, static))
+        runs = jax.tree_util.tree_map(lambda a: a[:n_runs], out.runs)
+        best = int(out.best)
+        state = jax.tree_util.tree_map(np.asarray, out.state)
+        if not all(
+            np.all(np.isfinite(a))
+            for a in jax.tree_util.tree_leaves((state.gmm, state.covariances))
+        ):
+            status = Status(int(runs.status[best]))
+            text = _ILL_DEFINED + (_FLOAT32_HINT if X.dtype == np.float32 else "")
+            raise ValueError(
+                f"{text} (gmmjax: the best run stopped at step "
+                f"{int(runs.n_steps[best])} with status {status.name} and "
+                "parameters that are not finite)"
+            )
+        histories = out.histories[:n_runs]
+        if self.verbose:
+            self._report(runs, histories, n_runs, scale=total)
+        self._vb = fitter
+        self._state = state
+        self.gmm_ = state.gmm
+        self.weights_ = np.asarray(out.weights)
+        self.means_ = np.asarray(out.means)
+        self.covariances_ = state.covariances
+        self.precisions_ = np.asarray(out.precisions)
+        self.precisions_cholesky_ = np.asarray(out.precisions_cholesky)
+        concentration = state.weight_concentration
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            concentration = (concentration[0], concentration[1])
+        self.weight_concentration_ = concentration
+        self.mean_precision_ = state.mean_precision
+        self.degrees_of_freedom_ = state.degrees_of_freedom[()]
+        self.n_iter_ = int(runs.n_steps[best])
+        self.status_ = Status(int(runs.status[best])).name
+        self.converged_ = self.status_ == "CONVERGED"
+        self.lower_bounds_ = total * np.asarray(histories[best][: self.n_iter_])
+        self.lower_bound_ = (
+            float(self.lower_bounds_[-1]) if self.n_iter_ > 0 else -np.inf
+        )
+
+    # -------------------------------------------------------------- inference
+    def _joint(self, X):
+        """``(n, k)`` ``E[log pi_j] + E[log N(x_i | mu_j, Lambda_j^-1)]`` under
+        the posterior (scikit-learn's ``_estimate_weighted_log_prob``), rows
+        padded to their size bucket as in
+        :meth:`gmmjax.sklearn.GaussianMixture.predict`."""
+        default_cache()
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        n = X.shape[0]
+        padded, _ = pad_rows(X, None, row_bucket(n))
+
+        def cast(a):
+            return np.asarray(a, X.dtype)
+
+        vb = jax.tree_util.tree_map(cast, self._vb)
+        state = jax.tree_util.tree_map(cast, self._state)
+        with jax.enable_x64(True):
+            return np.asarray(_expected_joint(vb, state, padded))[:n]
+
+    def _padded_model(self, shape, dtype):
+        """The point estimate in ``dtype`` (for :meth:`sample`)."""
+        return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), self.gmm_)

@@ -636,3 +636,81 @@ def test_columns_by_name_need_a_header(capsys, tmp_path):
         "gmmjax: error: --columns: no column named 'waiting': the bundled data has "
         "no header, so pick its columns by position (0 to 1)\n"
     )
+
+
+def test_fit_with_mclusts_prior_reports_the_log_posterior(capsys):
+    """``--prior default``: MAP-EM with mclust's default prior; the reported log
+    posterior is the log-likelihood of the printed model (scipy) plus its log
+    prior, and the diagnosis reads the log posterior."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    argv = ["fit", "--prior", "default", "--json", "--tol", "1e-9"]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prior"] == "default" and out["objective"]["name"] == "log posterior"
+    x = np.asarray(gmmjax.datasets.faithful(), np.float64)
+    weights, means = np.asarray(out["weights"]), np.asarray(out["means"])
+    covariances = np.asarray(out["covariances"])
+    joint = np.stack(
+        [
+            np.log(w) + multivariate_normal(m, c).logpdf(x)
+            for w, m, c in zip(weights, means, covariances, strict=True)
+        ],
+        axis=1,
+    )
+    ll = logsumexp(joint, axis=1).sum()
+    np.testing.assert_allclose(out["log_likelihood"], ll, rtol=1e-6)
+    gmm = gmmjax.GMM.from_natural(weights, means, covariances)
+    prior = gmmjax.Prior.default(x, n_components=2)
+    log_prior = float(gmmjax.log_prior(gmm, prior))
+    np.testing.assert_allclose(out["objective"]["value"], ll + log_prior, rtol=1e-6)
+    assert out["diagnosis"]["kind"] == "maximum"
+
+
+def test_fit_by_variational_bayes_switches_components_off(capsys):
+    argv = ["fit", "--method", "vb", "-k", "5", "--n-init", "2", "--json"]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["objective"]["name"].startswith("lower bound")
+    assert len(out["restart_objectives"]) == 2
+    assert out["objective"]["value"] == max(out["restart_objectives"])
+    # Old Faithful has two clusters: the Dirichlet process keeps two components
+    assert np.sum(np.asarray(out["weights"]) > 0.01) == 2
+    assert "variational" in out["diagnosis_unavailable"]
+    assert cli.main(["fit", "--method", "vb", "-k", "5", "--n-init", "2"]) == 0
+    assert "components in use: 2 of 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--prior", "default", "--method", "adam"], "--prior default (MAP-EM) needs"),
+        (["--prior", "default", "--method", "vb"], "vb has its own prior"),
+        (["--method", "vb", "--max-reseeds", "1"], "--max-reseeds needs"),
+    ],
+)
+def test_prior_and_method_conflicts_are_one_line_errors(capsys, options, message):
+    assert cli.main(["fit", *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_select_with_mclusts_prior(capsys):
+    import jax
+
+    argv = ["select", "-k", "1-2", "--covariance-types", "spherical", "--n-init", "2"]
+    assert cli.main([*argv, "--prior", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "prior: mclust's default conjugate prior" in out
+    x = gmmjax.datasets.faithful()
+    result = gmmjax.select(
+        jax.random.key(0),
+        x,
+        n_components=[1, 2],
+        covariance_types=["spherical"],
+        n_init=2,
+        prior="default",
+    )
+    for value in np.asarray(result.values).ravel():
+        assert f"{value:.3f}" in out
