@@ -118,7 +118,10 @@ class Prior:
         covariance (its diagonal when ``n <= d``); for ``diag`` and
         ``spherical`` ``V = tr(cov(x)) / d``, the mean of the variances (a
         number). Variances are the unbiased ones (divided by ``n - 1``), as R's
-        ``var``. Any argument given replaces its default.
+        ``var``. Any argument given replaces its default. The ``diag`` and
+        ``spherical`` scale is one number for every feature, so on features of
+        very different scales it pulls the small variances up: standardize the
+        features first, or give ``scale=`` per feature.
 
         Args:
             x: ``(n, d)`` data, ``n >= 2``.
@@ -159,6 +162,13 @@ class Prior:
         if scale is None:
             if covariance_type in ("full", "tied"):
                 scale = factor * (cov if n > d else np.diag(np.diag(cov)))
+                if n > d and np.linalg.eigvalsh(scale)[0] <= 0:
+                    raise ValueError(
+                        "the default prior's scale is the data's covariance, which "
+                        "is singular here (a feature is a linear combination of "
+                        "others): drop that feature, or give scale= (e.g. the "
+                        "diagonal of the covariance times n_components**(-2/d))"
+                    )
             else:
                 scale = factor * np.trace(cov) / d
         values = {

@@ -512,8 +512,11 @@ def test_bad_prior_arguments_are_named():
         gmmjax.Prior.default(X[:1], n_components=1)
     with pytest.raises(ValueError, match=re.escape("n_components must be >= 1")):
         gmmjax.Prior.default(X, n_components=0)
-    with pytest.raises(ValueError, match=re.escape("must be positive definite")):
+    with pytest.raises(ValueError, match=re.escape("covariance, which is singular")):
         gmmjax.Prior.default(np.repeat(X[:1], 5, axis=0), n_components=2)
+    collinear = np.column_stack([X, X @ np.ones(X.shape[1])])
+    with pytest.raises(ValueError, match=re.escape("give scale=")):
+        gmmjax.Prior.default(collinear, n_components=2)
     with pytest.raises(ValueError, match=re.escape("prior must be None, 'default'")):
         gmmjax.select(jax.random.key(0), X, n_components=[1], prior="mclust")
     with pytest.raises(TypeError, match=re.escape("or a function")):
