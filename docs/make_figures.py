@@ -1,15 +1,17 @@
 """Regenerate the tutorial figures in ``docs/figures/``.
 
-    python docs/make_figures.py
+    python docs/make_figures.py [NAME ...]
 
 Every figure is computed with gmmjax itself, on the data of its tutorial page, in
 float64, and drawn with ``gmmjax.plot`` where it has the picture (plain matplotlib for
-the rest). The PNGs are checked in (small: about 90 dpi).
+the rest). The PNGs are checked in (small: about 90 dpi). With names (of functions in
+``FIGURES``, such as ``priors_dirichlet``), only those figures are made.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import jax
@@ -259,6 +261,122 @@ def multistart_hist() -> None:
     save(fig, "multistart_hist.png")
 
 
+def priors_small_sample() -> None:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    flowers = iris.data[::5]
+    names = [name.removesuffix(" (cm)") for name in iris.feature_names]
+    grid = dict(n_components=range(1, 7), covariance_types=("full",))
+    ml = gmmjax.select(jax.random.key(0), flowers, **grid)
+    mp = gmmjax.select(jax.random.key(0), flowers, **grid, prior="default")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ks = np.arange(1, 7)
+    for table, label, color in (
+        (ml, "maximum likelihood", "tab:red"),
+        (mp, "MAP, default prior", "tab:blue"),
+    ):
+        values = np.asarray(table.values)[:, 0]
+        axes[0].plot(ks, values, "o-", color=color, label=label)
+        best = table.best_n_components
+        axes[0].plot(best, values[best - 1], "*", ms=14, color=color)
+    axes[0].set_xlabel("number of components k")
+    axes[0].set_ylabel("BIC (lower is better)")
+    axes[0].set_title("30 iris flowers, full covariances", fontsize=10)
+    axes[0].legend(fontsize=8)
+    for ax, table, title in (
+        (axes[1], ml, "maximum likelihood, k = 6"),
+        (axes[2], mp, "MAP, k = 6"),
+    ):
+        gmm = table.fits[(6, "full")].gmm
+        gmmjax.plot.plot_mixture(
+            gmm,
+            flowers,
+            ax=ax,
+            dims=(2, 3),
+            n_sigma=(1, 2),
+            contours=False,
+            feature_names=names,
+        )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlim(0.5, 7.5)
+        ax.set_ylim(-0.4, 2.9)
+    fig.tight_layout()
+    save(fig, "priors_small_sample.png")
+
+
+def priors_dirichlet() -> None:
+    from sklearn.cluster import KMeans
+
+    x = gmmjax.datasets.faithful()
+    n, k = len(x), 8
+    labels = KMeans(n_clusters=k, n_init=1, random_state=0).fit(x).labels_
+    start = gmmjax.ResponsibilityStart(np.eye(k)[labels])
+    fits = {}
+    for weight_prior in ("dirichlet_process", "dirichlet_distribution"):
+        prior = gmmjax.VariationalPrior.default(
+            x, n_components=k, weight_prior=weight_prior
+        )
+        fits[weight_prior] = gmmjax.fit(
+            gmmjax.VB(prior=prior), start, x, tol=1e-3 / n, max_steps=500
+        )
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    width = 0.4
+    for i, (weight_prior, color) in enumerate(
+        (("dirichlet_process", "tab:blue"), ("dirichlet_distribution", "tab:orange"))
+    ):
+        weights = np.maximum(np.asarray(fits[weight_prior].gmm.weights), 1e-12)
+        axes[0].bar(
+            np.arange(k) + (i - 0.5) * width,
+            weights,
+            width,
+            color=color,
+            label=weight_prior.replace("_", " "),
+        )
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(1e-10, 2)
+    axes[0].set_xticks(np.arange(k), [str(j) for j in range(k)])
+    axes[0].set_xlabel("component")
+    axes[0].set_ylabel("weight (log scale)")
+    axes[0].set_title("eight components on Old Faithful", fontsize=10)
+    axes[0].legend(fontsize=8, loc="lower left")
+    dp = fits["dirichlet_process"].gmm
+    used = np.asarray(dp.weights) > 0.01
+    kept = gmmjax.GMM.from_covariances(
+        np.log(np.asarray(dp.weights)[used]),
+        np.asarray(dp.means)[used],
+        np.asarray(dp.covariances)[used],
+        covariance_type="full",
+    )
+    gmmjax.plot.plot_mixture(
+        kept,
+        x,
+        ax=axes[1],
+        n_sigma=(1, 2),
+        contours=False,
+        feature_names=["eruption (minutes)", "waiting (minutes)"],
+    )
+    axes[1].set_title(
+        f"Dirichlet process: the {used.sum()} components in use", fontsize=10
+    )
+    table = gmmjax.select(
+        jax.random.key(0), x, n_components=range(1, k + 1), covariance_types=("full",)
+    )
+    values = np.asarray(table.values)[:, 0]
+    axes[2].plot(np.arange(1, k + 1), values, "o-", color="tab:red")
+    best = table.best_n_components
+    axes[2].plot(best, values[best - 1], "*", ms=14, color="tab:red")
+    axes[2].axvline(
+        used.sum(), color="tab:blue", ls="--", lw=1, label="in use (process)"
+    )
+    axes[2].set_xlabel("number of components k")
+    axes[2].set_ylabel("BIC (lower is better)")
+    axes[2].set_title("BIC, maximum likelihood, full covariances", fontsize=10)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, "priors_dirichlet.png")
+
+
 FIGURES = (
     mixture_density,
     mixture_samples,
@@ -268,12 +386,20 @@ FIGURES = (
     gradient_paths,
     anneal_split,
     multistart_hist,
+    priors_small_sample,
+    priors_dirichlet,
 )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    names = sys.argv[1:] if argv is None else argv
+    known = {make.__name__: make for make in FIGURES}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown figures {unknown}; known: {sorted(known)}")
     for make in FIGURES:
-        make()
+        if not names or make.__name__ in names:
+            make()
 
 
 if __name__ == "__main__":
