@@ -354,7 +354,8 @@ def test_the_model_is_printed_before_a_diagnosis_that_fails(capsys, monkeypatch)
     reason = "the gradient or Hessian of f at theta is not finite"
     printed = []
 
-    def diagnose(result, x):
+    def diagnose(result, x, *, prior):
+        assert prior is None  # plain EM: the log-likelihood is diagnosed
         printed.append(capsys.readouterr().out)
         raise ValueError(reason)
 
