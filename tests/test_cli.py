@@ -639,13 +639,21 @@ def test_columns_by_name_need_a_header(capsys, tmp_path):
     )
 
 
-def test_fit_with_mclusts_prior_reports_the_log_posterior(capsys):
+def test_fit_with_mclusts_prior_reports_the_log_posterior(capsys, monkeypatch):
     """``--prior default``: MAP-EM with mclust's default prior; the reported log
     posterior is the log-likelihood of the printed model (scipy) plus its log
-    prior, and the diagnosis reads the log posterior."""
+    prior, and the diagnosis is asked for the log posterior's (test_prior.py
+    checks that diagnosis itself)."""
     from scipy.special import logsumexp
     from scipy.stats import multivariate_normal
 
+    asked = []
+
+    def diagnose(result, x, *, prior):
+        asked.append(prior)
+        raise ValueError("not computed in this test")
+
+    monkeypatch.setattr(gmmjax, "diagnose", diagnose)
     argv = ["fit", "--prior", "default", "--json", "--tol", "1e-9"]
     assert cli.main(argv) == 0
     out = json.loads(capsys.readouterr().out)
@@ -666,7 +674,9 @@ def test_fit_with_mclusts_prior_reports_the_log_posterior(capsys):
     prior = gmmjax.Prior.default(x, n_components=2)
     log_prior = float(gmmjax.log_prior(gmm, prior))
     np.testing.assert_allclose(out["objective"]["value"], ll + log_prior, rtol=1e-6)
-    assert out["diagnosis"]["kind"] == "maximum"
+    (asked_prior,) = asked
+    np.testing.assert_allclose(asked_prior.scale, prior.scale, rtol=1e-12)
+    assert out["diagnosis_unavailable"] == "not computed in this test"
 
 
 def test_fit_by_variational_bayes_switches_components_off(capsys):
