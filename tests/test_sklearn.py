@@ -25,13 +25,15 @@ def test_sklearn_checks(estimator, check):
 
 
 def test_sklearn_array_api_check_runs():
-    """The one check above that scikit-learn skips unless SciPy's array API mode
-    is on, which must be set before SciPy is imported: here, in a fresh process.
-    It fits with array API dispatch enabled and NumPy inputs, and compares."""
+    """The one check above (and in test_vb.py) that scikit-learn skips unless
+    SciPy's array API mode is on, which must be set before SciPy is imported:
+    here, in a fresh process, for both estimators. It fits with array API
+    dispatch enabled and NumPy inputs, and compares."""
     code = (
         "from sklearn.utils.estimator_checks import check_array_api_input\n"
-        "from gmmjax.sklearn import GaussianMixture\n"
-        "check_array_api_input('GaussianMixture', GaussianMixture(),"
+        "from gmmjax.sklearn import BayesianGaussianMixture, GaussianMixture\n"
+        "for estimator in (GaussianMixture(), BayesianGaussianMixture()):\n"
+        "    check_array_api_input(type(estimator).__name__, estimator,"
         " array_namespace='numpy', expect_only_array_outputs=False)\n"
         "print('checked')\n"
     )
