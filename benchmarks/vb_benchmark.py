@@ -443,7 +443,6 @@ def bench_restarts(cases, steps, dtype, args, rows, save):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import BayesianGaussianMixture
 
-    rows = []
     for n, d, k, b in cases:
         waited = wait_for_quiet(args.wait_for_load, args.max_wait)
         load_before = load_average()
