@@ -19,6 +19,7 @@ from ._fit import (
     StepInfo,
     check_fitter,
     check_steps,
+    inner_objective,
     prepare_fit,
     run,
 )
@@ -122,16 +123,9 @@ class Annealed:
 
     @property
     def objective(self):
-        """The inner fitter's ``objective`` (e.g. MAP-EM's log posterior) read
-        at the inner state, or ``None`` when it has none."""
-        inner = getattr(self.inner, "objective", None)
-        if inner is None:
-            return None
-
-        def objective(state, x, *, sample_weight=None):
-            return inner(state.inner, x, sample_weight=sample_weight)
-
-        return objective
+        """The inner fitter's ``objective`` read at the inner state, or ``None``
+        when it has none (see :func:`gmmjax._fit.inner_objective`)."""
+        return inner_objective(self.inner)
 
 
 jax.tree_util.register_dataclass(

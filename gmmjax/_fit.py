@@ -43,6 +43,7 @@ __all__ = [
     "check_steps",
     "fit",
     "fit_trace",
+    "inner_objective",
     "prepare_fit",
     "run",
     "start_loop",
@@ -395,6 +396,20 @@ def fitter_objective(fitter, state, x, w, ll):
     if objective is None:
         return ll
     return jnp.asarray(objective(state, x, sample_weight=w), ll.dtype)
+
+
+def inner_objective(inner):
+    """The ``objective`` of a fitter that wraps ``inner`` and keeps its state in
+    ``state.inner`` (:class:`gmmjax.Annealed`, the estimator's recorder): the
+    inner fitter's, read at the inner state, or ``None`` when it has none."""
+    objective = getattr(inner, "objective", None)
+    if objective is None:
+        return None
+
+    def wrapped(state, x, *, sample_weight=None):
+        return objective(state.inner, x, sample_weight=sample_weight)
+
+    return wrapped
 
 
 def _progress_sender(report):

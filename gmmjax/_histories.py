@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._fit import FitResult, Status, run, total_weight
+from ._fit import FitResult, Status, inner_objective, run, total_weight
 from ._gmm import GMM
 from ._init import ResponsibilityStart, init_gmm_jit, init_responsibilities
 from ._levels import ByWork, fit_work
@@ -49,16 +49,9 @@ class _Recording:
 
     @property
     def objective(self):
-        """The inner fitter's ``objective`` (a variational lower bound, a log
-        posterior) read at the inner state, or ``None`` when it has none."""
-        inner = getattr(self.inner, "objective", None)
-        if inner is None:
-            return None
-
-        def objective(state, x, *, sample_weight=None):
-            return inner(state.inner, x, sample_weight=sample_weight)
-
-        return objective
+        """The inner fitter's ``objective`` read at the inner state, or ``None``
+        when it has none (see :func:`gmmjax._fit.inner_objective`)."""
+        return inner_objective(self.inner)
 
 
 jax.tree_util.register_dataclass(

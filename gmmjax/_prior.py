@@ -23,6 +23,7 @@ from ._validation import (
     check_data,
     check_positive_int,
     concrete,
+    host_array,
 )
 
 __all__ = [
@@ -180,7 +181,7 @@ class Prior:
         }
         dtype = x.dtype
         prior = cls(
-            **{k: _host_array(v, f"prior.{k}", dtype) for k, v in values.items()}
+            **{k: host_array(v, f"prior.{k}", dtype) for k, v in values.items()}
         )
         check_prior(prior)
         check_prior_shapes(prior, d, covariance_type)
@@ -192,22 +193,6 @@ jax.tree_util.register_dataclass(
     data_fields=["shrinkage", "mean", "dof", "scale", "concentration"],
     meta_fields=[],
 )
-
-
-def _host_array(value, name: str, dtype):
-    """``value`` as a device array of ``dtype``: host values are converted on
-    the host (no program is compiled), a ``jax.Array`` is cast."""
-    if isinstance(value, jax.Array):
-        return value.astype(dtype)
-    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
-        raise TypeError(
-            f"{name} must be a number or an array of numbers, got {value!r}"
-        )
-    try:
-        host = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers") from None
-    return jax.device_put(host.astype(dtype))
 
 
 # ------------------------------------------------------------------ validation

@@ -31,6 +31,7 @@ __all__ = [
     "check_positive_int",
     "check_sample_weight",
     "concrete",
+    "host_array",
 ]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -266,3 +267,19 @@ def check_key(key):
             f"got an array of shape {key.shape} and dtype {key.dtype}"
         )
     return key
+
+
+def host_array(value, name: str, dtype):
+    """``value`` as a device array of ``dtype``: host values are converted on
+    the host (no program is compiled), a ``jax.Array`` is cast."""
+    if isinstance(value, jax.Array):
+        return value.astype(dtype)
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise TypeError(
+            f"{name} must be a number or an array of numbers, got {value!r}"
+        )
+    try:
+        host = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers") from None
+    return jax.device_put(host.astype(dtype))

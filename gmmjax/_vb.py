@@ -44,6 +44,7 @@ from ._validation import (
     check_reg_covar,
     check_sample_weight,
     concrete,
+    host_array,
 )
 
 __all__ = [
@@ -207,7 +208,9 @@ class VariationalPrior:
             ),
             "covariance": covariance,
         }
-        fields = {name: _array(value, name, x.dtype) for name, value in values.items()}
+        fields = {
+            name: host_array(value, name, x.dtype) for name, value in values.items()
+        }
         prior = cls(
             **fields, covariance_type=covariance_type, weight_prior=weight_prior
         )
@@ -228,22 +231,6 @@ jax.tree_util.register_dataclass(
     ],
     meta_fields=["covariance_type", "weight_prior"],
 )
-
-
-def _array(value, name: str, dtype):
-    """``value`` as a device array of ``dtype``, converted on the host unless it
-    is a ``jax.Array`` already."""
-    if isinstance(value, jax.Array):
-        return value.astype(dtype)
-    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
-        raise TypeError(
-            f"{name} must be a number or an array of numbers, got {value!r}"
-        )
-    try:
-        host = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers") from None
-    return jax.device_put(host.astype(dtype))
 
 
 def _check_weight_prior(weight_prior) -> None:
