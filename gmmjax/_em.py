@@ -37,6 +37,8 @@ from ._gmm import GMM
 from ._lanes import lane_cond
 from ._prior import Prior, check_prior, check_prior_shapes, log_prior_density
 from ._stats import (
+    MStep,
+    Statistics,
     chunk_rows,
     coefficients,
     expanded_statistics,
@@ -57,11 +59,15 @@ from ._validation import (
 __all__ = [
     "EM",
     "EMState",
+    "Summary",
+    "by_route",
     "e_step",
     "em_step",
     "em_update",
+    "expanded_summary",
     "m_step",
     "relative_reg_covar",
+    "two_pass_summary",
 ]
 
 
@@ -122,7 +128,7 @@ def _shift(joint, axis):
     return joint - jnp.expand_dims(top, axis), top
 
 
-def _posteriors(joint, beta, axis=-1):
+def _posteriors(joint, beta, axis=-1, entropy=False):
     """Tempered responsibilities and the untempered log-density from ``joint``.
 
     ``joint`` holds ``log pi_j + log N(x_i | mu_j, Sigma_j)`` with the components
@@ -135,6 +141,9 @@ def _posteriors(joint, beta, axis=-1):
         ``(resp, log_prob, ll)``: the responsibilities (``joint``'s shape),
         ``log p(x_i)`` (``axis`` dropped) and ``sum_i log p(x_i)``, computed by
         :func:`_sum_log` from ``m`` and ``t`` (far fewer logarithms than ``n``).
+        With ``entropy``, a fourth entry: ``sum_j r_ij log r_ij`` per sample
+        (``axis`` dropped), as ``sum_j r_ij u_ij - log sum_j exp(u_ij)`` with
+        ``u`` the shifted (tempered) joint, without ``n k`` logarithms.
     """
     k = joint.shape[axis]
     shifted, top = _shift(joint, axis)
@@ -143,10 +152,18 @@ def _posteriors(joint, beta, axis=-1):
     log_prob = top + jnp.log(total)
     ll = jnp.sum(top) + _sum_log(total, k)
     if _is_one(beta):
-        return plain / jnp.expand_dims(total, axis), log_prob, ll
-    tempered = jnp.exp(_temper(beta, shifted))
-    norm = _over_components(jnp.add, jnp.sum, tempered, axis)
-    return tempered / jnp.expand_dims(norm, axis), log_prob, ll
+        exponent, norm = shifted, total
+        resp = plain / jnp.expand_dims(total, axis)
+    else:
+        exponent = _temper(beta, shifted)
+        norm = _over_components(jnp.add, jnp.sum, jnp.exp(exponent), axis)
+        resp = jnp.exp(exponent) / jnp.expand_dims(norm, axis)
+    if not entropy:
+        return resp, log_prob, ll
+    # an inactive component has r = 0 and u = -inf: it adds nothing
+    mixed = jnp.where(resp > 0, resp * exponent, 0.0)
+    mixed = _over_components(jnp.add, jnp.sum, mixed, axis)
+    return resp, log_prob, ll, mixed - jnp.log(norm)
 
 
 def _temper(beta, shifted):
@@ -197,7 +214,7 @@ def _expansion_is_accurate(gmm: GMM, x):
     return jnp.finfo(x.dtype).eps * jnp.max(distance) <= _EXPANSION_ERROR
 
 
-def _by_route(expanded, two_pass, gmm: GMM, *args):
+def by_route(expanded, two_pass, gmm: GMM, *args):
     """float64 always expands the square; float32 expands it unless
     :func:`_expansion_is_accurate` says that would cost digits. Under ``vmap``
     the two-pass route runs only on the lanes that need it
@@ -235,7 +252,7 @@ def _two_pass_joint(gmm: GMM, x):
 
 @jax.jit
 def _e_step(gmm: GMM, x, beta):
-    joint = _by_route(_expanded_joint, _two_pass_joint, gmm, x)
+    joint = by_route(_expanded_joint, _two_pass_joint, gmm, x)
     shifted, top = _shift(joint, -1)
     total = _over_components(jnp.add, jnp.sum, jnp.exp(shifted), -1)
     log_prob = top + jnp.log(total)
@@ -336,8 +353,12 @@ def m_step(x, resp, *, covariance_type="full", sample_weight=None, reg_covar=1e-
 # ---------------------------------------------------------------- one EM step
 
 
-def _weighted_ll(ws, log_prob):
-    return jnp.sum(jnp.where(ws > 0, ws * log_prob, 0.0))
+def _weighted_sum(ws, per_row):
+    """``sum_i w_i v_i`` (rows of weight 0 add nothing, even where ``v_i`` is
+    not finite); the plain sum without weights."""
+    if ws is None:
+        return jnp.sum(per_row)
+    return jnp.sum(jnp.where(ws > 0, ws * per_row, 0.0))
 
 
 def _active(gmm: GMM, prior):
@@ -345,44 +366,90 @@ def _active(gmm: GMM, prior):
     return None if prior is None else jnp.isfinite(gmm.logits)
 
 
-def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
-    """One EM step by the expanded route: ``(MStep, total log-likelihood,
-    log p(x_i))``."""
+class Summary(NamedTuple):
+    """What one E step by a route leaves for an M step.
+
+    Attributes:
+        stats: the :class:`gmmjax._stats.Statistics` of the responsibilities.
+        origin: the point the data were shifted to (``maximize``'s ``origin``).
+        expanded: whether the second moments are of an expanded square (static).
+        ll: the total (weighted) log-likelihood ``sum_i w_i log p(x_i)``.
+        log_prob: ``(n,)`` ``log p(x_i)``.
+        resp_log_resp: ``sum_i w_i sum_j r_ij log r_ij`` when asked for (the
+            responsibilities' negative entropy), else ``None``.
+    """
+
+    stats: Statistics
+    origin: jax.Array
+    expanded: bool
+    ll: jax.Array
+    log_prob: jax.Array
+    resp_log_resp: jax.Array | None
+
+    def maximize(self, reg_covar, covariance_type, **options) -> MStep:
+        """:func:`gmmjax._stats.maximize` of these statistics, with the route's
+        origin and rounding."""
+        return maximize(
+            self.stats,
+            reg_covar,
+            covariance_type,
+            origin=self.origin,
+            expanded=self.expanded,
+            **options,
+        )
+
+
+def expanded_summary(gmm: GMM, x, sample_weight, beta, entropy=False) -> Summary:
+    """The E step and statistics of the expanded route (see :class:`Summary`)."""
     c, coef = _expanded_center(gmm, x)
 
     def posterior(f, ws, _):
         # components first, samples last: the reductions over components then
         # run along contiguous rows of samples (k is often tiny)
-        resp, log_prob, ll = _posteriors(coef @ f.T, beta, axis=0)
-        return resp, ll if ws is None else _weighted_ll(ws, log_prob), log_prob
+        resp, log_prob, ll, *rest = _posteriors(coef @ f.T, beta, 0, entropy)
+        ll = ll if ws is None else _weighted_sum(ws, log_prob)
+        return resp, (ll, *(_weighted_sum(ws, r) for r in rest)), log_prob
 
     ctype, k = gmm.covariance_type, gmm.n_components
-    stats, ll, log_prob = expanded_statistics(c, x, sample_weight, ctype, k, posterior)
-    m = maximize(stats, reg_covar, ctype, prior=prior, active=_active(gmm, prior))
-    return m, ll, log_prob
+    stats, (ll, *rest), log_prob = expanded_statistics(
+        c, x, sample_weight, ctype, k, posterior
+    )
+    return Summary(stats, c, True, ll, log_prob, rest[0] if entropy else None)
 
 
-def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
-    """One EM step by the centered two-pass route: ``(MStep, log-likelihood,
-    log p(x_i))``."""
-    resp, log_prob, ll = _posteriors(_two_pass_joint(gmm, x), beta)
+def two_pass_summary(gmm: GMM, x, sample_weight, beta, entropy=False) -> Summary:
+    """The E step and statistics of the centered two-pass route (see
+    :class:`Summary`)."""
+    resp, log_prob, ll, *rest = _posteriors(_two_pass_joint(gmm, x), beta, -1, entropy)
     if sample_weight is not None:
-        ll = _weighted_ll(sample_weight, log_prob)
+        ll = _weighted_sum(sample_weight, log_prob)
     _, _, c = center(gmm, x)
     # materialize the posteriors once: otherwise XLA may fuse their exponentials
     # into every reduction of the M step and recompute them there
     resp = jax.lax.optimization_barrier(resp)
     stats = two_pass_statistics(x, resp, sample_weight, gmm.covariance_type, c)
-    m = maximize(
-        stats,
-        reg_covar,
-        gmm.covariance_type,
-        origin=c,
-        expanded=False,
-        prior=prior,
-        active=_active(gmm, prior),
+    summed = _weighted_sum(sample_weight, rest[0]) if entropy else None
+    return Summary(stats, c, False, ll, log_prob, summed)
+
+
+def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
+    """One EM step by the expanded route: ``(MStep, total log-likelihood,
+    log p(x_i))``."""
+    summary = expanded_summary(gmm, x, sample_weight, beta)
+    m = summary.maximize(
+        reg_covar, gmm.covariance_type, prior=prior, active=_active(gmm, prior)
     )
-    return m, ll, log_prob
+    return m, summary.ll, summary.log_prob
+
+
+def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
+    """One EM step by the centered two-pass route: ``(MStep, log-likelihood,
+    log p(x_i))``."""
+    summary = two_pass_summary(gmm, x, sample_weight, beta)
+    m = summary.maximize(
+        reg_covar, gmm.covariance_type, prior=prior, active=_active(gmm, prior)
+    )
+    return m, summary.ll, summary.log_prob
 
 
 def em_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
@@ -402,7 +469,7 @@ def em_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
         return run
 
     args = (x, sample_weight, reg_covar, beta, prior)
-    return _by_route(route(_expanded_update), route(_two_pass_update), gmm, *args)
+    return by_route(route(_expanded_update), route(_two_pass_update), gmm, *args)
 
 
 def _em_step(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):

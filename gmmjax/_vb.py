@@ -33,10 +33,11 @@ from jax.scipy.special import digamma, gammaln, logsumexp
 
 from ._degeneracy import regularize
 from ._density import log_det_precision_cholesky, weighted_log_prob
+from ._em import Summary, by_route, expanded_summary, two_pass_summary
 from ._fit import StepInfo
 from ._gmm import GMM
 from ._init import ResponsibilityStart
-from ._stats import maximize, two_pass_statistics
+from ._stats import Statistics, maximize, two_pass_statistics
 from ._validation import (
     check_covariance_type,
     check_data,
@@ -432,15 +433,15 @@ def _gammaln_sum(nu, d: int):
     return jnp.sum(gammaln(0.5 * (nu[..., None] - i)), axis=-1)
 
 
-def expected_log_joint(prior: VariationalPrior, state: VBState, x):
-    """``(n, k)`` ``E[log pi_j] + E[log N(x_i | mu_j, Lambda_j^-1)]`` under the
-    posterior, scikit-learn's ``_estimate_weighted_log_prob`` (no validation).
+def _expected_model(prior: VariationalPrior, state: VBState) -> GMM:
+    """The point estimate with the logits ``E[log pi_j] + c_j`` whose
+    :func:`gmmjax.weighted_log_prob` is :func:`expected_log_joint` less one
+    constant: EM's E step of this model is the variational E step.
 
     With ``S_j = nu_j W_j`` the point estimate's precision:
-    ``E[log N] = log N(x_i | m_j, S_j^-1) - d / 2 log nu_j
+    ``E[log N(x_i | mu_j, Lambda_j^-1)] = log N(x_i | m_j, S_j^-1) + c_j`` with
+    ``c_j = -d / 2 log nu_j
     + (d log 2 + sum_{i<d} psi((nu_j - i) / 2) - d / beta_j) / 2``.
-    Its softmax over ``j`` is the variational E step; its log-sum-exp over
-    ``j`` is scikit-learn's ``score_samples``.
     """
     gmm = state.gmm
     d = gmm.n_features
@@ -448,11 +449,21 @@ def expected_log_joint(prior: VariationalPrior, state: VBState, x):
     log_lambda = d * math.log(2.0) + _digamma_sum(nu, d)
     shift = -0.5 * d * jnp.log(nu) + 0.5 * (log_lambda - d / beta)
     logits = _expected_log_weights(prior.weight_prior, state.weight_concentration)
-    logits = logits + shift
-    # the point estimate's densities with these logits: weighted_log_prob
-    # normalizes them, which the log-sum-exp undoes
-    expected = GMM(logits, gmm.means, gmm.log_diag, gmm.off_diag, gmm.covariance_type)
-    return weighted_log_prob(expected, x) + logsumexp(logits)
+    return GMM(
+        logits + shift, gmm.means, gmm.log_diag, gmm.off_diag, gmm.covariance_type
+    )
+
+
+def expected_log_joint(prior: VariationalPrior, state: VBState, x):
+    """``(n, k)`` ``E[log pi_j] + E[log N(x_i | mu_j, Lambda_j^-1)]`` under the
+    posterior, scikit-learn's ``_estimate_weighted_log_prob`` (no validation).
+
+    Its softmax over ``j`` is the variational E step; its log-sum-exp over
+    ``j`` is scikit-learn's ``score_samples``. See :func:`_expected_model`.
+    """
+    expected = _expected_model(prior, state)
+    # weighted_log_prob normalizes the logits, which the log-sum-exp undoes
+    return weighted_log_prob(expected, x) + logsumexp(expected.logits)
 
 
 def _log_beta(a, b):
@@ -465,16 +476,17 @@ def _log_beta(a, b):
 # ------------------------------------------------------------------ the step
 
 
-def _maximize(prior: VariationalPrior, x, resp, w, reg_covar) -> VBState:
-    """The variational M step from responsibilities ``(n, k)`` (weighted by
-    ``w``); the state's ``lower_bound`` is ``-inf``."""
+def _posterior(prior: VariationalPrior, centered: Statistics, reg_covar) -> VBState:
+    """The variational M step from the statistics about the weighted means
+    (:attr:`gmmjax._stats.MStep.centered`); the state's ``lower_bound`` is
+    ``-inf``."""
     ctype = prior.covariance_type
-    dtype = x.dtype
+    counts, _, scatter, xk = centered
+    dtype = scatter.dtype
     alpha0, beta0, m0, nu0, psi0 = _prior_values(prior, dtype)
     reg_covar = jnp.asarray(reg_covar, dtype)
-    stats = two_pass_statistics(x, resp, w, ctype)
-    counts, _, scatter, xk = maximize(stats, reg_covar, ctype, expanded=False).centered
     nk = counts + 10 * jnp.finfo(dtype).eps
+    d = xk.shape[1]
     k = xk.shape[0]
     if prior.weight_prior == "dirichlet_distribution":
         concentration = alpha0 + nk
@@ -506,8 +518,9 @@ def _maximize(prior: VariationalPrior, x, resp, w, reg_covar) -> VBState:
             pull = (beta0 / beta)[:, None] * diff**2
             cov = (psi0 + nk[:, None] * (sk + pull)) / nu[:, None]
         else:
-            sk = regularize(jnp.mean(per_feature, axis=-1), reg_covar, ctype)
-            pull = beta0 / beta * jnp.mean(diff**2, axis=-1)
+            # per feature, or (the expanded route) already summed over them
+            sk = regularize(jnp.sum(per_feature, axis=-1) / d, reg_covar, ctype)
+            pull = beta0 / beta * jnp.sum(diff**2, axis=-1) / d
             cov = (psi0 + nk * (sk + pull)) / nu
     logits = _point_logits(prior.weight_prior, concentration)
     gmm = GMM.from_covariances(logits, means, cov, covariance_type=ctype)
@@ -515,18 +528,36 @@ def _maximize(prior: VariationalPrior, x, resp, w, reg_covar) -> VBState:
     return VBState(gmm, concentration, beta, nu, cov, bound)
 
 
-def _lower_bound(prior: VariationalPrior, state: VBState, log_resp, w):
+def _statistics(x, resp, w, ctype) -> Statistics:
+    """The statistics about the weighted means of given responsibilities."""
+    stats = two_pass_statistics(x, resp, w, ctype)
+    return maximize(stats, 0.0, ctype, expanded=False).centered
+
+
+def _vb_update(summarize):
+    """One variational step from the E step and statistics of a route of EM's
+    (:func:`gmmjax._em.expanded_summary` or
+    :func:`gmmjax._em.two_pass_summary`): the new :class:`VBState` with its
+    lower bound."""
+
+    def update(expected, x, w, beta, prior, reg_covar):
+        summary: Summary = summarize(expected, x, w, beta, entropy=True)
+        centered = summary.maximize(0.0, expected.covariance_type).centered
+        new = _posterior(prior, centered, reg_covar)
+        bound = _lower_bound(prior, new, summary.resp_log_resp)
+        return new._replace(lower_bound=bound)
+
+    return update
+
+
+def _lower_bound(prior: VariationalPrior, state: VBState, resp_log_resp):
     """scikit-learn's evidence lower bound (its constant terms left out):
     ``-sum_i w_i sum_j r_ij log r_ij - sum_j log B(nu_j, W_j)
     - log C(weights) - d / 2 sum_j log beta_j`` with the Wishart normalizers
     ``B`` and the weights' posterior normalizer ``C``, at the posterior that the
-    responsibilities ``log_resp`` were turned into."""
+    responsibilities were turned into; ``resp_log_resp`` is the first sum."""
     gmm = state.gmm
     d = gmm.n_features
-    resp = jnp.exp(log_resp)
-    entropy = jnp.sum(jnp.where(resp > 0, resp * log_resp, 0.0), axis=-1)
-    if w is not None:
-        entropy = jnp.where(w > 0, w * entropy, 0.0)
     nu = state.degrees_of_freedom
     log_det = log_det_precision_cholesky(gmm) - 0.5 * d * jnp.log(nu)
     log_wishart = -(nu * log_det + nu * d * 0.5 * math.log(2.0) + _gammaln_sum(nu, d))
@@ -542,7 +573,7 @@ def _lower_bound(prior: VariationalPrior, state: VBState, log_resp, w):
     else:
         log_norm_weight = -jnp.sum(_log_beta(concentration[0], concentration[1]))
     return (
-        -jnp.sum(entropy)
+        -resp_log_resp
         - log_wishart
         - log_norm_weight
         - 0.5 * d * jnp.sum(jnp.log(state.mean_precision))
@@ -573,8 +604,12 @@ class VB:
 
     (``tied``: one ``nu = nu_0 + sum_j N_j / k`` and the terms summed over
     ``j`` with weights ``1 / k``; ``diag`` and ``spherical``: the diagonal and
-    its mean). Each step reports the lower bound after its M step
-    (:class:`VBState`'s ``lower_bound``, the ``StepInfo``'s
+    its mean). The E step and the statistics are :class:`gmmjax.EM`'s, by the
+    same route (the expanded square in float64, and in float32 unless it would
+    cost digits; chunked over the samples), run on the point estimate whose
+    logits carry the expectations, so a VB step costs about an EM step. Each
+    step reports the lower bound after its M step (:class:`VBState`'s
+    ``lower_bound``, the ``StepInfo``'s
     ``log_likelihood``), and :meth:`objective` returns it, so the driver's
     convergence test and :func:`gmmjax.best_of` read the bound: a run has
     converged when ``|L_t - L_{t-1}| / W < tol``. scikit-learn compares the
@@ -652,23 +687,33 @@ class VB:
                     f"the start has covariance_type={start.covariance_type!r} but the "
                     f"prior's is {self.prior.covariance_type!r}"
                 )
-            resp = jax.nn.softmax(weighted_log_prob(start, x), axis=-1)
+            # EM's E step of the start, then the variational M step
+            state = self._update(start, x, sample_weight, 1.0)
+            return state._replace(
+                lower_bound=jnp.full_like(state.lower_bound, -jnp.inf)
+            )
         else:
             raise TypeError(
                 "the start must be a gmmjax.GMM, a gmmjax.ResponsibilityStart or a "
                 f"gmmjax.VBState, got {type(start).__name__}"
             )
-        return _maximize(self.prior, x, resp, sample_weight, self.reg_covar)
+        ctype = self.prior.covariance_type
+        centered = _statistics(x, resp, sample_weight, ctype)
+        return _posterior(self.prior, centered, self.reg_covar)
+
+    def _update(self, expected: GMM, x, sample_weight, beta) -> VBState:
+        """The E step of ``expected`` by EM's route (float64 expands the square,
+        float32 unless that costs digits), then the variational M step."""
+        update = (_vb_update(expanded_summary), _vb_update(two_pass_summary))
+        args = (x, sample_weight, beta, self.prior, self.reg_covar)
+        return by_route(*update, expected, *args)
 
     def step(self, state: VBState, x, *, sample_weight=None, beta=1.0):
         """One variational E step and M step: ``(VBState, StepInfo)``; the info's
         ``log_likelihood`` is the new lower bound."""
-        joint = expected_log_joint(self.prior, state, x)
-        log_resp = jax.nn.log_softmax(beta * joint, axis=-1)
-        new = _maximize(self.prior, x, jnp.exp(log_resp), sample_weight, self.reg_covar)
-        bound = _lower_bound(self.prior, new, log_resp, sample_weight)
-        info = StepInfo(bound, jnp.asarray(-1, jnp.int32), jnp.asarray(True))
-        return new._replace(lower_bound=bound), info
+        new = self._update(_expected_model(self.prior, state), x, sample_weight, beta)
+        bound = new.lower_bound
+        return new, StepInfo(bound, jnp.asarray(-1, jnp.int32), jnp.asarray(True))
 
     def objective(self, state: VBState, x, *, sample_weight=None):
         """The total lower bound of ``state`` (its ``lower_bound``), which

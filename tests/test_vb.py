@@ -226,6 +226,44 @@ def test_float32_runs_close_to_float64():
     assert_close(low.objective, high.objective, rtol=1e-4)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_both_of_ems_routes_give_the_variational_step(rng, covariance_type):
+    """A VB step takes EM's E step and statistics, by the expanded route (float64
+    and most float32) or the two-pass one: from the same posterior, with sample
+    weights and a tempered E step, both give the step computed from
+    :func:`gmmjax._vb.expected_log_joint`'s softmax (scikit-learn's E step,
+    tested above) in NumPy."""
+    from scipy.special import log_softmax
+
+    from gmmjax import _vb
+    from gmmjax._em import expanded_summary, two_pass_summary
+
+    x = jnp.asarray(IRIS)
+    w = rng.uniform(0.5, 2.0, len(IRIS))
+    prior = gmmjax.VariationalPrior.default(
+        x, n_components=K, covariance_type=covariance_type
+    )
+    vb = gmmjax.VB(prior=prior)
+    resp = rng.dirichlet(np.ones(K), size=len(IRIS))
+    state = vb.init(gmmjax.ResponsibilityStart(resp), x, sample_weight=w)
+    expected = _vb._expected_model(prior, state)
+    beta = 0.4
+    log_resp = log_softmax(
+        beta * np.asarray(_vb.expected_log_joint(prior, state, x)), 1
+    )
+    ref = vb.init(gmmjax.ResponsibilityStart(np.exp(log_resp)), x, sample_weight=w)
+    ref_bound = _vb._lower_bound(
+        prior, ref, np.sum(w[:, None] * np.exp(log_resp) * log_resp)
+    )
+    for summary in (expanded_summary, two_pass_summary):
+        update = jax.jit(_vb._vb_update(summary))
+        new = update(expected, x, jnp.asarray(w), beta, prior, vb.reg_covar)
+        for name in ("weight_concentration", "mean_precision", "covariances"):
+            assert_close(getattr(new, name), getattr(ref, name), rtol=1e-10)
+        assert_close(new.gmm.means, ref.gmm.means, rtol=1e-10)
+        assert_close(new.lower_bound, ref_bound, rtol=1e-10)
+
+
 def test_integer_sample_weights_equal_repeated_rows(rng):
     w = rng.integers(0, 3, size=len(IRIS))
     params = dict(
