@@ -200,9 +200,13 @@ class FitResult(NamedTuple):
     objective: jax.Array
 
     @property
-    def status_name(self) -> str:
-        """The :class:`Status` name of an unbatched result, e.g. ``"CONVERGED"``."""
-        return Status(int(self.status)).name
+    def status_name(self) -> str | list:
+        """The :class:`Status` name of the run, e.g. ``"CONVERGED"``; for a batch
+        of runs (:func:`gmmjax.multistart`), a list of names in the batch's
+        shape (nested lists for more than one batch axis)."""
+        codes = np.asarray(self.status)
+        names = np.vectorize(lambda code: Status(int(code)).name, otypes=[object])
+        return names(codes).tolist()
 
 
 class FitTrace(NamedTuple):

@@ -264,7 +264,10 @@ S = gmmjax.Status
 )
 def test_best_of_rules(lls, statuses, winner):
     result = fake_result(lls, statuses)
+    # a batch names the status of every run, one run its own
+    assert result.status_name == [S(int(s)).name for s in statuses]
     best = gmmjax.best_of(result)
+    assert best.status_name == S(int(statuses[winner])).name
     assert best.log_likelihood.shape == ()
     assert best.gmm.means.shape == (1, 1)
     assert float(best.gmm.means[0, 0]) == winner
