@@ -36,11 +36,12 @@ from ._validation import (
 __all__ = ["best_index", "best_of", "multistart", "multistart_masked", "start_keys"]
 
 
-def start_keys(key, n_init: int) -> jax.Array:
+def start_keys(key, n_init: int, first: int = 0) -> jax.Array:
     """The keys of the starts of :func:`multistart`: start ``i`` uses
-    ``jax.random.fold_in(key, i)``, so the first starts do not depend on ``n_init``."""
+    ``jax.random.fold_in(key, i)``, so the first starts do not depend on ``n_init``
+    (``first``: the keys of starts ``first`` to ``first + n_init - 1``)."""
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-        key, jnp.arange(n_init, dtype=jnp.uint32)
+        key, jnp.arange(first, first + n_init, dtype=jnp.uint32)
     )
 
 
@@ -127,7 +128,7 @@ def _multistart(
     tol,
     reg_covar,
     n_active=None,
-    hc=None,
+    given=None,
     priors=None,
     *,
     n_components,
@@ -137,25 +138,26 @@ def _multistart(
     report,
 ):
     # n_active: None, or (b,) the active components of every start (masking);
-    # hc: None, or ((K, n) hierarchical partitions into 1..K clusters, (b,) bool
-    # the starts fitted to theirs); priors: None, or a Prior with a leading (b,)
-    # axis, the fitter's prior of every start
+    # given: None, or a pair ((P, n) partitions, (b,) int the partition each
+    # start is fitted to, -1 for its key's own start); priors: None, or a Prior with
+    # a leading (b,) axis, the fitter's prior of every start
     if report is not None and batch_size is not None:
         report = _EveryRestart(report, keys.shape[0], batch_size, x.dtype)
-    tree, use_tree = (None, None) if hc is None else hc
+    table, source = (None, None) if given is None else given
 
     def one(lane, x):
-        key, active, use, prior = lane
-        given = None
-        if tree is not None:
-            given = (use, tree[(n_components if active is None else active) - 1])
+        key, active, row, prior = lane
+        start = None
+        if table is not None:
+            # one row per start, gathered inside its batch
+            start = (row >= 0, table[jnp.maximum(row, 0)])
         gmm0 = init_gmm_jit(
             key,
             x,
             w,
             reg_covar,
             active,
-            given,
+            start,
             n_components=n_components,
             covariance_type=covariance_type,
             method=init,
@@ -163,7 +165,7 @@ def _multistart(
         fit_with = fitter if prior is None else with_prior(fitter, prior)
         return run(fit_with, gmm0, x, w, max_steps, tol, report)[0]
 
-    lanes = (keys, n_active, use_tree, priors)
+    lanes = (keys, n_active, source, priors)
     if batch_size is None:
         return jax.vmap(lambda lane: one(lane, x))(lanes)
     if report is not None:
@@ -352,7 +354,8 @@ def multistart(
     args = (x, w, max_steps, tol, reg_covar)
     if check_hc_start(hc_start):
         tree = hc_labels(x, w, n_clusters=n_components)
-        args = (*args, None, (tree, np.arange(n_init) == 0))
+        source = np.where(np.arange(n_init) == 0, n_components - 1, -1)
+        args = (*args, None, (tree, source.astype(np.int32)))
     if report is not None:
         return _multistart(fitter, keys, *args, **static, report=report)
     return _restarts("multistart", fitter, keys, args, {**static, "report": None})
@@ -423,7 +426,7 @@ def _best_masked(
     tol,
     reg_covar,
     n_active,
-    tree=None,
+    partitions=None,
     priors=None,
     *,
     n_components,
@@ -434,13 +437,20 @@ def _best_masked(
     """The best of the ``(b,)`` starts ``keys`` for every ``(g,)`` number of
     active components ``n_active``, as one program: ``g b`` masked runs with
     ``K = n_components`` components, then :func:`best_index` per group. With
-    the ``(K, n)`` hierarchical partitions ``tree``, the first start of every
-    group is fitted to its partition; with ``priors`` (a :class:`gmmjax.Prior`
-    with a leading ``(g,)`` axis), every group's fitter takes its own."""
+    ``partitions``, ``(g, m, n)`` labels, the last ``m`` starts of group ``i``
+    are fitted to ``partitions[i]`` instead, each whose labels are ``>= 0``
+    (``-1``: its key's start); with ``priors`` (a :class:`gmmjax.Prior` with
+    a leading ``(g,)`` axis), every group's fitter takes its own."""
     g, b = n_active.shape[0], keys.shape[0]
     lane_keys = jnp.broadcast_to(keys[None], (g, b)).reshape(g * b)
     lane_active = jnp.repeat(n_active, b)
-    hc = None if tree is None else (tree, jnp.arange(g * b) % b == 0)
+    given = None
+    if partitions is not None:
+        m = partitions.shape[1]
+        rows = jnp.arange(g * m).reshape(g, m)
+        rows = jnp.where(partitions[:, :, 0] >= 0, rows, -1)
+        source = jnp.concatenate([jnp.full((g, b - m), -1, rows.dtype), rows], 1)
+        given = (partitions.reshape(g * m, -1), source.reshape(g * b))
     lane_priors = jax.tree_util.tree_map(lambda a: jnp.repeat(a, b, axis=0), priors)
     runs = _multistart(
         fitter,
@@ -451,7 +461,7 @@ def _best_masked(
         tol,
         reg_covar,
         lane_active,
-        hc,
+        given,
         lane_priors,
         n_components=n_components,
         covariance_type=covariance_type,
@@ -482,33 +492,40 @@ def multistart_masked(
     sample_weight=None,
     batch_size: int | None = None,
     reg_covar=1e-6,
-    tree=None,
+    partitions=None,
+    first_key: int = 0,
     priors=None,
 ) -> FitResult:
     """:func:`multistart` and :func:`best_of` for several numbers of components
     at once, in one compiled program per covariance type.
 
+    For every ``k`` of ``n_active`` (``(g,)`` ints in ``1..K``), ``n_init``
+    starts are fitted with ``K = max(n_active)`` components of which the first
+    ``k`` are active and the others masked (weight 0, frozen; see
+    ``gmmjax._em._em_step``), all ``g n_init`` runs batched together, and the
+    best run of each ``k`` is kept (:func:`best_index`). A masked run equals the
+    ``k``-component run to rounding. Start ``j`` of every ``k`` is
+    :func:`multistart`'s start from ``jax.random.fold_in(key, first_key + j)``
+    (with ``first_key=0``, the keys of ``multistart(..., n_init=n_init)``),
+    except where ``partitions`` gives one.
+
+    ``partitions``, optional, holds ``(g, m, n)`` integer labels (``m <=
+    n_init``): the last ``m`` starts of ``k = n_active[i]`` are fitted to the
+    partitions ``partitions[i]`` of ``x`` into ``k`` clusters (labels in
+    ``0..k-1``), except those whose labels are ``-1``, which keep their keyed
+    start. E.g. the hierarchical partitions (:func:`gmmjax._hc.hc_labels`),
+    or those of the fits of other cells of a grid.
+
     ``priors``, optional, is a :class:`gmmjax.Prior` whose leaves have a
     leading ``(g,)`` axis: the ``k = n_active[i]`` runs use ``fitter`` with the
     prior ``i`` (mclust's default prior depends on ``k``), as one program.
 
-    ``tree``, optional, holds the ``(K, n)`` hierarchical partitions of ``x``
-    (:func:`gmmjax._hc.hc_labels` with ``n_clusters = max(n_active)``): every
-    ``k`` then runs one
-    more start, fitted to its partition, beside its ``n_init`` keyed starts,
-    so its best run is never worse than without it.
-
-    For every ``k`` of ``n_active`` (``(g,)`` ints in ``1..K``), the ``n_init``
-    starts of ``multistart(fitter, key, x, n_components=k, ...)`` (the same
-    keys) are fitted with ``K = max(n_active)`` components of which the first
-    ``k`` are active and the others masked (weight 0, frozen; see
-    ``gmmjax._em._em_step``), all ``g n_init`` runs batched together, and the
-    best run of each ``k`` is kept (:func:`best_index`). A masked run equals the
-    ``k``-component run to rounding. The program depends on ``K``, ``g``,
-    ``n_init`` and the static arguments, not on the values of ``n_active``.
-    Validation as in :func:`multistart` (``n_active`` excepted, checked by the
-    caller); ``batch_size`` bounds the runs fitted together, over all ``g
-    n_init`` of them.
+    The program depends on ``K``, ``g``, ``n_init``, ``m``, the labels'
+    integer type and the static arguments, not on the values of ``n_active``,
+    ``partitions`` or ``first_key``. Validation as in :func:`multistart`
+    (``n_active`` and ``partitions`` excepted, checked by the caller);
+    ``batch_size`` bounds the runs fitted together, over all ``g n_init`` of
+    them.
 
     Returns:
         A :class:`FitResult` with a leading ``(g,)`` axis whose models have
@@ -530,7 +547,7 @@ def multistart_masked(
     )
     n_active = np.asarray(n_active, np.int32)
     k_max = int(n_active.max())
-    n_runs = (n_init + (tree is not None)) * n_active.shape[0]
+    n_runs = n_init * n_active.shape[0]
     if batch_size is None:
         batch_size = _auto_batch_size(x.shape[0], k_max)
     batch_size = None if batch_size >= n_runs else batch_size
@@ -541,12 +558,12 @@ def multistart_masked(
         "init": init,
         "batch_size": batch_size,
     }
-    keys = start_keys(keys, n_init)
-    if tree is not None:
-        # the hierarchical start comes first, before the keyed ones (its key
-        # is not used)
-        keys = jnp.concatenate([keys[:1], keys])
-    args = (*args, jnp.asarray(n_active), tree, priors)
+    keys = start_keys(keys, n_init, first_key)
+    if partitions is not None:
+        # device_put copies without compiling; the labels keep their integer
+        # type (int8 up to K = 127: g n_init n bytes)
+        partitions = jax.device_put(np.asarray(partitions))
+    args = (*args, jnp.asarray(n_active), partitions, priors)
     return _restarts("best-masked", fitter, keys, args, static)
 
 

@@ -285,17 +285,170 @@ def masks_components(fitter) -> bool:
     return isinstance(fitter, EM)
 
 
-def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree, priors):
+# the rows :func:`_host_log_joint` projects at once
+_HOST_ROWS = 2**14
+
+
+def _host_log_joint(gmm: GMM, x: np.ndarray) -> np.ndarray:
+    """``(n, k)`` ``log pi_j + log N(x_i | mu_j, Sigma_j)`` of a mixture with
+    NumPy leaves, in NumPy: nothing compiles per number of components."""
+    logits = np.asarray(gmm.logits, np.float64)
+    means = np.asarray(gmm.means, np.float64)
+    log_diag = np.asarray(gmm.log_diag, np.float64)
+    k, d = means.shape
+    top = np.max(logits)
+    log_w = logits - (top + np.log(np.sum(np.exp(logits - top))))
+    if gmm.covariance_type in ("full", "tied"):
+        # the upper precision Cholesky factors P, packed as GMM packs them
+        rows, cols = np.triu_indices(d, 1)
+        off = np.broadcast_to(np.asarray(gmm.off_diag, np.float64), (k, len(rows)))
+        log_diag = np.broadcast_to(log_diag, (k, d))
+        p = np.zeros((k, d, d))
+        p[:, np.arange(d), np.arange(d)] = np.exp(log_diag)
+        p[:, rows, cols] = off
+    else:
+        if gmm.covariance_type == "spherical":
+            log_diag = np.repeat(log_diag[:, None], d, axis=1)
+        p = np.exp(log_diag)
+    centers = np.einsum("kd,kde->ke", means, p) if p.ndim == 3 else means * p
+    quad = np.empty((x.shape[0], k))
+    # in chunks of rows: the (rows, k, d) projections of all n would be large
+    for start in range(0, x.shape[0], _HOST_ROWS):
+        chunk = x[start : start + _HOST_ROWS]
+        if p.ndim == 3:
+            y = np.einsum("nd,kde->nke", chunk, p) - centers
+        else:
+            y = chunk[:, None, :] * p - centers
+        quad[start : start + len(chunk)] = np.sum(y * y, axis=-1)
+    return log_w + np.sum(log_diag, axis=-1) - 0.5 * (d * np.log(2 * np.pi) + quad)
+
+
+def _host_responsibilities(gmm: GMM, x: np.ndarray) -> np.ndarray:
+    """``(n, k)`` responsibilities of a mixture with NumPy leaves, in NumPy."""
+    joint = _host_log_joint(gmm, x)
+    joint = np.exp(joint - np.max(joint, axis=1, keepdims=True))
+    return joint / np.sum(joint, axis=1, keepdims=True)
+
+
+def _splits(labels, xs, k: int, count: int) -> list:
+    """Up to ``count`` partitions into ``k`` clusters from ``labels``, a
+    partition into ``k - 1``: each cuts one cluster in two across its principal
+    axis (in the standard units of ``xs``), the clusters of the largest scatter
+    first, as bisecting k-means does."""
+    scatter = []
+    for c in range(k - 1):
+        part = xs[labels == c]
+        if len(part) >= 2:
+            scatter.append((float(np.sum((part - part.mean(0)) ** 2)), c))
+    out = []
+    for _, c in sorted(scatter, reverse=True)[:count]:
+        inside = np.flatnonzero(labels == c)
+        part = xs[inside] - xs[inside].mean(0)
+        side = part @ np.linalg.svd(part, full_matrices=False)[2][0] > 0
+        if side.any() and not side.all():
+            split = labels.copy()
+            split[inside[side]] = k - 1
+            out.append(split)
+    return out
+
+
+def _merges(resp, k: int, count: int) -> list:
+    """Up to ``count`` partitions into ``k`` clusters from ``resp``, the ``(n,
+    k + 1)`` responsibilities of a ``k + 1``-component fit: the hard partition
+    with two of its components merged, the pairs whose merge lowers the entropy
+    of the responsibilities most first (Baudry et al. 2010, the pairs that
+    share their points most)."""
+    tiny = np.finfo(np.float64).tiny
+    entropy = resp * np.log(resp + tiny)
+    gains = []
+    for a in range(k + 1):
+        for b in range(a + 1, k + 1):
+            both = resp[:, a] + resp[:, b]
+            gain = np.sum(both * np.log(both + tiny) - entropy[:, a] - entropy[:, b])
+            gains.append((float(gain), a, b))
+    hard = np.argmax(resp, axis=1)
+    out = []
+    for _, a, b in sorted(gains, reverse=True)[:count]:
+        merged = np.where(hard == b, a, hard)
+        out.append(np.where(merged > b, merged - 1, merged))
+    return out
+
+
+def _neighbour_partitions(cells, candidates, changed, x, xs, slots: int, dtype):
+    """``(g, slots, n)`` labels of the starts that :func:`select`'s next round
+    gives every ``k`` (``-1``: none, a keyed start), or ``None`` when no cell
+    has a new one: the splits of the best ``k - 1`` fit and the merges of the
+    best ``k + 1`` fit of the same covariance type (``cells``: host
+    :class:`FitResult` by ``k``), where that fit is new (``changed``: the
+    ``k`` whose fits changed in the last round)."""
+    out = np.full((len(candidates), slots, x.shape[0]), -1, dtype)
+    found_any = False
+    for i, k in enumerate(candidates):
+        found = []
+        merge = k + 1 in cells and k + 1 in changed
+        if k - 1 in cells and k - 1 in changed:
+            # half the slots, or all of them when there is nothing to merge
+            labels = np.argmax(_host_log_joint(cells[k - 1].gmm, x), axis=1)
+            found += _splits(labels, xs, k, (slots + 1) // 2 if merge else slots)
+        if merge:
+            resp = _host_responsibilities(cells[k + 1].gmm, x)
+            found += _merges(resp, k, slots - len(found))
+        # a start needs every one of its k clusters
+        found = [f for f in found if len(np.unique(f)) == k][:slots]
+        for s, labels in enumerate(found):
+            out[i, s] = labels
+        found_any = found_any or bool(found)
+    return out if found_any else None
+
+
+def _usable_tier(result) -> int:
+    """:func:`gmmjax._multistart.best_index`'s tier of a run: 0 usable, 1
+    failed with a finite objective, 2 the rest."""
+    if not np.isfinite(float(result.objective)):
+        return 2
+    return 0 if int(result.status) in (Status.CONVERGED, Status.MAX_STEPS) else 1
+
+
+def _better(new, old) -> bool:
+    """Whether :func:`gmmjax.best_of` prefers run ``new`` to run ``old``
+    (a tie goes to ``old``, the earlier)."""
+    a, b = _usable_tier(new), _usable_tier(old)
+    if a != b:
+        return a < b
+    return a < 2 and float(new.objective) > float(old.objective)
+
+
+def _label_dtype(k_max: int):
+    """The smallest integer type of labels ``-1..k_max - 1``."""
+    for dtype in (np.int8, np.int16):
+        if k_max <= np.iinfo(dtype).max:
+            return dtype
+    return np.int32
+
+
+def _fit_cells(
+    fitter,
+    key,
+    x,
+    candidates,
+    covariance_type,
+    options,
+    tree,
+    priors,
+    partitions=None,
+    first_key=0,
+):
     """``(i, k, best run)`` for every candidate ``k``, as its result is ready.
 
     With a fitter that masks components, every ``k`` runs in one program with
-    ``max(candidates)`` components (:func:`multistart_masked`); the best runs
-    are cut to their ``k`` components on the host (slicing device arrays would
-    compile a program per ``k``). Other fitters run
-    :func:`gmmjax.multistart` per ``k``. ``tree``: the hierarchical partitions
-    (:func:`gmmjax._hc.hc_labels`) that one more start of every ``k`` is
-    fitted to, or ``None``; ``priors``: ``None``, or the fitter's
-    :class:`gmmjax.Prior` of every ``k``.
+    ``max(candidates)`` components (:func:`multistart_masked`, ``options``'
+    ``n_init`` starts a ``k``, those of ``partitions`` among them, the others
+    from the keys from ``first_key`` on); the best runs are cut to their ``k``
+    components on the host (slicing device arrays would compile a program per
+    ``k``) and stay there (NumPy leaves). Other fitters run
+    :func:`gmmjax.multistart` per ``k``, one more start from the hierarchical
+    partitions ``tree`` unless it is ``None``. ``priors``: ``None``, or the
+    fitter's :class:`gmmjax.Prior` of every ``k``.
     """
     if not masks_components(fitter):
         for i, k in enumerate(candidates):
@@ -321,16 +474,85 @@ def _fit_cells(fitter, key, x, candidates, covariance_type, options, tree, prior
         x,
         n_active=candidates,
         covariance_type=covariance_type,
-        tree=tree,
+        partitions=partitions,
+        first_key=first_key,
         priors=priors,
         **options,
     )
     bests = jax.device_get(bests)
     for i, k in enumerate(candidates):
         best = jax.tree_util.tree_map(lambda a, i=i: a[i], bests)
-        best = best._replace(gmm=leading_components(best.gmm, k))
-        # device_put copies without compiling (jnp.asarray compiles per shape)
-        yield i, k, jax.device_put(best)
+        yield i, k, best._replace(gmm=leading_components(best.gmm, k))
+
+
+def _fit_type(
+    fitter, key, x, candidates, covariance_type, options, tree, priors, rounds
+):
+    """``{k: best run}`` of one covariance type (host leaves with a fitter that
+    masks components): the first round of starts (``options``' ``n_init``
+    keyed starts and the hierarchical one of ``tree``), then up to ``rounds``
+    rounds of starts from the neighbouring cells (see :func:`select`), all
+    through one program."""
+    n_runs = options["n_init"]
+    if not masks_components(fitter):
+        return {
+            k: best
+            for _, k, best in _fit_cells(
+                fitter, key, x, candidates, covariance_type, options, tree, priors
+            )
+        }
+    n_runs += tree is not None
+    options = {**options, "n_init": n_runs}
+    partitions = None
+    slots = n_runs if rounds else int(tree is not None)
+    dtype = _label_dtype(max(candidates))
+    if slots:
+        # the hierarchical start last: the keyed starts keep their keys
+        partitions = np.full((len(candidates), slots, x.shape[0]), -1, dtype)
+        if tree is not None:
+            partitions[:, -1] = tree[np.asarray(candidates) - 1]
+    cells = {
+        k: best
+        for _, k, best in _fit_cells(
+            fitter,
+            key,
+            x,
+            candidates,
+            covariance_type,
+            options,
+            None,
+            priors,
+            partitions,
+        )
+    }
+    if not rounds:
+        return cells
+    host_x = np.asarray(x, np.float64)
+    xs = (host_x - host_x.mean(0)) / np.sqrt(np.asarray(data_variance(x, None)))
+    changed = set(candidates)
+    for r in range(1, rounds + 1):
+        partitions = _neighbour_partitions(
+            cells, candidates, changed, host_x, xs, slots, dtype
+        )
+        if partitions is None:
+            break
+        changed = set()
+        for _, k, best in _fit_cells(
+            fitter,
+            key,
+            x,
+            candidates,
+            covariance_type,
+            options,
+            None,
+            priors,
+            partitions,
+            first_key=r * n_runs,
+        ):
+            if _better(best, cells[k]):
+                cells[k] = best
+                changed.add(k)
+    return cells
 
 
 def _prior_maker(prior, fitter, x):
@@ -434,6 +656,7 @@ def select(
     hc_start: bool = True,
     reg_scale: str = "relative",
     prior=None,
+    split_merge_rounds: int = 3,
 ) -> SelectionResult:
     """Fit every (number of components, covariance type) pair and pick the best.
 
@@ -446,6 +669,23 @@ def select(
     (:func:`gmmjax.bic` or :func:`gmmjax.aic`, lower is better). The chosen model
     minimizes the criterion over the cells whose best run ended normally; ties go
     to the fewer components, then to the earlier covariance type.
+
+    **Starts from the neighbouring cells.** A cell's restarts often miss its
+    best optimum when a neighbour has found it already: the ``k``-component
+    optimum is often the ``(k - 1)``-component one with a cluster cut in two,
+    or the ``(k + 1)``-component one with two clusters joined. So, with a
+    fitter that masks components (EM), after the first round every cell runs
+    up to ``split_merge_rounds`` more rounds of ``n_init (+ 1)`` starts, from
+    the partitions of its neighbours of the same covariance type: the best
+    ``k - 1`` fit's hard partition with one of its clusters (those of the
+    largest scatter in standard units first) cut across its principal axis,
+    and the best ``k + 1`` fit's with two of its components merged (those
+    whose merge lowers the entropy of its responsibilities most, Baudry et al.
+    2010), each round from the neighbours' fits of the round before, the
+    remaining starts of the round from new keys. A cell keeps the best of all
+    its runs, so a round never makes it worse; the rounds end early when no
+    cell of the covariance type has improved. They run through the first
+    round's program: no program compiles for them.
 
     All the cells of one covariance type run as one compiled program: every
     candidate ``k`` is fitted with ``K = max(n_components)`` components of which
@@ -489,14 +729,21 @@ def select(
             covariance_type)``, called once per cell as its result is ready,
             ``i`` counting the calls from 0 to ``n_cells - 1``, e.g. to draw a
             progress line. The cells of one covariance type are fitted together,
-            so its calls come together once its program has run, in the order of
-            ``n_components``; the covariance types follow one another in the
+            so its calls come together once its rounds have run, in the order
+            of ``n_components``; the covariance types follow one another in the
             order of ``covariance_types``.
         hc_start: add to every cell a start from the hierarchical partition
             (:func:`gmmjax.init_gmm`'s ``"hc"``, one tree for the grid): ``n_init
             + 1`` runs a cell, with a fitter that masks components (EM); other
             fitters run :func:`gmmjax.multistart`'s ``hc_start``, whose first
             start is the hierarchical one.
+        split_merge_rounds: the most rounds of starts from the neighbouring
+            cells (see above; an integer >= 0, ``0`` for none), with a fitter
+            that masks components (EM); other fitters run none. Each round
+            costs about as much as the first; on wine (178 x 13, k = 1..9, the
+            four types) 3 rounds took the warm grid from 1.5 to 5-6 s and left
+            1 of its 36 cells below the best of 100 scikit-learn k-means fits
+            (against 21 without them), 8 rounds none, in 13 s.
         reg_scale: how ``reg_covar`` and the fitter's ``reg_covar`` (of
             :class:`gmmjax.EM`, also inside :class:`gmmjax.Annealed`) are read:
             ``"relative"`` (the default) as fractions of each feature's variance
@@ -531,6 +778,7 @@ def select(
     candidates = _check_candidates(n_components, n)
     types = _check_types(covariance_types)
     n_init = check_positive_int(n_init, "n_init")
+    rounds = check_positive_int(split_merge_rounds, "split_merge_rounds", minimum=0)
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
     check_steps(max_steps, "max_steps")
@@ -578,14 +826,18 @@ def select(
     )
     tree = None
     if check_hc_start(hc_start):
-        tree = hc_labels(x, n_clusters=max(candidates))
+        tree = np.asarray(hc_labels(x, n_clusters=max(candidates)))
     done = 0
     for j, ctype in enumerate(types):
         priors = None
         if make_prior is not None:
             priors = [make_prior(k, ctype) for k in candidates]
-        cells = _fit_cells(fitter, key, x, candidates, ctype, options, tree, priors)
-        for i, k, best in cells:
+        cells = _fit_type(
+            fitter, key, x, candidates, ctype, options, tree, priors, rounds
+        )
+        for i, k in enumerate(candidates):
+            # device_put copies without compiling (jnp.asarray compiles per shape)
+            best = jax.device_put(cells[k])
             p = _count(k, d, ctype)
             ll = float(best.log_likelihood)
             values[i, j] = _criterion(criterion, ll, p, n)

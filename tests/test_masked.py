@@ -190,8 +190,14 @@ def _select_programs() -> int:
 
 def test_select_compiles_one_program_per_covariance_type_and_equals_multistart():
     global _compiles
+    # without the rounds of starts from the neighbouring cells: a cell is the
+    # best of its n_init starts and the hierarchical one
     kwargs = dict(
-        n_components=[1, 3], covariance_types=["diag", "tied"], n_init=3, max_steps=50
+        n_components=[1, 3],
+        covariance_types=["diag", "tied"],
+        n_init=3,
+        max_steps=50,
+        split_merge_rounds=0,
     )
     before = _select_programs()
     result = gmmjax.select(jax.random.key(0), X, **kwargs)
@@ -227,6 +233,30 @@ def test_select_compiles_one_program_per_covariance_type_and_equals_multistart()
     _compiles = []
     try:
         gmmjax.select(jax.random.key(1), X + 1.0, **kwargs)
+        assert _compiles == []
+    finally:
+        _compiles = None
+
+
+def test_split_merge_rounds_run_through_the_first_rounds_program():
+    """The rounds of starts from the neighbouring cells reuse the program of
+    the first round: one program per covariance type, however many rounds,
+    and nothing compiles for new data of the same shape and a new seed."""
+    global _compiles
+    kwargs = dict(
+        n_components=[1, 2, 3],
+        covariance_types=["diag", "tied"],
+        n_init=2,
+        max_steps=50,
+        split_merge_rounds=2,
+    )
+    before = _select_programs()
+    gmmjax.select(jax.random.key(0), X, **kwargs)
+    assert _select_programs() - before == 2
+    _compiles = []
+    try:
+        gmmjax.select(jax.random.key(1), X + 1.0, **kwargs)
+        gmmjax.select(jax.random.key(1), X, **{**kwargs, "split_merge_rounds": 5})
         assert _compiles == []
     finally:
         _compiles = None

@@ -13,8 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import gmmjax
-from gmmjax import cli
-from gmmjax._selection import padded_components
+from gmmjax import _selection, cli
+from gmmjax._selection import _merges, _splits, padded_components
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -188,6 +188,88 @@ def test_select_aic_and_failed_cells_are_never_chosen(rng):
     )
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_host_log_joint_is_the_weighted_component_log_prob(
+    covariance_type, rng, monkeypatch
+):
+    # the NumPy E step of the split and merge starts (no program per k), in
+    # chunks of rows
+    x = rng.normal(size=(50, 3))
+    gmm = gmmjax.GMM.from_natural(
+        *random_natural(rng, 4, 3, covariance_type), covariance_type=covariance_type
+    )
+    monkeypatch.setattr(_selection, "_HOST_ROWS", 16)
+    got = _selection._host_log_joint(jax.tree_util.tree_map(np.asarray, gmm), x)
+    want = gmmjax.component_log_prob(gmm, x) + np.log(np.asarray(gmm.weights))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_splits_cut_the_widest_cluster_across_its_principal_axis(rng):
+    # a cluster stretched along the first axis and a small round one
+    wide = rng.normal(size=(60, 2)) * [4.0, 0.3]
+    small = rng.normal(size=(40, 2)) * 0.3 + [0.0, 10.0]
+    xs = np.concatenate([wide, small])
+    labels = np.repeat([0, 1], [60, 40])
+    first, second = _splits(labels, xs, 3, 2)
+    for split in (first, second):
+        assert sorted(np.unique(split)) == [0, 1, 2]
+    # the widest first: the stretched cluster cut across its long axis
+    assert np.array_equal(first[60:], labels[60:])
+    side = wide[:, 0] > wide[:, 0].mean()
+    assert np.array_equal(first[:60] == 2, side) or np.array_equal(
+        first[:60] == 2, ~side
+    )
+    # then the small one, the stretched one kept
+    assert np.array_equal(second[:60], labels[:60])
+    assert np.sum(second == 2) > 0 and np.sum(second == 1) > 0
+    # a cluster of one point is not cut, one of two is
+    (split,) = _splits(np.array([0, 1, 1]), np.eye(3)[:, :2], 3, 2)
+    assert split[0] == 0 and sorted(split[1:]) == [1, 2]
+
+
+def test_merges_join_the_components_that_share_their_points_first():
+    # components 1 and 2 split the last 20 points between them, 0 is apart
+    resp = np.zeros((40, 3))
+    resp[:20, 0] = 1.0
+    resp[20:, 1] = np.linspace(0.2, 0.8, 20)
+    resp[20:, 2] = 1.0 - resp[20:, 1]
+    first, second = _merges(resp, 2, 2)
+    np.testing.assert_array_equal(first, np.repeat([0, 1], 20))
+    # then a pair that shares nothing: 0 joined with the merged 2 (or 1)
+    assert sorted(np.unique(second)) == [0, 1]
+    assert not np.array_equal(second, first)
+
+
+def test_split_merge_rounds_only_improve_cells_and_find_better_maxima():
+    """The rounds of starts from the neighbouring cells run after the same
+    first round (the same keys), and a cell keeps the best of all its runs: no
+    cell is worse than without them, and here some are better: with one
+    k-means++ start a cell, splits of the k - 1 fit and merges of the k + 1 fit
+    find maxima that the one start misses."""
+    x = gmmjax.datasets.faithful()
+    kwargs = dict(
+        n_components=range(1, 7),
+        covariance_types=["full", "spherical"],
+        n_init=1,
+        hc_start=False,
+        max_steps=100,
+    )
+    with jax.enable_x64(True):
+        plain = gmmjax.select(jax.random.key(0), x, split_merge_rounds=0, **kwargs)
+        rounds = gmmjax.select(jax.random.key(0), x, split_merge_rounds=2, **kwargs)
+    assert np.all(rounds.log_likelihood >= plain.log_likelihood - 1e-9)
+    # (3, full) and (4, full) by 0.7 and 0.9
+    assert np.sum(rounds.log_likelihood > plain.log_likelihood + 0.5) >= 2
+    # the table holds each cell's (better) fit
+    for (k, _), fit in rounds.fits.items():
+        assert fit.gmm.n_components == k
+        np.testing.assert_allclose(
+            float(fit.log_likelihood),
+            float(gmmjax.log_likelihood(fit.gmm, x)),
+            rtol=1e-9,
+        )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -207,6 +289,8 @@ def test_select_aic_and_failed_cells_are_never_chosen(rng):
         (dict(max_steps=-3), ValueError, "max_steps must be >= 0"),
         (dict(fitter=object()), TypeError, "fitter must provide"),
         (dict(progress="yes"), TypeError, "progress must be a function"),
+        (dict(split_merge_rounds=-1), ValueError, "split_merge_rounds must be >="),
+        (dict(split_merge_rounds=1.0), TypeError, "split_merge_rounds must be an"),
     ],
 )
 def test_select_rejects_bad_arguments(kwargs, error, match):
@@ -237,6 +321,7 @@ def test_cli_select_prints_the_table_and_choice(capsys):
     assert code == 0
     assert "272 samples" in out and "| k | full | diag |" in out
     assert "restarts per cell: 10 (kmeans) and the hierarchical partition" in out
+    assert "then up to 3 rounds of starts from the neighbouring cells" in out
     assert "best by BIC: 2 components" in out
     assert "status: CONVERGED" in out
 
@@ -294,6 +379,7 @@ def test_cli_select_subprocess_with_csv_and_aic(tmp_path, rng):
         (["select", "-k", "0-2"], "-k values must be between 1"),
         (["select", "-k", "1,1"], "-k has repeated values"),
         (["select", "--n-init", "0"], "--n-init must be >= 1"),
+        (["select", "--split-merge-rounds", "-1"], "--split-merge-rounds must be >= 0"),
         (["select", "--tol", "-1"], "--tol must be >= 0"),
         (["select", "no-such-file.csv"], "data file not found"),
     ],
