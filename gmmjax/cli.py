@@ -284,6 +284,10 @@ def _cmd_select(args) -> int:
         raise CLIError("--covariance-types has repeated values")
     if args.n_init < 1:
         raise CLIError(f"--n-init must be >= 1, got {args.n_init}")
+    if args.split_merge_rounds < 0:
+        raise CLIError(
+            f"--split-merge-rounds must be >= 0, got {args.split_merge_rounds}"
+        )
     if args.max_steps < 0:
         raise CLIError(f"--max-steps must be >= 0, got {args.max_steps}")
     if not args.tol >= 0:
@@ -312,6 +316,7 @@ def _cmd_select(args) -> int:
             covariance_types=args.covariance_types,
             criterion=args.criterion,
             n_init=args.n_init,
+            split_merge_rounds=args.split_merge_rounds,
             max_steps=args.max_steps,
             tol=args.tol,
             init=args.init,
@@ -328,6 +333,11 @@ def _cmd_select(args) -> int:
     print(
         f"restarts per cell: {args.n_init} ({args.init}) and the hierarchical partition"
     )
+    if args.split_merge_rounds:
+        print(
+            f"then up to {args.split_merge_rounds} rounds of starts from the "
+            "neighbouring cells (--split-merge-rounds)"
+        )
     print(regularization(args.reg_covar, args.reg_scale))
     if args.prior == "default":
         print(PRIOR_LINE)
@@ -550,6 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     select.add_argument(
         "--n-init", type=int, default=10, help="restarts per cell (default: 10)"
+    )
+    select.add_argument(
+        "--split-merge-rounds",
+        type=int,
+        default=3,
+        help="rounds of starts from the neighbouring cells after the first: the "
+        "best k-1 fit with a cluster split and the best k+1 fit with two merged "
+        "(default: 3; 0 for none, the fastest)",
     )
     select.add_argument(
         "--init",
