@@ -84,30 +84,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import em_benchmark  # noqa: E402
+from em_benchmark import GRID, ISSUE_SIZES, QUICK_GRID, median_time  # noqa: E402
+
 import gmmjax  # noqa: E402
 from gmmjax import _fit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# the EM benchmark's sizes (issue 12's targets), then its extra ones
-ISSUE_SIZES = [
-    (200_000, 16, 16, "full"),
-    (1_000_000, 4, 8, "full"),
-    (500_000, 32, 16, "diag"),
-    (100_000, 64, 32, "full"),
-]
-GRID = [
-    *ISSUE_SIZES,
-    (200_000, 2, 3, "full"),
-    (200_000, 16, 16, "spherical"),
-    (200_000, 16, 16, "tied"),
-]
-QUICK_GRID = [
-    (20_000, 16, 16, "full"),
-    (50_000, 4, 8, "full"),
-    (20_000, 32, 16, "diag"),
-    (5_000, 64, 32, "full"),
-]
 TARGETS = {"float32": 8.0, "float64": 4.0}
 REG_COVAR = 1e-6
 THREAD_VARIABLES = (
@@ -116,17 +100,6 @@ THREAD_VARIABLES = (
     "MKL_NUM_THREADS",
     "XLA_FLAGS",
 )
-
-
-def median_time(fn, repeats):
-    """The median of ``repeats`` timed calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def paired_times(run, m1, m2, repeats, warm_up=(True, True)):
@@ -204,32 +177,17 @@ def machine_info():
 
 
 def make_problem(n, d, k, ctype, dtype, seed=0):
-    """``(x, resp, gmm0)``: ``k`` separated clusters of ``n`` points in ``d``
-    dimensions (``em_benchmark.py``'s data); one-hot starting responsibilities,
-    every point given to the nearest of ``k`` random data points (no component
-    empty: each holds its own point), in ``dtype``; and the EM benchmark's start
-    for :class:`gmmjax.EM` (those points as means, the data's variances, equal
-    weights)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(k, d))
-    labels = rng.integers(0, k, size=n)
-    x = (centers[labels] + rng.normal(size=(n, d))).astype(dtype)
-    seeds = x[rng.choice(n, k, replace=False)]
-    host, means = x.astype(np.float64), seeds.astype(np.float64)
+    """``(x, resp, gmm0)``: ``em_benchmark.py``'s data and start for
+    :class:`gmmjax.EM` (``k`` random data points as means, the data's
+    variances, equal weights), and one-hot starting responsibilities: every
+    point given to the nearest of those ``k`` points (no component empty: each
+    holds its own point), in ``dtype``."""
+    x, gmm0 = em_benchmark.make_problem(n, d, k, ctype, dtype, seed)
+    host, means = x.astype(np.float64), np.asarray(gmm0.means, np.float64)
     distance = (host**2).sum(1)[:, None] - 2 * host @ means.T + (means**2).sum(1)
     resp = np.zeros((n, k), dtype)
     resp[np.arange(n), np.argmin(distance, axis=1)] = 1
-    var = x.var(axis=0)
-    cov = {
-        "full": np.broadcast_to(np.diag(var), (k, d, d)),
-        "tied": np.diag(var),
-        "diag": np.broadcast_to(var, (k, d)),
-        "spherical": np.full(k, var.mean()),
-    }[ctype]
-    gmm0 = gmmjax.GMM.from_natural(
-        np.full(k, 1.0 / k), seeds, np.array(cov), covariance_type=ctype
-    )
-    return x, resp, jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), gmm0)
+    return x, resp, gmm0
 
 
 def vb_fitter(x, k, ctype):
