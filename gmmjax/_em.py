@@ -432,24 +432,22 @@ def two_pass_summary(gmm: GMM, x, sample_weight, beta, entropy=False) -> Summary
     return Summary(stats, c, False, ll, log_prob, summed)
 
 
-def _expanded_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
-    """One EM step by the expanded route: ``(MStep, total log-likelihood,
-    log p(x_i))``."""
-    summary = expanded_summary(gmm, x, sample_weight, beta)
-    m = summary.maximize(
-        reg_covar, gmm.covariance_type, prior=prior, active=_active(gmm, prior)
-    )
-    return m, summary.ll, summary.log_prob
+def _update_by(summarize):
+    """One EM step by a route (``summarize``: :func:`expanded_summary` or
+    :func:`two_pass_summary`): ``(MStep, total log-likelihood, log p(x_i))``."""
+
+    def update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
+        summary = summarize(gmm, x, sample_weight, beta)
+        m = summary.maximize(
+            reg_covar, gmm.covariance_type, prior=prior, active=_active(gmm, prior)
+        )
+        return m, summary.ll, summary.log_prob
+
+    return update
 
 
-def _two_pass_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):
-    """One EM step by the centered two-pass route: ``(MStep, log-likelihood,
-    log p(x_i))``."""
-    summary = two_pass_summary(gmm, x, sample_weight, beta)
-    m = summary.maximize(
-        reg_covar, gmm.covariance_type, prior=prior, active=_active(gmm, prior)
-    )
-    return m, summary.ll, summary.log_prob
+_expanded_update = _update_by(expanded_summary)
+_two_pass_update = _update_by(two_pass_summary)
 
 
 def em_update(gmm: GMM, x, sample_weight, reg_covar, beta, prior=None):

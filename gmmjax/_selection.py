@@ -485,14 +485,24 @@ def _fit_cells(
         yield i, k, best._replace(gmm=leading_components(best.gmm, k))
 
 
+def _host_data(x):
+    """``(x, x in standard units)`` on the host in float64, which the split and
+    merge starts of every covariance type read."""
+    host_x = np.asarray(x, np.float64)
+    return host_x, (host_x - host_x.mean(0)) / np.sqrt(
+        np.asarray(data_variance(x, None))
+    )
+
+
 def _fit_type(
-    fitter, key, x, candidates, covariance_type, options, tree, priors, rounds
+    fitter, key, x, candidates, covariance_type, options, tree, priors, rounds, host
 ):
     """``{k: best run}`` of one covariance type (host leaves with a fitter that
     masks components): the first round of starts (``options``' ``n_init``
     keyed starts and the hierarchical one of ``tree``), then up to ``rounds``
     rounds of starts from the neighbouring cells (see :func:`select`), all
-    through one program."""
+    through one program. ``host``: ``x`` in float64 and in standard units,
+    NumPy arrays (see :func:`_host_data`), needed with ``rounds``."""
     n_runs = options["n_init"]
     if not masks_components(fitter):
         return {
@@ -511,32 +521,15 @@ def _fit_type(
         partitions = np.full((len(candidates), slots, x.shape[0]), -1, dtype)
         if tree is not None:
             partitions[:, -1] = tree[np.asarray(candidates) - 1]
-    cells = {
-        k: best
-        for _, k, best in _fit_cells(
-            fitter,
-            key,
-            x,
-            candidates,
-            covariance_type,
-            options,
-            None,
-            priors,
-            partitions,
-        )
-    }
-    if not rounds:
-        return cells
-    host_x = np.asarray(x, np.float64)
-    xs = (host_x - host_x.mean(0)) / np.sqrt(np.asarray(data_variance(x, None)))
-    changed = set(candidates)
-    for r in range(1, rounds + 1):
-        partitions = _neighbour_partitions(
-            cells, candidates, changed, host_x, xs, slots, dtype
-        )
-        if partitions is None:
-            break
-        changed = set()
+    cells, changed = {}, set()
+    for r in range(rounds + 1):
+        if r:
+            partitions = _neighbour_partitions(
+                cells, candidates, changed, *host, slots, dtype
+            )
+            if partitions is None:
+                break
+            changed = set()
         for _, k, best in _fit_cells(
             fitter,
             key,
@@ -549,7 +542,7 @@ def _fit_type(
             partitions,
             first_key=r * n_runs,
         ):
-            if _better(best, cells[k]):
+            if k not in cells or _better(best, cells[k]):
                 cells[k] = best
                 changed.add(k)
     return cells
@@ -827,13 +820,14 @@ def select(
     tree = None
     if check_hc_start(hc_start):
         tree = np.asarray(hc_labels(x, n_clusters=max(candidates)))
+    host = _host_data(x) if rounds and masks_components(fitter) else None
     done = 0
     for j, ctype in enumerate(types):
         priors = None
         if make_prior is not None:
             priors = [make_prior(k, ctype) for k in candidates]
         cells = _fit_type(
-            fitter, key, x, candidates, ctype, options, tree, priors, rounds
+            fitter, key, x, candidates, ctype, options, tree, priors, rounds, host
         )
         for i, k in enumerate(candidates):
             # device_put copies without compiling (jnp.asarray compiles per shape)
